@@ -1,0 +1,206 @@
+"""Typed configuration: audio (mel convention), model, diffusion and training sections.
+
+A config is built from YAML or a dict; unknown keys and values of the wrong type are refused
+with a :class:`~wavediff.errors.ConfigError` that names the key. The resolved config (every
+field, presets expanded) is stored in each checkpoint and as ``config.yaml`` beside it, so a
+checkpoint always rebuilds the model it was trained as.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from wavediff._fields import build_dataclass as _build
+from wavediff.audio.presets import MelConfig
+from wavediff.errors import ConfigError
+
+# The fast 6-step inference schedule of DiffWave (Kong et al. 2021, table 1).
+DIFFWAVE_FAST_SCHEDULE = (1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5)
+
+
+@dataclass
+class ModelConfig:
+    """The DiffWave denoiser (Kong et al. 2021). BASE: 30 layers, 64 channels."""
+
+    residual_layers: int = 30
+    residual_channels: int = 64
+    dilation_cycle: int = 10
+    kernel_size: int = 3
+    step_embedding_dim: int = 128
+    step_hidden_dim: int = 512
+    # Factors of the transposed-conv mel upsampler; their product must equal the hop.
+    # None: two factors chosen from the hop (16 x 16 for 256).
+    upsample_factors: Optional[list[int]] = None
+
+
+@dataclass
+class DiffusionConfig:
+    """The training noise schedule and the default inference settings."""
+
+    num_steps: int = 50
+    beta_start: float = 1e-4
+    beta_end: float = 0.05
+    # An explicit training schedule; overrides num_steps/beta_start/beta_end when set.
+    betas: Optional[list[float]] = None
+    sampler: str = "fast"
+    # Inference noise schedule of the fast sampler (betas, aligned to training steps).
+    fast_schedule: list[float] = field(default_factory=lambda: list(DIFFWAVE_FAST_SCHEDULE))
+    ddim_steps: int = 6
+    ddim_eta: float = 0.0
+
+    def training_betas(self) -> list[float]:
+        if self.betas is not None:
+            return [float(b) for b in self.betas]
+        n = self.num_steps
+        if n == 1:
+            return [float(self.beta_start)]
+        step = (self.beta_end - self.beta_start) / (n - 1)
+        return [self.beta_start + i * step for i in range(n)]
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16
+    crop_samples: int = 16000
+    loss: str = "l1"
+    optimizer: str = "adam"
+    learning_rate: float = 2e-4
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    ema_decay: Optional[float] = 0.999
+    # "none", "bf16" or "fp16" (with a loss scaler); applied on CUDA only.
+    amp: str = "none"
+    max_steps: int = 1_000_000
+    log_interval: int = 100
+    eval_interval: int = 5000
+    save_interval: int = 10000
+    keep_checkpoints: int = 5
+    num_dev_utterances: int = 4
+    dev_crop_samples: int = 0  # 0: whole dev utterances for the dev loss
+    max_nonfinite_steps: int = 25  # stop after this many non-finite steps in a row
+    num_workers: int = 2
+    seed: int = 1234
+
+
+@dataclass
+class Config:
+    audio: MelConfig = field(default_factory=MelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        t, d = self.train, self.diffusion
+        if t.loss not in ("l1", "l2"):
+            raise ConfigError(f"train.loss must be 'l1' or 'l2', got {t.loss!r}")
+        if t.optimizer not in ("adam", "adamw"):
+            raise ConfigError(f"train.optimizer must be 'adam' or 'adamw', got {t.optimizer!r}")
+        if t.amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"train.amp must be 'none', 'bf16' or 'fp16', got {t.amp!r}")
+        if t.crop_samples < self.audio.hop_length:
+            raise ConfigError(
+                f"train.crop_samples {t.crop_samples} is shorter than one hop "
+                f"({self.audio.hop_length}); use at least a few thousand samples"
+            )
+        for name in ("batch_size", "max_steps", "log_interval", "eval_interval",
+                     "save_interval", "keep_checkpoints"):
+            if getattr(t, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(t, name)}")
+        if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
+        if d.sampler not in ("fast", "ddim", "ddpm"):
+            raise ConfigError(f"diffusion.sampler must be fast, ddim or ddpm, got {d.sampler!r}")
+        betas = d.training_betas()
+        if not betas or any(not 0.0 < b < 1.0 for b in betas):
+            raise ConfigError("diffusion betas must all lie in (0, 1)")
+        m = self.model
+        for name in ("residual_layers", "residual_channels", "dilation_cycle", "kernel_size"):
+            if getattr(m, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(m, name)}")
+        if m.kernel_size % 2 == 0:
+            raise ConfigError(f"model.kernel_size must be odd, got {m.kernel_size}")
+
+    # ------------------------------------------------------------------ (de)serialise
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "audio": self.audio.to_dict(),
+            "model": dataclasses.asdict(self.model),
+            "diffusion": dataclasses.asdict(self.diffusion),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Optional[dict[str, Any]]) -> "Config":
+        data = dict(data or {})
+        known = {"audio", "model", "diffusion", "train"}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(
+                f"unknown config section(s): {', '.join(sorted(unknown))}; "
+                f"expected: {', '.join(sorted(known))}"
+            )
+        audio = data.get("audio") or {}
+        if not isinstance(audio, dict):
+            raise ConfigError("config section 'audio' must be a mapping")
+        return cls(
+            audio=MelConfig.from_dict(audio),
+            model=_build(ModelConfig, data.get("model"), "model"),
+            diffusion=_build(DiffusionConfig, data.get("diffusion"), "diffusion"),
+            train=_build(TrainConfig, data.get("train"), "train"),
+        )
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "Config":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config must be a YAML mapping of sections")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def override(self, dotted: list[str]) -> "Config":
+        """A copy with ``section.key=value`` overrides (values parsed as YAML)."""
+        data = self.to_dict()
+        for item in dotted:
+            key, sep, raw = item.partition("=")
+            section, dot, name = key.partition(".")
+            if not sep or not dot or section not in data:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            data[section][name] = yaml.safe_load(raw)
+        return Config.from_dict(data)
+
+
+def base_config() -> Config:
+    """DiffWave BASE with the paper's training settings (T=50, beta 1e-4..0.05)."""
+    return Config()
+
+
+def large_config() -> Config:
+    """DiffWave LARGE: 128 channels, T=200, beta 1e-4..0.02."""
+    return Config(
+        model=ModelConfig(residual_channels=128),
+        diffusion=DiffusionConfig(num_steps=200, beta_start=1e-4, beta_end=0.02),
+    )
