@@ -1,0 +1,158 @@
+"""Reading and writing audio files.
+
+:func:`load_audio` returns float32 mono samples (int PCM scaled as soundfile does, e.g.
+``/ 32768`` for 16-bit) and refuses, with one-line messages, anything a vocoder should not
+be trained or evaluated on silently: unreadable files, empty or multi-channel audio,
+non-finite samples and unexpected sample rates. :func:`save_audio` writes atomically, so a
+failed write never leaves a partial file under the target name.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import soundfile as sf
+
+from wavediff.errors import AudioError
+
+__all__ = ["load_audio", "save_audio"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def load_audio(
+    path: PathLike,
+    sample_rate: int | None = None,
+    *,
+    resample: bool = False,
+    to_mono: bool = False,
+) -> tuple[np.ndarray, int]:
+    """Read an audio file as ``(samples, sample_rate)``; ``samples`` is float32, shape ``(T,)``.
+
+    Any format soundfile reads (wav, flac, ogg, ...). ``sample_rate``: the rate the caller
+    needs; a file at another rate is an error unless ``resample`` is true, in which case it
+    is resampled with soxr (VHQ) and the returned rate is ``sample_rate``. ``to_mono``
+    averages the channels of a multi-channel file instead of refusing it. Float files are
+    returned as stored (not rescaled).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"{p}: no such audio file; check the path")
+    if p.is_dir():
+        raise AudioError(f"{p}: is a directory, expected an audio file")
+    try:
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise AudioError(
+            f"{p}: cannot read audio ({reason}); the file is corrupt, truncated or not an "
+            "audio format soundfile knows; re-export it as WAV or FLAC"
+        ) from None
+    except OSError as err:
+        raise AudioError(f"{p}: cannot read audio ({err.strerror or err})") from None
+
+    n_samples, n_channels = data.shape
+    if n_samples == 0:
+        raise AudioError(f"{p}: contains no samples; remove it from the data set")
+    if n_channels > 1:
+        if not to_mono:
+            raise AudioError(
+                f"{p}: has {n_channels} channels, expected mono; pass --to-mono to average "
+                f"them, or convert it with: sox {p.name} -c 1 out.wav"
+            )
+        data = data.mean(axis=1, dtype=np.float32, keepdims=True)
+    x = np.ascontiguousarray(data[:, 0], dtype=np.float32)
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise AudioError(
+            f"{p}: contains {bad} NaN or infinite sample(s); re-export or drop this file"
+        )
+
+    if sample_rate is not None and rate != sample_rate:
+        if not resample:
+            raise AudioError(
+                f"{p}: sample rate is {rate} Hz but {sample_rate} Hz is expected; pass "
+                f"--resample to convert it, or fix the configured sample rate"
+            )
+        x = _resample(x, rate, sample_rate)
+        rate = sample_rate
+    return x, int(rate)
+
+
+def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """``x`` (float32, ``(T,)``) from ``rate`` to ``target`` Hz, ``(round(T*target/rate),)``."""
+    import soxr
+
+    y = soxr.resample(x, rate, target, quality="VHQ")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def save_audio(
+    path: PathLike,
+    wav: Any,
+    sample_rate: int,
+    subtype: str = "PCM_16",
+) -> Path:
+    """Write mono ``wav`` (numpy or torch, shape ``(T,)``) to ``path`` atomically; returns the path.
+
+    Samples are clipped to [-1, 1]; non-finite samples are refused. The file is written to a
+    hidden temporary file in the same directory and moved into place, so the target either
+    appears complete or not at all. The format follows the extension (``.wav``, ``.flac``...).
+    """
+    p = Path(path)
+    x = _as_mono_float(wav, p)
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise AudioError(f"cannot write {p}: sample rate must be a positive integer, got {sample_rate!r}")
+    fmt = p.suffix[1:].upper()
+    if fmt not in sf.available_formats():
+        raise AudioError(
+            f"cannot write {p}: unknown audio extension {p.suffix!r}; use .wav or .flac"
+        )
+    if not sf.check_format(fmt, subtype):
+        raise AudioError(
+            f"cannot write {p}: subtype {subtype!r} is not valid for {fmt}; "
+            f"use one of {', '.join(sf.available_subtypes(fmt))}"
+        )
+    x = np.clip(x, -1.0, 1.0)
+
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(tmp), x, int(sample_rate), subtype=subtype, format=fmt)
+        os.replace(tmp, p)
+    except (OSError, sf.SoundFileError, RuntimeError) as err:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise AudioError(f"cannot write {p}: {reason}") from None
+    return p
+
+
+def _as_mono_float(wav: Any, p: Path) -> np.ndarray:
+    """``wav`` as a float numpy array of shape ``(T,)``, checked finite and non-empty."""
+    if hasattr(wav, "detach") and hasattr(wav, "cpu"):
+        wav = wav.detach().cpu().numpy()
+    x = np.asarray(wav)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise AudioError(
+            f"cannot write {p}: samples must be float in [-1, 1], got dtype {x.dtype}; "
+            "for int16 PCM divide by 32768 first"
+        )
+    if x.ndim != 1:
+        raise AudioError(
+            f"cannot write {p}: expected mono samples of shape (T,), got {x.shape}"
+        )
+    if x.size == 0:
+        raise AudioError(f"cannot write {p}: no samples")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise AudioError(f"cannot write {p}: {bad} NaN or infinite sample(s)")
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32)
+    return x

@@ -1,0 +1,147 @@
+"""Noise schedules: betas, alpha-bar, noise levels and the alignment of short schedules.
+
+Notation (Ho et al. 2020, "Denoising Diffusion Probabilistic Models"): a schedule of
+``T`` betas, ``alpha_t = 1 - beta_t`` and ``alpha_bar_t = prod_{i<=t} alpha_i``, indexed
+``t = 0 .. T-1`` here (the papers count from 1). Every schedule is a 1-D float64 tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import torch
+
+from wavediff.errors import ConfigError
+
+BetasLike = Union[Sequence[float], torch.Tensor]
+
+
+def as_betas(betas: BetasLike, name: str = "betas") -> torch.Tensor:
+    """``betas`` as a float64 CPU tensor of shape ``(T,)``, each value checked to lie in (0, 1).
+
+    Raises :class:`ConfigError` naming the first offending value and its index.
+    """
+    b = torch.as_tensor(betas, dtype=torch.float64).detach().to("cpu").reshape(-1)
+    if b.numel() == 0:
+        raise ConfigError(f"{name} is empty; a noise schedule needs at least one beta in (0, 1)")
+    for i, v in enumerate(b.tolist()):
+        if not 0.0 < v < 1.0:  # also catches NaN
+            raise ConfigError(f"{name}[{i}] = {v!r} is outside the valid range (0, 1)")
+    return b
+
+
+def linear_betas(num_steps: int, start: float, end: float) -> torch.Tensor:
+    """The linear schedule of DDPM (Ho et al. 2020) and DiffWave (Kong et al. 2021).
+
+    ``beta_i = start + i * (end - start) / (num_steps - 1)``, the same values as
+    :meth:`wavediff.config.DiffusionConfig.training_betas`. DiffWave BASE is
+    ``linear_betas(50, 1e-4, 0.05)``, LARGE ``linear_betas(200, 1e-4, 0.02)``.
+
+    Returns: float64 tensor of shape ``(num_steps,)``.
+    """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ConfigError(f"num_steps must be a positive integer, got {num_steps!r}")
+    if num_steps == 1:
+        return as_betas([start])
+    step = (end - start) / (num_steps - 1)
+    return as_betas([start + i * step for i in range(num_steps)])
+
+
+def alpha_bar(betas: BetasLike) -> torch.Tensor:
+    """``alpha_bar_t = prod_{i<=t} (1 - beta_i)`` (Ho et al. 2020, eq. 4). Shape ``(T,)``."""
+    return torch.cumprod(1.0 - as_betas(betas), dim=0)
+
+
+def noise_levels(betas: BetasLike) -> torch.Tensor:
+    """The continuous noise level ``sqrt(alpha_bar_t)`` of WaveGrad (Chen et al. 2021).
+
+    It decreases from about 1 (clean) towards 0 (pure noise). Shape ``(T,)``.
+    """
+    return alpha_bar(betas).sqrt()
+
+
+def posterior_variance(betas: BetasLike) -> torch.Tensor:
+    """``beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t``, with
+    ``alpha_bar_{-1} = 1`` so ``beta_tilde_0 = 0`` (Ho et al. 2020, eq. 7). Shape ``(T,)``.
+
+    The variance of q(x_{t-1} | x_t, x_0); DiffWave samples with it (Kong et al. 2021, eq. 5).
+    """
+    b = as_betas(betas)
+    abar = torch.cumprod(1.0 - b, dim=0)
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    return (1.0 - abar_prev) / (1.0 - abar) * b
+
+
+def align_fast_schedule(train_betas: BetasLike, infer_betas: BetasLike) -> torch.Tensor:
+    """Fractional training steps at which a short inference schedule's noise levels lie.
+
+    DiffWave's fast sampling (Kong et al. 2021, appendix B; the rule of lmnt-com/diffwave
+    ``inference.py``): for each inference step ``s``, find the training step ``t`` with
+    ``abar_train[t+1] <= abar_infer[s] <= abar_train[t]`` (the first such ``t``) and return
+
+        t + (sqrt(abar_train[t]) - sqrt(abar_infer[s]))
+            / (sqrt(abar_train[t]) - sqrt(abar_train[t+1]))
+
+    i.e. the point where the linear interpolation of ``sqrt(abar_train)`` over the step
+    index meets ``sqrt(abar_infer[s])``. The denoiser's step embedding is evaluated there.
+    When ``infer_betas`` equals ``train_betas`` the result is exactly ``0, 1, ..., T-1``.
+
+    Args:
+        train_betas: the training schedule, shape ``(T,)``.
+        infer_betas: the inference schedule, shape ``(S,)``.
+    Returns:
+        float64 tensor of shape ``(S,)`` with values in ``[0, T-1]``, increasing.
+    Raises:
+        ConfigError: a beta outside (0, 1), or an inference alpha-bar outside the range
+        ``[abar_train[T-1], abar_train[0]]`` that the training steps cover.
+    """
+    abar_t = alpha_bar(as_betas(train_betas, "training betas")).tolist()
+    infer = as_betas(infer_betas, "inference betas")
+    abar_s = alpha_bar(infer).tolist()
+    lo, hi = abar_t[-1], abar_t[0]
+    tol = 1e-12  # absorbs rounding when an inference level sits on a training level
+    steps = []
+    for s, a in enumerate(abar_s):
+        if not lo - tol <= a <= hi + tol:
+            raise ConfigError(
+                f"inference beta[{s}] = {infer[s].item()!r} brings alpha-bar to {a:.6g}, "
+                f"outside the range [{lo:.6g}, {hi:.6g}] the training steps cover; the first "
+                f"inference beta must be >= the first training beta ({1.0 - hi:.6g}) and the "
+                f"inference schedule must not add more noise in total than the training one"
+            )
+        a = min(max(a, lo), hi)
+        steps.append(_fractional_step(abar_t, a))
+    return torch.tensor(steps, dtype=torch.float64)
+
+
+def _fractional_step(abar_train: list[float], a: float) -> float:
+    """The fractional step of ``align_fast_schedule`` for one alpha-bar ``a`` in range."""
+    if len(abar_train) == 1:
+        return 0.0
+    for t in range(len(abar_train) - 1):
+        if abar_train[t + 1] <= a <= abar_train[t]:
+            hi, lo = math.sqrt(abar_train[t]), math.sqrt(abar_train[t + 1])
+            return t + (hi - math.sqrt(a)) / (hi - lo)
+    raise AssertionError("unreachable: alpha-bar was checked to lie in the training range")
+
+
+def ddim_timesteps(num_steps: int, n: int) -> list[int]:
+    """``n`` training-step indices for DDIM (Song et al. 2021), evenly spaced over
+    ``[0, num_steps-1]``, increasing, the last one ``num_steps-1`` (for ``n = 1`` only it).
+
+    Index ``i`` is ``round(i * (num_steps-1) / (n-1))`` (halves rounded up), so
+    ``n = num_steps`` gives every step and ``ddim_timesteps(50, 6)`` gives
+    ``[0, 10, 20, 29, 39, 49]``.
+    """
+    for name, v in (("num_steps", num_steps), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"DDIM {name} must be a positive integer, got {v!r}")
+    if n > num_steps:
+        raise ConfigError(
+            f"DDIM steps n = {n} exceeds the {num_steps} training steps; use 1..{num_steps}"
+        )
+    if n == 1:
+        return [num_steps - 1]
+    span, gaps = num_steps - 1, n - 1
+    return [(2 * i * span + gaps) // (2 * gaps) for i in range(n)]

@@ -1,0 +1,101 @@
+"""The DiffWave denoiser (Kong et al., 2021): a non-causal WaveNet predicting the noise."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wavediff.config import Config, ModelConfig
+from wavediff.errors import MelError
+from wavediff.model.layers import MelUpsampler, ResidualBlock, StepEmbedding, upsample_factors_for
+
+
+class DiffWave(nn.Module):
+    """``forward(x_t, steps, mel) -> eps``: the network only; it knows no noise schedule.
+
+    Args (constructor):
+        n_mels: mel bins of the conditioning spectrogram.
+        hop_length: waveform samples per mel frame (the upsampler's factors follow it).
+        config: layers, channels, dilation cycle, kernel and embedding sizes.
+    """
+
+    def __init__(self, n_mels: int, hop_length: int, config: Optional[ModelConfig] = None) -> None:
+        super().__init__()
+        config = config or ModelConfig()
+        self.config = config
+        self.n_mels = n_mels
+        self.hop_length = hop_length
+        channels = config.residual_channels
+        self.input_projection = nn.Conv1d(1, channels, 1)
+        self.diffusion_embedding = StepEmbedding(config.step_embedding_dim, config.step_hidden_dim)
+        self.spectrogram_upsampler = MelUpsampler(
+            upsample_factors_for(hop_length, config.upsample_factors)
+        )
+        self.residual_layers = nn.ModuleList(
+            ResidualBlock(n_mels, channels, 2 ** (i % config.dilation_cycle),
+                          config.kernel_size, config.step_hidden_dim)
+            for i in range(config.residual_layers)
+        )
+        self.skip_projection = nn.Conv1d(channels, channels, 1)
+        self.output_projection = nn.Conv1d(channels, 1, 1)
+        nn.init.kaiming_normal_(self.input_projection.weight)
+        nn.init.kaiming_normal_(self.skip_projection.weight)
+        nn.init.zeros_(self.output_projection.weight)
+        nn.init.zeros_(self.output_projection.bias)
+
+    @classmethod
+    def from_config(cls, config: Config) -> "DiffWave":
+        return cls(config.audio.n_mels, config.audio.hop_length, config.model)
+
+    # ------------------------------------------------------------------ pieces
+    def check_mel(self, mel: Tensor) -> None:
+        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
+            raise MelError(
+                f"expected a mel of shape (batch, {self.n_mels}, frames), got {tuple(mel.shape)}"
+            )
+
+    def conditioning(self, mel: Tensor) -> list[Tensor]:
+        """Everything that depends only on the mel: one ``(B, 2C, F*hop)`` tensor per layer."""
+        self.check_mel(mel)
+        mel_up = self.spectrogram_upsampler(mel)
+        return [layer.condition(mel_up) for layer in self.residual_layers]
+
+    def denoise(self, x: Tensor, steps: Tensor, conds: list[Tensor]) -> Tensor:
+        """One network evaluation with precomputed mel conditioning.
+
+        Args:
+            x: ``(B, T)`` noisy waveform.
+            steps: ``(B,)`` training-step indices (fractional allowed).
+            conds: :meth:`conditioning` of the mel, each ``(B, 2C, T)``.
+        Returns:
+            ``(B, T)`` predicted noise.
+        """
+        h = F.relu(self.input_projection(x.unsqueeze(1)))
+        step = self.diffusion_embedding(steps)
+        skip = None
+        for layer, cond in zip(self.residual_layers, conds):
+            h, s = layer(h, step, cond)
+            skip = s if skip is None else skip + s
+        h = skip * (1.0 / math.sqrt(len(self.residual_layers)))
+        h = F.relu(self.skip_projection(h))
+        return self.output_projection(h).squeeze(1)
+
+    def forward(self, x: Tensor, steps: Tensor, mel: Tensor) -> Tensor:
+        """``x`` ``(B, F*hop)``, ``steps`` ``(B,)``, ``mel`` ``(B, n_mels, F)`` -> ``(B, F*hop)``."""
+        self.check_mel(mel)
+        if x.dim() != 2 or x.shape[-1] != mel.shape[-1] * self.hop_length:
+            raise MelError(
+                f"waveform of shape {tuple(x.shape)} does not match {mel.shape[-1]} mel frames "
+                f"x hop {self.hop_length} = {mel.shape[-1] * self.hop_length} samples"
+            )
+        if steps.dim() == 0:
+            steps = steps.expand(x.shape[0])
+        return self.denoise(x, steps, self.conditioning(mel))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""Training: feature dumps and crops, the training loop, checkpoints."""

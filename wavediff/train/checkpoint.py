@@ -1,0 +1,135 @@
+"""Checkpoints: one ``.pt`` file with weights, EMA, optimizer, step, RNG states and config.
+
+Writes are atomic (temporary file in the same directory, fsync, rename), so a crash or a
+full disk never leaves a half-written file under a checkpoint's name. Loads use
+``torch.load(weights_only=True)``: a file holding pickled code is refused, not run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from wavediff.config import Config
+from wavediff.errors import CheckpointError, ConfigError
+from wavediff.version import __version__
+
+FORMAT = "wavediff-checkpoint"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^checkpoint-(\d+)steps\.pt$")
+
+PathLike = Union[str, os.PathLike]
+
+
+def checkpoint_name(step: int) -> str:
+    return f"checkpoint-{step}steps.pt"
+
+
+def list_checkpoints(expdir: PathLike) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every checkpoint in ``expdir``, oldest first."""
+    found = []
+    for p in Path(expdir).glob("checkpoint-*steps.pt"):
+        m = _NAME.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(expdir: PathLike) -> Optional[Path]:
+    found = list_checkpoints(expdir)
+    return found[-1][1] if found else None
+
+
+def resolve_checkpoint(path: PathLike) -> Path:
+    """A checkpoint file, or the latest checkpoint of an experiment directory."""
+    p = Path(path)
+    if p.is_dir():
+        latest = latest_checkpoint(p)
+        if latest is None:
+            raise CheckpointError(
+                f"{p} holds no checkpoint-<N>steps.pt; train a model first or pass a .pt file"
+            )
+        return latest
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist; check the path")
+    return p
+
+
+def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` (plus format and version fields) to ``path`` atomically."""
+    path = Path(path)
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, "wavediff_version": __version__,
+               **state}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(e, OSError):
+            raise CheckpointError(
+                f"could not write checkpoint {path}: {e.strerror or e}; the temporary file was "
+                f"removed and earlier checkpoints are intact (free disk space, then --resume)"
+            ) from None
+        raise
+    return path
+
+
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (tensors and plain containers only) and check its format."""
+    path = resolve_checkpoint(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} contains pickled objects other than tensors and was refused without "
+            f"running them ({str(e).splitlines()[0][:120]}); only load checkpoints you trust, "
+            f"and convert foreign ones with a wavediff import command"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt: "
+            f"{str(e).splitlines()[0][:120]}); use an earlier checkpoint"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a wavediff checkpoint (no '{FORMAT}' marker); "
+            f"lmnt DiffWave weights need converting first"
+        )
+    version = state.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version!r}, newer than this wavediff "
+            f"understands ({FORMAT_VERSION}); upgrade wavediff"
+        )
+    for key in ("model", "config", "step"):
+        if key not in state:
+            raise CheckpointError(f"{path} lacks the '{key}' entry; the file is damaged")
+    try:
+        state["config"] = Config.from_dict(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path} holds an invalid config: {e}") from None
+    state["path"] = path
+    return state
+
+
+def prune_checkpoints(expdir: PathLike, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints; returns the deleted paths."""
+    found = list_checkpoints(expdir)
+    doomed = [p for _, p in found[:-keep]] if keep > 0 else []
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed

@@ -1,0 +1,315 @@
+"""The training loop: Adam(W), clipping, EMA, AMP on GPU, atomic checkpoints, exact resume.
+
+``Trainer(config, train_dir, dev_dir, outdir).run()`` trains until ``train.max_steps``.
+Every ``save_interval`` steps it writes ``checkpoint-<N>steps.pt`` (pruned to the newest
+``keep_checkpoints``); ``resume=True`` continues from the newest one exactly as if the run
+had never stopped (same batches, same noise). SIGTERM (preemption) writes a checkpoint at
+the end of the current step and exits.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from wavediff.audio.mel import MelSpectrogram
+from wavediff.config import Config
+from wavediff.diffusion import GaussianDiffusion
+from wavediff.errors import WavediffError
+from wavediff.model import DiffWave, count_parameters
+from wavediff.train import checkpoint as ckpt
+from wavediff.train.data import (
+    CropDataset, StepBatchSampler, check_dump_matches, crop_frames_for, list_records,
+    load_record,
+)
+
+log = logging.getLogger("wavediff.train")
+
+
+class TrainingError(WavediffError):
+    """Training cannot go on (e.g. too many non-finite steps in a row)."""
+
+
+class Trainer:
+    def __init__(self, config: Config, train_dir: str, dev_dir: Optional[str], outdir: str, *,
+                 resume: bool = False, device: Optional[str] = None,
+                 progress: bool = True) -> None:
+        self.config = config
+        self.outdir = Path(outdir)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.progress = progress
+        tc = config.train
+
+        check_dump_matches(train_dir, config.audio)
+        self.train_records = list_records(train_dir)
+        self.dev_records = []
+        if dev_dir is not None:
+            check_dump_matches(dev_dir, config.audio)
+            self.dev_records = list_records(dev_dir)
+
+        torch.manual_seed(tc.seed)
+        self.model = DiffWave.from_config(config).to(self.device)
+        self.ema = None
+        if tc.ema_decay is not None:
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(self.model.parameters(), lr=tc.learning_rate,
+                                 betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+        cuda = self.device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp) if cuda else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+        self.diffusion = GaussianDiffusion.from_config(config.diffusion)
+        self.noise_gen = torch.Generator(self.device).manual_seed(tc.seed)
+        self.step = 0
+        self.nonfinite_total = 0
+        self.nonfinite_run = 0
+        self._stop_requested = False
+
+        existing = ckpt.latest_checkpoint(self.outdir) if self.outdir.exists() else None
+        if resume and existing is not None:
+            self._restore(existing)
+        elif existing is not None:
+            raise WavediffError(
+                f"{self.outdir} already holds {existing.name}; pass --resume to continue it "
+                f"or choose another --outdir"
+            )
+        elif resume:
+            log.info("no checkpoint in %s: starting from scratch", self.outdir)
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        config.save(self.outdir / "config.yaml")
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), "noise": self.noise_gen.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng,
+            "nonfinite_steps": self.nonfinite_total,
+        }
+
+    def _restore(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        stored: Config = state["config"]
+        for section in ("audio", "model", "diffusion"):
+            if getattr(stored, section) != getattr(self.config, section):
+                raise WavediffError(
+                    f"cannot resume {path}: its '{section}' config differs from the given one; "
+                    f"use the experiment's config.yaml or a new --outdir"
+                )
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # a changed learning rate takes effect
+            group["initial_lr"] = self.config.train.learning_rate
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state.get("rng") or {}
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"].cpu())
+        if "noise" in rng and rng["noise"].device.type == "cpu" and self.device.type == "cpu":
+            self.noise_gen.set_state(rng["noise"])
+        elif "noise" in rng:
+            self.noise_gen.set_state(rng["noise"].cpu())
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        self.step = int(state["step"])
+        self.nonfinite_total = int(state.get("nonfinite_steps", 0))
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def save(self) -> Path:
+        path = ckpt.save_checkpoint(self.outdir / ckpt.checkpoint_name(self.step), self.state())
+        for old in ckpt.prune_checkpoints(self.outdir, self.config.train.keep_checkpoints):
+            log.debug("removed %s", old)
+        return path
+
+    # ------------------------------------------------------------------ one step
+    def _lr(self) -> float:
+        tc = self.config.train
+        if tc.warmup_steps > 0 and self.step < tc.warmup_steps:
+            return tc.learning_rate * (self.step + 1) / tc.warmup_steps
+        return tc.learning_rate
+
+    def train_step(self, wave: torch.Tensor, mel: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on a batch; a non-finite loss or gradient is skipped."""
+        tc = self.config.train
+        wave = wave.to(self.device, non_blocking=True)
+        mel = mel.to(self.device, non_blocking=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            loss = self.diffusion.loss(self.model, wave, mel, loss_type=tc.loss,
+                                       generator=self.noise_gen)
+        loss_value = float(loss.detach())
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                         tc.grad_clip if tc.grad_clip > 0 else math.inf))
+        finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
+        if self.scaler is not None:
+            if math.isfinite(loss_value):
+                self.scaler.step(self.optimizer)  # skips by itself on inf/nan gradients
+            self.scaler.update()
+            finite = math.isfinite(loss_value)
+        elif finite:
+            self.optimizer.step()
+        if finite:
+            self.nonfinite_run = 0
+            self._update_ema()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_total += 1
+            self.nonfinite_run += 1
+            log.warning("step %d: non-finite loss %.4g or gradient norm %.4g; update skipped",
+                        self.step, loss_value, grad_norm)
+            if self.nonfinite_run >= tc.max_nonfinite_steps:
+                raise TrainingError(
+                    f"{self.nonfinite_run} non-finite steps in a row at step {self.step}; "
+                    f"lower the learning rate, check the features for NaN, or set train.amp=none"
+                )
+        self.step += 1
+        return {"loss": loss_value, "grad_norm": grad_norm, "lr": self._lr(), "finite": finite}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = min(self.config.train.ema_decay, (1 + self.step) / (10 + self.step))
+        ema_params = list(self.ema.parameters())
+        params = [p.detach() for p in self.model.parameters()]
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self) -> DataLoader:
+        tc, hop = self.config.train, self.config.audio.hop_length
+        dataset = CropDataset(self.train_records, crop_frames_for(tc.crop_samples, hop), hop,
+                              pad_value=self.config.audio.floor)
+        sampler = StepBatchSampler(len(dataset), tc.batch_size, tc.seed, self.step, tc.max_steps)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers,
+                          pin_memory=self.device.type == "cuda",
+                          persistent_workers=tc.num_workers > 0)
+
+    def run(self) -> Path:
+        """Train to ``train.max_steps``; returns the last checkpoint written."""
+        tc = self.config.train
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(self.outdir / "logs"), purge_step=self.step or None)
+        log.info("DiffWave with %.2fM parameters on %s; step %d of %d",
+                 count_parameters(self.model) / 1e6, self.device, self.step, tc.max_steps)
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        last = None
+        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not self.progress,
+                   desc="train", unit="step", dynamic_ncols=True)
+        try:
+            t0, samples = time.perf_counter(), 0
+            for wave, mel in self._loader():
+                out = self.train_step(wave, mel)
+                samples += wave.numel()
+                bar.update(1)
+                if self.step % tc.log_interval == 0 or self.step == tc.max_steps:
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    writer.add_scalar("train/loss", out["loss"], self.step)
+                    writer.add_scalar("train/grad_norm", out["grad_norm"], self.step)
+                    writer.add_scalar("train/learning_rate", out["lr"], self.step)
+                    writer.add_scalar("train/nonfinite_steps", self.nonfinite_total, self.step)
+                    writer.add_scalar("speed/steps_per_second", tc.log_interval / elapsed, self.step)
+                    writer.add_scalar("speed/samples_per_second", samples / elapsed, self.step)
+                    bar.set_postfix(loss=f"{out['loss']:.4f}", gnorm=f"{out['grad_norm']:.2f}")
+                    t0, samples = time.perf_counter(), 0
+                if self.dev_records and (self.step % tc.eval_interval == 0
+                                         or self.step == tc.max_steps):
+                    self.evaluate(writer)
+                if self.step % tc.save_interval == 0 or self.step == tc.max_steps:
+                    last = self.save()
+                if self._stop_requested:
+                    last = self.save()
+                    log.warning("SIGTERM: saved %s at step %d; exiting", last.name, self.step)
+                    break
+        finally:
+            bar.close()
+            writer.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if last is None:
+            last = ckpt.latest_checkpoint(self.outdir) or self.save()
+        return last
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._stop_requested = True
+
+    # ------------------------------------------------------------------ dev set
+    @torch.no_grad()
+    def evaluate(self, writer: Any) -> dict[str, float]:
+        """Dev loss (fixed noise) and fast-sampler decodes of a few dev utterances."""
+        from wavediff.diffusion import get_sampler
+        from wavediff.train.plots import mel_figure
+
+        tc, audio_cfg = self.config.train, self.config.audio
+        model = self.ema if self.ema is not None else self.model
+        model.eval()
+        gen = torch.Generator(self.device).manual_seed(tc.seed + 1)
+        losses = []
+        for path in self.dev_records[:32]:
+            wave, mel = load_record(path)
+            if tc.dev_crop_samples:
+                frames = crop_frames_for(tc.dev_crop_samples, audio_cfg.hop_length)
+                mel, wave = mel[:, :frames], wave[:frames * audio_cfg.hop_length]
+            w = torch.from_numpy(wave).to(self.device)[None]
+            m = torch.from_numpy(mel).to(self.device)[None]
+            losses.append(float(self.diffusion.loss(model, w, m, loss_type=tc.loss, generator=gen)))
+        metrics = {"dev/loss": float(np.mean(losses))}
+        mel_fn = MelSpectrogram(audio_cfg).to(self.device)
+        sampler = get_sampler("fast")
+        l1s = []
+        for i, path in enumerate(self.dev_records[:tc.num_dev_utterances]):
+            wave, mel = load_record(path)
+            m = torch.from_numpy(mel).to(self.device)[None]
+            gen_wave = sampler(model, self.diffusion, m, schedule=self.config.diffusion.fast_schedule,
+                               generator=torch.Generator(self.device).manual_seed(tc.seed + i))
+            gen_mel = mel_fn(gen_wave)[..., : mel.shape[-1]]
+            l1s.append(float((gen_mel - m[..., : gen_mel.shape[-1]]).abs().mean()))
+            name = path.stem
+            writer.add_audio(f"dev/{name}/generated", gen_wave[0].float().cpu().clamp(-1, 1),
+                             self.step, sample_rate=audio_cfg.sample_rate)
+            if self.step <= tc.eval_interval:
+                writer.add_audio(f"dev/{name}/reference", torch.from_numpy(wave), self.step,
+                                 sample_rate=audio_cfg.sample_rate)
+            writer.add_figure(f"dev/{name}/mel", mel_figure(
+                mel, gen_mel[0].cpu().numpy(), titles=("reference", f"generated, step {self.step}")),
+                self.step)
+        if l1s:
+            metrics["dev/log_mel_l1"] = float(np.mean(l1s))
+        for k, v in metrics.items():
+            writer.add_scalar(k, v, self.step)
+        log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return metrics
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
