@@ -114,7 +114,7 @@ class MelSpectrogram(torch.nn.Module):
         x, squeeze = self._check_wav(wav)
         cfg = self.config
         x = F.pad(x.unsqueeze(1), (self.pad, self.pad), mode="reflect").squeeze(1)
-        window = self.window.to(device=x.device, dtype=x.dtype)
+        window = self._window_for(x)
         spec = torch.stft(
             x,
             n_fft=cfg.n_fft,
@@ -207,6 +207,14 @@ class MelSpectrogram(torch.nn.Module):
                 "fix or drop the audio before computing mels"
             )
         return x, squeeze
+
+    def _window_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The Hann window on ``x``'s device, computed in float64 for float64 input."""
+        if x.dtype == torch.float64:
+            return torch.hann_window(
+                self.config.win_length, periodic=True, dtype=torch.float64, device=x.device
+            )
+        return self.window.to(device=x.device)
 
     @staticmethod
     def _check_mel(mel: torch.Tensor, what: str) -> torch.Tensor:

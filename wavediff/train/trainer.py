@@ -240,11 +240,13 @@ class Trainer:
                     writer.add_scalar("speed/samples_per_second", samples / elapsed, self.step)
                     bar.set_postfix(loss=f"{out['loss']:.4f}", gnorm=f"{out['grad_norm']:.2f}")
                     t0, samples = time.perf_counter(), 0
+                paused = time.perf_counter()
                 if self.dev_records and (self.step % tc.eval_interval == 0
                                          or self.step == tc.max_steps):
                     self.evaluate(writer)
                 if self.step % tc.save_interval == 0 or self.step == tc.max_steps:
                     last = self.save()
+                t0 += time.perf_counter() - paused  # speed counts training time only
                 if self._stop_requested:
                     last = self.save()
                     log.warning("SIGTERM: saved %s at step %d; exiting", last.name, self.step)

@@ -1,0 +1,397 @@
+"""Schedules, the diffusion process and the samplers, checked against a closed-form denoiser.
+
+Golden values come from each sampler's recurrence written out again here in float64 numpy,
+fed with the same random numbers (drawn from a generator with the same seed, in the order
+the samplers document).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wavediff.config import DIFFWAVE_FAST_SCHEDULE, DiffusionConfig
+from wavediff.diffusion import (
+    SAMPLERS,
+    GaussianDiffusion,
+    align_fast_schedule,
+    alpha_bar,
+    ddim_timesteps,
+    get_sampler,
+    linear_betas,
+    noise_levels,
+    posterior_variance,
+    sample_ddim,
+    sample_ddpm,
+    sample_fast,
+)
+from wavediff.errors import ConfigError
+
+HOP = 4
+B, N_MELS, FRAMES = 2, 3, 5
+LENGTH = FRAMES * HOP
+
+
+class DummyDenoiser:
+    """``eps = a x_t + b (mel mean over bins, repeated hop times) + c * steps``; records steps."""
+
+    hop_length = HOP
+
+    def __init__(self, a: float = 0.3, b: float = 0.2, c: float = 0.01) -> None:
+        self.a, self.b, self.c = a, b, c
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, x_t, steps, mel):
+        self.steps.append(steps.clone())
+        cond = mel.mean(1).repeat_interleave(HOP, dim=-1)
+        return self.a * x_t + self.b * cond + self.c * steps[:, None]
+
+    def numpy(self, x, step, mel):
+        cond = np.repeat(mel.mean(1), HOP, axis=-1)
+        return self.a * x + self.b * cond + self.c * step
+
+
+class OracleDenoiser:
+    """Returns the true noise of ``x_t`` given the clean ``x0`` it was made from."""
+
+    hop_length = HOP
+
+    def __init__(self, diffusion: GaussianDiffusion, x0: torch.Tensor) -> None:
+        self.abar, self.x0 = diffusion.alpha_bar, x0
+
+    def __call__(self, x_t, steps, mel):
+        abar = self.abar[steps.long()].to(x_t.dtype)[:, None]
+        return (x_t - abar.sqrt() * self.x0) / (1 - abar).sqrt()
+
+
+@pytest.fixture
+def diffusion() -> GaussianDiffusion:
+    return GaussianDiffusion.from_config(DiffusionConfig())  # linear(1e-4, 0.05, 50)
+
+
+def make_mel(seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    return torch.randn(B, N_MELS, FRAMES, generator=torch.Generator().manual_seed(seed),
+                       dtype=dtype)
+
+
+def draws(seed: int, count: int) -> list[np.ndarray]:
+    """``count`` (B, LENGTH) standard normals from a float64 generator seeded ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, LENGTH, generator=g, dtype=torch.float64).numpy() for _ in range(count)]
+
+
+def np_abar(betas) -> np.ndarray:
+    return np.cumprod(1.0 - np.asarray(betas, dtype=np.float64))
+
+
+def np_align(train, infer) -> np.ndarray:
+    at, ai = np_abar(train), np_abar(infer)
+    out = []
+    for a in ai:
+        for t in range(len(at) - 1):
+            if at[t + 1] <= a <= at[t]:
+                out.append(t + (at[t] ** 0.5 - a ** 0.5) / (at[t] ** 0.5 - at[t + 1] ** 0.5))
+                break
+    return np.array(out)
+
+
+class LastX:
+    """A callback that keeps the unclamped sample after the last step and the call indices."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.x = None
+
+    def __call__(self, i, n, x):
+        self.calls.append((i, n))
+        self.x = x.clone()
+
+
+# --------------------------------------------------------------------------- schedule
+def test_linear_betas_match_config_and_formula():
+    betas = linear_betas(50, 1e-4, 0.05)
+    assert betas.dtype == torch.float64 and betas.shape == (50,)
+    assert betas.tolist() == DiffusionConfig().training_betas()
+    np.testing.assert_allclose(betas.numpy(), np.linspace(1e-4, 0.05, 50), rtol=1e-12)
+    assert linear_betas(1, 0.3, 0.9).tolist() == [0.3]
+
+
+def test_alpha_bar_noise_levels_posterior_variance():
+    b = np.array([0.1, 0.2, 0.3])
+    abar = np.cumprod(1 - b)
+    np.testing.assert_allclose(alpha_bar(b.tolist()).numpy(), abar, rtol=1e-15)
+    np.testing.assert_allclose(noise_levels(b.tolist()).numpy(), np.sqrt(abar), rtol=1e-15)
+    prev = np.concatenate([[1.0], abar[:-1]])
+    np.testing.assert_allclose(posterior_variance(b.tolist()).numpy(),
+                               (1 - prev) / (1 - abar) * b, rtol=1e-14)
+    assert posterior_variance(b.tolist())[0] == 0.0
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, 1.5, float("nan")])
+def test_invalid_betas_raise_naming_value(bad):
+    with pytest.raises(ConfigError, match=r"betas\[1\] = .*" + ("nan" if bad != bad else "")):
+        GaussianDiffusion([0.1, bad, 0.2])
+    with pytest.raises(ConfigError, match=r"\(0, 1\)"):
+        align_fast_schedule([0.1, 0.2], [bad])
+    with pytest.raises(ConfigError, match="empty"):
+        GaussianDiffusion([])
+
+
+def test_diffwave_fast_schedule_alignment(diffusion):
+    train = linear_betas(50, 1e-4, 0.05).numpy()
+    steps = align_fast_schedule(train, DIFFWAVE_FAST_SCHEDULE).numpy()
+    np.testing.assert_allclose(steps, np_align(train, DIFFWAVE_FAST_SCHEDULE), rtol=0, atol=1e-12)
+    # Hand-checked values of the rule for this pair of schedules.
+    np.testing.assert_allclose(
+        steps, [0.0, 0.894134, 4.086654, 10.451817, 22.992493, 42.918643], atol=1e-6
+    )
+    # The defining property: sqrt(abar_train), linearly interpolated over the step index,
+    # meets sqrt(abar_infer) at the aligned steps.
+    levels = np.interp(steps, np.arange(50), np.sqrt(np_abar(train)))
+    np.testing.assert_allclose(levels, np.sqrt(np_abar(DIFFWAVE_FAST_SCHEDULE)), rtol=1e-12)
+    assert np.all(np.diff(steps) > 0) and steps[0] == 0.0 and steps[-1] < 49
+
+
+def test_alignment_to_training_betas_is_integer(diffusion):
+    steps = align_fast_schedule(diffusion.betas, diffusion.betas.tolist())
+    assert steps.tolist() == [float(t) for t in range(50)]
+
+
+@pytest.mark.parametrize("infer", [[1e-5, 0.1], [0.5] * 10, [1e-4, 0.9]])
+def test_alignment_out_of_training_range_raises(diffusion, infer):
+    with pytest.raises(ConfigError, match=r"inference beta\[\d\] = .* outside the range \["):
+        align_fast_schedule(diffusion.betas, infer)
+    with pytest.raises(ConfigError):
+        sample_fast(DummyDenoiser(), diffusion, make_mel(), schedule=infer)
+
+
+def test_ddim_timesteps():
+    assert ddim_timesteps(50, 6) == [0, 10, 20, 29, 39, 49]
+    assert ddim_timesteps(50, 50) == list(range(50))
+    assert ddim_timesteps(50, 1) == [49]
+    for n in range(1, 51):
+        ts = ddim_timesteps(50, n)
+        assert len(ts) == n and ts[-1] == 49 and all(b > a for a, b in zip(ts, ts[1:]))
+    for n in (0, 51, -2, 2.5, True):
+        with pytest.raises(ConfigError, match=repr(n)):
+            ddim_timesteps(50, n)
+
+
+# --------------------------------------------------------------------------- process
+def test_diffusion_attributes(diffusion):
+    assert diffusion.num_steps == 50
+    for name in ("betas", "alphas", "alpha_bar", "posterior_variance"):
+        assert getattr(diffusion, name).dtype == torch.float64
+    np.testing.assert_allclose(diffusion.alpha_bar.numpy(),
+                               np_abar(diffusion.betas.numpy()), rtol=1e-14)
+    explicit = GaussianDiffusion.from_config(DiffusionConfig(betas=[0.1, 0.2]))
+    assert explicit.betas.tolist() == [0.1, 0.2]
+
+
+def test_q_sample_formula_and_statistics(diffusion):
+    x0 = torch.tensor([[0.5], [-0.8], [0.9]], dtype=torch.float64).expand(3, 100_000)
+    t = torch.tensor([0, 25, 49])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=x0.dtype)
+    x_t = diffusion.q_sample(x0, t, noise)
+    abar = diffusion.alpha_bar[t][:, None]
+    torch.testing.assert_close(x_t, abar.sqrt() * x0 + (1 - abar).sqrt() * noise)
+    np.testing.assert_allclose(x_t.mean(1).numpy(), (abar.sqrt() * x0[:, :1]).squeeze(1), atol=0.01)
+    np.testing.assert_allclose(x_t.var(1).numpy(), (1 - abar).squeeze(1), rtol=0.03)
+
+
+def test_q_sample_rejects_bad_steps(diffusion):
+    x0 = torch.zeros(2, 8)
+    with pytest.raises(ValueError, match="valid steps are 0..49"):
+        diffusion.q_sample(x0, torch.tensor([0, 50]), torch.zeros(2, 8))
+    with pytest.raises(ValueError, match="-1"):
+        diffusion.q_sample(x0, torch.tensor([-1, 3]), torch.zeros(2, 8))
+    with pytest.raises(ValueError, match="integer"):
+        diffusion.q_sample(x0, torch.tensor([1.0, 3.0]), torch.zeros(2, 8))
+
+
+@pytest.mark.parametrize("loss_type", ["l1", "l2"])
+def test_loss_matches_hand_computation(diffusion, loss_type):
+    x0 = torch.rand(B, LENGTH, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    mel, model = make_mel(), DummyDenoiser()
+    loss = diffusion.loss(model, x0, mel, loss_type=loss_type,
+                          generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)  # documented order: t, then noise
+    t = torch.randint(0, 50, (B,), generator=g).numpy()
+    noise = torch.randn(B, LENGTH, generator=g, dtype=torch.float64).numpy()
+    abar = np_abar(diffusion.betas.numpy())[t][:, None]
+    x_t = np.sqrt(abar) * x0.numpy() + np.sqrt(1 - abar) * noise
+    err = model.numpy(x_t, t[:, None].astype(np.float64), mel.numpy()) - noise
+    expected = np.abs(err).mean() if loss_type == "l1" else (err ** 2).mean()
+    assert loss.shape == () and loss.dtype == torch.float64
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    assert model.steps[0].dtype == torch.float64 and model.steps[0].tolist() == t.tolist()
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-3)])
+def test_loss_is_zero_for_oracle(diffusion, dtype, tol):
+    x0 = torch.rand(8, LENGTH, generator=torch.Generator().manual_seed(0), dtype=dtype) - 0.5
+    mel = torch.zeros(8, N_MELS, FRAMES, dtype=dtype)
+    for loss_type in ("l1", "l2"):
+        loss = diffusion.loss(OracleDenoiser(diffusion, x0), x0, mel, loss_type=loss_type,
+                              generator=torch.Generator().manual_seed(1))
+        assert loss.dtype == dtype and loss.item() < tol
+    with pytest.raises(ConfigError, match="'l3'"):
+        diffusion.loss(OracleDenoiser(diffusion, x0), x0, mel, loss_type="l3")
+
+
+# --------------------------------------------------------------------------- samplers
+def np_ancestral(model, mel, betas, steps, x, zs):
+    """DDPM / DiffWave fast recurrence in float64 numpy; zs are the per-step noises in order."""
+    abar = np_abar(betas)
+    zs = iter(zs)
+    for s in range(len(betas) - 1, -1, -1):
+        eps = model.numpy(x, steps[s], mel)
+        x = (x - betas[s] / np.sqrt(1 - abar[s]) * eps) / np.sqrt(1 - betas[s])
+        if s > 0:
+            x = x + np.sqrt((1 - abar[s - 1]) / (1 - abar[s]) * betas[s]) * next(zs)
+    return x
+
+
+def np_ddim(model, mel, abar_train, timesteps, x, eta, zs):
+    zs = iter(zs)
+    for i in range(len(timesteps) - 1, -1, -1):
+        a = abar_train[timesteps[i]]
+        a_prev = abar_train[timesteps[i - 1]] if i > 0 else 1.0
+        eps = model.numpy(x, float(timesteps[i]), mel)
+        x0 = (x - np.sqrt(1 - a) * eps) / np.sqrt(a)
+        sigma = eta * np.sqrt((1 - a_prev) / (1 - a)) * np.sqrt(1 - a / a_prev)
+        x = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev - sigma ** 2) * eps
+        if sigma > 0:
+            x = x + sigma * next(zs)
+    return x
+
+
+def check_golden(out, cb, golden, n_steps):
+    assert out.shape == (B, LENGTH)
+    assert cb.calls == [(i, n_steps) for i in range(n_steps)]
+    np.testing.assert_allclose(cb.x.numpy(), golden, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out.numpy(), np.clip(golden, -1, 1), rtol=1e-10, atol=1e-12)
+
+
+def test_ddpm_golden(diffusion):
+    model, mel, cb = DummyDenoiser(), make_mel(), LastX()
+    out = sample_ddpm(model, diffusion, mel, generator=torch.Generator().manual_seed(5),
+                      callback=cb)
+    x_T, *zs = draws(5, 50)  # x_T, then one noise per step t = 49..1
+    betas = diffusion.betas.numpy()
+    golden = np_ancestral(model, mel.numpy(), betas, np.arange(50.0), x_T, zs)
+    check_golden(out, cb, golden, 50)
+    assert [s[0].item() for s in model.steps] == list(range(49, -1, -1))
+
+
+def test_fast_golden(diffusion):
+    model, mel, cb = DummyDenoiser(), make_mel(), LastX()
+    out = sample_fast(model, diffusion, mel, generator=torch.Generator().manual_seed(6),
+                      callback=cb)
+    x_T, *zs = draws(6, 6)
+    steps = np_align(diffusion.betas.numpy(), DIFFWAVE_FAST_SCHEDULE)
+    golden = np_ancestral(model, mel.numpy(), np.array(DIFFWAVE_FAST_SCHEDULE), steps, x_T, zs)
+    check_golden(out, cb, golden, 6)
+    np.testing.assert_allclose([s[0].item() for s in model.steps], steps[::-1], atol=1e-12)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_golden(diffusion, eta):
+    model, mel, cb = DummyDenoiser(), make_mel(), LastX()
+    timesteps = [0, 7, 20, 33, 49]
+    out = sample_ddim(model, diffusion, mel, schedule=timesteps, eta=eta,
+                      generator=torch.Generator().manual_seed(8), callback=cb)
+    x_T, *zs = draws(8, 5)
+    abar = np_abar(diffusion.betas.numpy())
+    golden = np_ddim(model, mel.numpy(), abar, timesteps, x_T, eta, zs)
+    check_golden(out, cb, golden, 5)
+    assert [s[0].item() for s in model.steps] == [49.0, 33.0, 20.0, 7.0, 0.0]
+
+
+def test_fast_with_training_betas_is_ddpm(diffusion):
+    mel = make_mel()
+    ddpm_model, fast_model = DummyDenoiser(), DummyDenoiser()
+    ddpm = sample_ddpm(ddpm_model, diffusion, mel, generator=torch.Generator().manual_seed(2))
+    fast = sample_fast(fast_model, diffusion, mel, schedule=diffusion.betas.tolist(),
+                       generator=torch.Generator().manual_seed(2))
+    assert torch.equal(ddpm, fast)
+    assert all(torch.equal(a, b) for a, b in zip(ddpm_model.steps, fast_model.steps))
+
+
+def test_ddim_all_steps_eta_one_is_ddpm(diffusion):
+    mel = make_mel()
+    ddpm = sample_ddpm(DummyDenoiser(), diffusion, mel, generator=torch.Generator().manual_seed(4))
+    ddim = sample_ddim(DummyDenoiser(), diffusion, mel, schedule=50, eta=1.0,
+                       generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(ddim, ddpm, rtol=1e-10, atol=1e-12)
+
+
+def test_ddim_eta_zero_is_deterministic_and_draws_nothing(diffusion):
+    mel = make_mel()
+    x_T = torch.randn(B, LENGTH, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    a = sample_ddim(DummyDenoiser(), diffusion, mel, schedule=6, noise=x_T, generator=g)
+    assert torch.equal(g.get_state(), state)
+    b = sample_ddim(DummyDenoiser(), diffusion, mel, schedule=6, noise=x_T,
+                    generator=torch.Generator().manual_seed(99))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_seeds(diffusion, name):
+    sampler, mel = get_sampler(name), make_mel(dtype=torch.float32)
+
+    def run(seed):
+        g = torch.Generator().manual_seed(seed)
+        return sampler(DummyDenoiser(), diffusion, mel, generator=g)
+
+    a, b, c = run(0), run(0), run(1)
+    assert a.dtype == torch.float32 and a.shape == (B, LENGTH)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_output_shape_clamp_and_given_noise(diffusion, name):
+    sampler, mel = get_sampler(name), make_mel(dtype=torch.float32)
+    noise = 10 * torch.randn(B, LENGTH, generator=torch.Generator().manual_seed(0))
+    model = DummyDenoiser()
+    out = sampler(model, diffusion, mel, noise=noise, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (B, FRAMES * HOP) and out.dtype == torch.float32
+    assert out.abs().max() <= 1.0 and (out.abs() == 1.0).any()
+    assert model.steps[0].dtype == torch.float32 and model.steps[0].shape == (B,)
+    with pytest.raises(ValueError, match=r"noise must have shape \(2, 20\)"):
+        sampler(DummyDenoiser(), diffusion, mel, noise=torch.zeros(B, LENGTH + 1))
+
+
+def test_sampler_schedule_validation(diffusion):
+    mel, model = make_mel(), DummyDenoiser()
+    with pytest.raises(ConfigError, match="takes no schedule"):
+        sample_ddpm(model, diffusion, mel, schedule=[0.1])
+    with pytest.raises(ConfigError, match=r"schedule\[1\] = 2 follows 3"):
+        sample_ddim(model, diffusion, mel, schedule=[3, 2])
+    with pytest.raises(ConfigError, match=r"schedule\[1\] = 50 .* 0..49"):
+        sample_ddim(model, diffusion, mel, schedule=[0, 50])
+    with pytest.raises(ConfigError, match="51"):
+        sample_ddim(model, diffusion, mel, schedule=51)
+    with pytest.raises(ConfigError, match="eta"):
+        sample_ddim(model, diffusion, mel, eta=1.5)
+    with pytest.raises(ConfigError, match=r"ddpm, fast, ddim"):
+        get_sampler("euler")
+    assert get_sampler("fast") is sample_fast
+
+
+def test_default_ddim_schedule_uses_config_steps(diffusion):
+    model = DummyDenoiser()
+    sample_ddim(model, diffusion, make_mel())
+    assert [s[0].item() for s in model.steps] == [49.0, 39.0, 29.0, 20.0, 10.0, 0.0]
+
+
+def test_sampler_output_is_not_tracked_by_autograd(diffusion):
+    mel = make_mel().requires_grad_(True)
+    out = sample_fast(DummyDenoiser(), diffusion, mel, generator=torch.Generator().manual_seed(0))
+    assert not out.requires_grad and math.isfinite(out.sum().item())

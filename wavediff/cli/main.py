@@ -1,0 +1,62 @@
+"""``wavediff <subcommand>``: the entry point of the console script and ``python -m wavediff``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from wavediff.version import __version__
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS = {
+    "preprocess": ("wavediff.cli.preprocess", "compute waveform+mel records of a corpus"),
+    "compute-statistics": ("wavediff.cli.statistics", "per-bin mean and scale of dumped mels"),
+    "train": ("wavediff.cli.train", "train a DiffWave vocoder"),
+    "vocode": ("wavediff.cli.vocode", "turn mel files (or audio, by copy-synthesis) into audio"),
+    "toy-corpus": ("wavediff.cli.toy_corpus", "write a small synthetic speech-like corpus"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wavediff",
+        description="wavediff: diffusion vocoders for speech. "
+        "Run 'wavediff <subcommand> --help' for the options of each step.",
+    )
+    parser.add_argument("--version", action="version", version=f"wavediff {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<subcommand>")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=mod.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+        p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from wavediff.cli.common import setup_logging
+    from wavediff.errors import WavediffError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return int(args._run(args) or 0)
+    except WavediffError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The Gaussian diffusion process: forward noising and the training loss.
+
+Follows DDPM (Ho et al. 2020) as DiffWave uses it (Kong et al. 2021): the forward process
+``q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)`` and a denoiser trained to predict the
+added noise (eps-prediction). The denoiser knows no betas; it receives the step index.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from wavediff.config import DiffusionConfig
+from wavediff.diffusion.schedule import BetasLike, alpha_bar, as_betas, posterior_variance
+from wavediff.errors import ConfigError
+
+# denoiser(x_t (B, T), steps (B,) float, mel (B, n_mels, F)) -> eps_hat (B, T)
+Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+LOSS_TYPES = ("l1", "l2")
+
+
+def step_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The float dtype of the step tensor given to a denoiser working in ``dtype``.
+
+    At least float32, so fractional steps are not rounded by half precision; float64 stays.
+    """
+    return torch.promote_types(dtype, torch.float32)
+
+
+class GaussianDiffusion:
+    """A training noise schedule and the operations on it. Holds no parameters.
+
+    Attributes (float64 CPU tensors of shape ``(T,)``): ``betas``, ``alphas``,
+    ``alpha_bar``, ``posterior_variance`` (``beta_tilde``, 0 at ``t = 0``).
+    """
+
+    def __init__(self, betas: BetasLike) -> None:
+        self.betas = as_betas(betas, "diffusion betas")
+        self.alphas = 1.0 - self.betas
+        self.alpha_bar = alpha_bar(self.betas)
+        self.posterior_variance = posterior_variance(self.betas)
+
+    @classmethod
+    def from_config(cls, config: DiffusionConfig) -> "GaussianDiffusion":
+        """The training schedule of ``config`` (its ``betas``, else the linear one)."""
+        return cls(config.training_betas())
+
+    @property
+    def num_steps(self) -> int:
+        """T, the number of training steps."""
+        return int(self.betas.numel())
+
+    def __repr__(self) -> str:
+        b = self.betas
+        return (f"GaussianDiffusion(num_steps={self.num_steps}, "
+                f"betas={b[0].item():.4g}..{b[-1].item():.4g})")
+
+    # ------------------------------------------------------------------ forward process
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Sample ``x_t ~ q(x_t | x_0)``: ``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise``
+        (Ho et al. 2020, eq. 4).
+
+        Args:
+            x0: clean audio, ``(B, T_wav)``.
+            t: integer training steps in ``[0, T-1]``, ``(B,)``.
+            noise: ``(B, T_wav)``, standard normal.
+        Returns:
+            ``x_t``, ``(B, T_wav)``, in ``x0``'s dtype.
+        """
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            raise ValueError(f"t must be an integer tensor of training steps, got {t.dtype}")
+        if t.dim() != 1 or t.shape[0] != x0.shape[0]:
+            raise ValueError(f"t must have shape ({x0.shape[0]},), got {tuple(t.shape)}")
+        if noise.shape != x0.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} != x0 shape {tuple(x0.shape)}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_steps):
+            raise ConfigError(
+                f"diffusion step {int(t.min()) if int(t.min()) < 0 else int(t.max())} is out "
+                f"of range; valid steps are 0..{self.num_steps - 1}"
+            )
+        return self._q_sample(x0, t, noise)
+
+    def _q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        shape = (-1,) + (1,) * (x0.dim() - 1)
+        abar = self.alpha_bar.to(device=x0.device)[t.to(x0.device)]
+        signal = abar.sqrt().to(x0.dtype).view(shape)
+        sigma = (1.0 - abar).sqrt().to(x0.dtype).view(shape)
+        return signal * x0 + sigma * noise
+
+    # ------------------------------------------------------------------ training loss
+    def loss(
+        self,
+        denoiser: Denoiser,
+        x0: Tensor,
+        mel: Tensor,
+        *,
+        loss_type: str = "l1",
+        generator: Optional[torch.Generator] = None,
+    ) -> Tensor:
+        """The eps-prediction loss (Ho et al. 2020, alg. 1; DiffWave alg. 1).
+
+        Draws, from ``generator`` and in this order, ``t ~ U{0..T-1}`` (``torch.randint``,
+        shape ``(B,)``) and ``noise ~ N(0, I)`` (``torch.randn``, ``x0``'s shape and
+        dtype), both on the generator's device (the default device when ``generator`` is
+        None) and then moved to ``x0``'s device. Returns the mean absolute (``"l1"``, as
+        lmnt-com/diffwave) or squared (``"l2"``, as the paper) error between
+        ``denoiser(x_t, t as float, mel)`` and ``noise``.
+
+        Args:
+            x0: clean audio crops, ``(B, T_wav)``.
+            mel: their mels, ``(B, n_mels, F)`` with ``F * hop = T_wav``.
+        Returns:
+            a scalar tensor, computed in ``x0``'s dtype.
+        """
+        if loss_type not in LOSS_TYPES:
+            raise ConfigError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
+        if x0.dim() != 2:
+            raise ValueError(f"x0 must have shape (B, T_wav), got {tuple(x0.shape)}")
+        t = randint(self.num_steps, (x0.shape[0],), generator, x0.device)
+        noise = randn(x0.shape, generator, x0.device, x0.dtype)
+        x_t = self._q_sample(x0, t, noise)
+        eps = denoiser(x_t, t.to(step_dtype(x0.dtype)), mel)
+        if eps.shape != noise.shape:
+            raise ValueError(
+                f"the denoiser returned shape {tuple(eps.shape)}, expected {tuple(noise.shape)}"
+            )
+        err = eps.to(x0.dtype) - noise
+        return err.abs().mean() if loss_type == "l1" else err.square().mean()
+
+
+def randn(
+    shape: tuple[int, ...],
+    generator: Optional[torch.Generator],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Tensor:
+    """``torch.randn`` drawn on the generator's device, then moved to ``device``.
+
+    A CPU generator thus gives the same numbers whatever device the audio is on.
+    """
+    if generator is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    out = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+    return out.to(device)
+
+
+def randint(
+    high: int, shape: tuple[int, ...], generator: Optional[torch.Generator], device: torch.device
+) -> Tensor:
+    """``torch.randint(0, high)`` (int64) drawn on the generator's device, moved to ``device``."""
+    if generator is None:
+        return torch.randint(0, high, shape, device=device)
+    out = torch.randint(0, high, shape, generator=generator, device=generator.device)
+    return out.to(device)

@@ -1,0 +1,220 @@
+"""Samplers: plain functions that turn a mel into a waveform with a denoiser.
+
+All share one signature::
+
+    fn(denoiser, diffusion, mel, *, schedule=None, generator=None, noise=None, callback=None)
+        -> Tensor (B, F * denoiser.hop_length)
+
+``mel`` is ``(B, n_mels, F)``; the audio is computed in ``mel``'s device and dtype. The
+starting point ``x_T`` is ``noise`` when given (shape ``(B, F * hop)``), else drawn with
+``torch.randn`` from ``generator``. Random numbers are drawn from ``generator`` in this
+order: ``x_T`` first (unless ``noise`` is given), then one ``(B, F * hop)`` standard normal
+per step that adds noise, drawn right after that step's denoiser call; steps that add no
+noise (the last step, every DDIM step with ``eta = 0``) draw nothing. Draws happen on the
+generator's device and are moved to ``mel``'s, so a CPU generator gives the same audio
+on any device. ``callback(i, n, x)`` is called after step ``i`` of ``n`` (``i = 0..n-1``
+in the order of sampling) with the current, unclamped ``x``. The result is clamped to
+``[-1, 1]`` once, at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from wavediff.config import DIFFWAVE_FAST_SCHEDULE, DiffusionConfig
+from wavediff.diffusion.process import Denoiser, GaussianDiffusion, randn, step_dtype
+from wavediff.diffusion.schedule import align_fast_schedule, alpha_bar, ddim_timesteps
+from wavediff.errors import ConfigError, MelError
+
+Callback = Callable[[int, int, Tensor], None]
+Sampler = Callable[..., Tensor]
+
+
+def sample_ddpm(
+    denoiser: Denoiser,
+    diffusion: GaussianDiffusion,
+    mel: Tensor,
+    *,
+    schedule: None = None,
+    generator: Optional[torch.Generator] = None,
+    noise: Optional[Tensor] = None,
+    callback: Optional[Callback] = None,
+) -> Tensor:
+    """Ancestral sampling over all ``T`` training steps (Ho et al. 2020, alg. 2).
+
+    ``x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) * eps(x_t, t)) / sqrt(alpha_t) + sigma_t z``
+    with ``sigma_t^2 = beta_tilde_t`` (the posterior variance, as DiffWave samples) and no
+    noise at the last step ``t = 0``. ``schedule`` must be None. Returns ``(B, F * hop)``.
+    """
+    if schedule is not None:
+        raise ConfigError(
+            f"sample_ddpm runs all {diffusion.num_steps} training steps and takes no schedule, "
+            f"got {schedule!r}; use sample_fast or sample_ddim for a shorter one"
+        )
+    betas = diffusion.betas.tolist()
+    return _ancestral(denoiser, mel, betas, [float(t) for t in range(len(betas))],
+                      generator, noise, callback)
+
+
+def sample_fast(
+    denoiser: Denoiser,
+    diffusion: GaussianDiffusion,
+    mel: Tensor,
+    *,
+    schedule: Optional[Sequence[float]] = None,
+    generator: Optional[torch.Generator] = None,
+    noise: Optional[Tensor] = None,
+    callback: Optional[Callback] = None,
+) -> Tensor:
+    """DiffWave fast sampling (Kong et al. 2021, appendix B; lmnt-com/diffwave).
+
+    ``schedule`` is a short sequence of inference betas (default
+    ``DIFFWAVE_FAST_SCHEDULE``, 6 steps). Each inference step ``s`` runs the denoiser at
+    the fractional training step of :func:`align_fast_schedule` and updates
+    ``x = (x - beta_s / sqrt(1 - abar_s) * eps) / sqrt(alpha_s)``, then for ``s > 0`` adds
+    ``sigma_s z`` with ``sigma_s^2 = (1 - abar_{s-1}) / (1 - abar_s) * beta_s``, alpha-bar
+    taken over the inference schedule. With the training betas as ``schedule`` this is
+    exactly :func:`sample_ddpm`. Returns ``(B, F * hop)``.
+    """
+    betas = list(DIFFWAVE_FAST_SCHEDULE if schedule is None else schedule)
+    steps = align_fast_schedule(diffusion.betas, betas).tolist()
+    return _ancestral(denoiser, mel, betas, steps, generator, noise, callback)
+
+
+def sample_ddim(
+    denoiser: Denoiser,
+    diffusion: GaussianDiffusion,
+    mel: Tensor,
+    *,
+    schedule: Union[int, Sequence[int], None] = None,
+    generator: Optional[torch.Generator] = None,
+    noise: Optional[Tensor] = None,
+    callback: Optional[Callback] = None,
+    eta: float = 0.0,
+) -> Tensor:
+    """DDIM sampling (Song et al. 2021, "Denoising Diffusion Implicit Models", eq. 12).
+
+    ``schedule``: a number of steps (evenly spaced by :func:`ddim_timesteps`; default
+    ``DiffusionConfig.ddim_steps``) or an increasing sequence of training-step indices.
+    Visiting them from the last to the first, with ``abar_prev = 1`` after the first::
+
+        x0_hat = (x - sqrt(1 - abar_t) eps) / sqrt(abar_t)
+        sigma  = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))
+        x      = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma z
+
+    ``eta = 0`` is deterministic given ``x_T`` and draws no per-step noise; ``eta = 1``
+    over all training steps is :func:`sample_ddpm`. Returns ``(B, F * hop)``.
+    """
+    if not 0.0 <= eta <= 1.0:
+        raise ConfigError(f"DDIM eta must be in [0, 1], got {eta!r}")
+    timesteps = _ddim_schedule(schedule, diffusion.num_steps)
+    abar = diffusion.alpha_bar.tolist()
+    with torch.inference_mode():
+        x = _start(denoiser, mel, generator, noise)
+        n = len(timesteps)
+        for i, t in enumerate(reversed(timesteps)):
+            a_t = abar[t]
+            a_prev = abar[timesteps[n - 2 - i]] if i < n - 1 else 1.0
+            eps = _eps(denoiser, x, float(t), mel)
+            x0_hat = (x - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
+            sigma = eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
+            x = math.sqrt(a_prev) * x0_hat + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
+            if sigma > 0.0:
+                x = x + sigma * randn(x.shape, generator, x.device, x.dtype)
+            if callback is not None:
+                callback(i, n, x)
+        return x.clamp(-1.0, 1.0)
+
+
+SAMPLERS: dict[str, Sampler] = {"ddpm": sample_ddpm, "fast": sample_fast, "ddim": sample_ddim}
+
+
+def get_sampler(name: str) -> Sampler:
+    """The sampler registered as ``name`` in :data:`SAMPLERS`."""
+    try:
+        return SAMPLERS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}"
+        ) from None
+
+
+# ---------------------------------------------------------------------- shared parts
+def _ancestral(
+    denoiser: Denoiser,
+    mel: Tensor,
+    betas: list[float],
+    steps: list[float],
+    generator: Optional[torch.Generator],
+    noise: Optional[Tensor],
+    callback: Optional[Callback],
+) -> Tensor:
+    """The DDPM/DiffWave reverse chain over ``betas``, the denoiser run at ``steps``."""
+    abar = alpha_bar(betas).tolist()
+    with torch.inference_mode():
+        x = _start(denoiser, mel, generator, noise)
+        n = len(betas)
+        for i, s in enumerate(reversed(range(n))):
+            eps = _eps(denoiser, x, steps[s], mel)
+            x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])
+            if s > 0:
+                sigma = math.sqrt((1.0 - abar[s - 1]) / (1.0 - abar[s]) * betas[s])
+                x = x + sigma * randn(x.shape, generator, x.device, x.dtype)
+            if callback is not None:
+                callback(i, n, x)
+        return x.clamp(-1.0, 1.0)
+
+
+def _start(
+    denoiser: Denoiser, mel: Tensor, generator: Optional[torch.Generator], noise: Optional[Tensor]
+) -> Tensor:
+    """``x_T``: ``noise`` (checked to be ``(B, F * hop)``) or a fresh standard normal."""
+    if mel.dim() != 3:
+        raise MelError(f"mel must have shape (B, n_mels, frames), got {tuple(mel.shape)}")
+    hop = getattr(denoiser, "hop_length", None)
+    if isinstance(hop, bool) or not isinstance(hop, int) or hop < 1:
+        raise TypeError(f"the denoiser needs a positive int attribute hop_length, got {hop!r}")
+    shape = (mel.shape[0], mel.shape[-1] * hop)
+    if noise is None:
+        return randn(shape, generator, mel.device, mel.dtype)
+    if tuple(noise.shape) != shape:
+        raise ValueError(f"noise must have shape {shape} (B, frames * hop), "
+                         f"got {tuple(noise.shape)}")
+    return noise.to(device=mel.device, dtype=mel.dtype)
+
+
+def _eps(denoiser: Denoiser, x: Tensor, step: float, mel: Tensor) -> Tensor:
+    """The denoiser's noise estimate at one (possibly fractional) training step."""
+    steps = torch.full((x.shape[0],), step, device=x.device, dtype=step_dtype(x.dtype))
+    eps = denoiser(x, steps, mel)
+    if eps.shape != x.shape:
+        raise ValueError(f"the denoiser returned shape {tuple(eps.shape)}, "
+                         f"expected {tuple(x.shape)}")
+    return eps.to(x.dtype)
+
+
+def _ddim_schedule(schedule: Union[int, Sequence[int], None], num_steps: int) -> list[int]:
+    """DDIM's increasing training-step indices from a step count or an explicit sequence."""
+    if schedule is None:
+        return ddim_timesteps(num_steps, min(DiffusionConfig.ddim_steps, num_steps))
+    if isinstance(schedule, int) and not isinstance(schedule, bool):
+        return ddim_timesteps(num_steps, schedule)
+    steps = list(schedule)
+    if not steps:
+        raise ConfigError("DDIM schedule is empty; give a step count or training-step indices")
+    for i, t in enumerate(steps):
+        if isinstance(t, bool) or int(t) != t or not 0 <= t < num_steps:
+            raise ConfigError(
+                f"DDIM schedule[{i}] = {t!r} is not a training step; valid: integers "
+                f"0..{num_steps - 1}"
+            )
+        if i and t <= steps[i - 1]:
+            raise ConfigError(
+                f"DDIM schedule must be strictly increasing, but schedule[{i}] = {t!r} "
+                f"follows {steps[i - 1]!r}"
+            )
+    return [int(t) for t in steps]

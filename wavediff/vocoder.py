@@ -1,0 +1,193 @@
+"""The :class:`Vocoder` facade: load a checkpoint once, turn mels (or audio) into audio.
+
+>>> voc = Vocoder.from_pretrained("exp/diffwave")        # file or experiment dir
+>>> wav = voc.decode(mel, steps=6, seed=0)               # (B, n_mels, F) -> (B, F * hop)
+>>> wav = voc.copy_synthesis(audio)                      # analysis-synthesis
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from wavediff.audio.mel import MelSpectrogram
+from wavediff.audio.presets import MelConfig
+from wavediff.config import Config
+from wavediff.diffusion import GaussianDiffusion, get_sampler
+from wavediff.diffusion.schedule import alpha_bar
+from wavediff.errors import ConfigError, MelError
+from wavediff.model import DiffWave
+from wavediff.train.checkpoint import load_checkpoint
+
+PathLike = Union[str, os.PathLike]
+
+
+class ConditionedDenoiser:
+    """The denoiser with everything that depends only on the mel computed once.
+
+    Callable with the sampler's denoiser signature ``(x_t, steps, mel) -> eps``; the mel
+    argument is ignored after construction (it must be the mel given here).
+    """
+
+    def __init__(self, model: DiffWave, mel: Tensor) -> None:
+        self.model = model
+        self.hop_length = model.hop_length
+        self.conds = model.conditioning(mel)
+
+    def __call__(self, x: Tensor, steps: Tensor, mel: Tensor) -> Tensor:
+        if steps.dim() == 0:
+            steps = steps.expand(x.shape[0])
+        return self.model.denoise(x, steps, self.conds)
+
+
+class Vocoder:
+    """A trained DiffWave with its diffusion schedule and mel convention."""
+
+    def __init__(self, model: DiffWave, config: Config, device: Union[str, torch.device] = "cpu",
+                 step: Optional[int] = None) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.config = config
+        self.step = step
+        self.diffusion = GaussianDiffusion.from_config(config.diffusion)
+        self._mel: Optional[MelSpectrogram] = None
+
+    @classmethod
+    def from_pretrained(cls, path: PathLike, device: Union[str, torch.device] = "cpu",
+                        use_ema: bool = True) -> "Vocoder":
+        """Load a checkpoint file, or the newest checkpoint of an experiment directory.
+
+        The model is rebuilt from the config stored in the checkpoint (never from code
+        defaults); EMA weights are used when present and ``use_ema``.
+        """
+        state = load_checkpoint(path, map_location="cpu")
+        config: Config = state["config"]
+        model = DiffWave.from_config(config)
+        weights = state["ema"] if use_ema and state.get("ema") else state["model"]
+        model.load_state_dict(weights)
+        return cls(model, config, device, step=int(state["step"]))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def preset(self) -> MelConfig:
+        """The mel convention this model was trained on."""
+        return self.config.audio
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.audio.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.audio.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.config.audio.n_mels
+
+    def mel(self, wav: Union[Tensor, np.ndarray]) -> Tensor:
+        """The model's mel of ``wav`` ``(B, T)`` or ``(T,)`` in [-1, 1]."""
+        if self._mel is None:
+            self._mel = MelSpectrogram(self.config.audio).to(self.device)
+        wav = torch.as_tensor(wav, dtype=torch.float32, device=self.device)
+        return self._mel(wav)
+
+    # ------------------------------------------------------------------ decoding
+    def schedule_for(self, sampler: str, steps: Optional[int]) -> Union[None, int, list[float]]:
+        """The ``schedule`` argument of ``sampler`` for ``steps`` inference steps.
+
+        ``fast``: the configured schedule when ``steps`` is None or its length, otherwise
+        ``steps`` betas whose alpha-bars match evenly spaced training steps. ``ddim``: the
+        step count. ``ddpm``: the full chain only.
+        """
+        d = self.config.diffusion
+        if sampler == "fast":
+            if steps is None or steps == len(d.fast_schedule):
+                return list(d.fast_schedule)
+            return _subsampled_betas(self.diffusion.betas, steps)
+        if sampler == "ddim":
+            return d.ddim_steps if steps is None else int(steps)
+        if sampler == "ddpm":
+            if steps not in (None, self.diffusion.num_steps):
+                raise ConfigError(
+                    f"the ddpm sampler runs all {self.diffusion.num_steps} training steps; "
+                    f"use --sampler fast or ddim for {steps} steps"
+                )
+            return None
+        raise ConfigError(f"unknown sampler {sampler!r}; choose fast, ddim or ddpm")
+
+    @torch.inference_mode()
+    def decode(self, mel: Union[Tensor, np.ndarray], *, steps: Optional[int] = None,
+               sampler: Optional[str] = None, seed: Optional[int] = None,
+               generator: Optional[torch.Generator] = None,
+               lengths: Optional[Sequence[int]] = None,
+               callback: Optional[Callable[[int, int, Tensor], None]] = None) -> Tensor:
+        """Mel ``(B, n_mels, F)`` or ``(n_mels, F)`` in the model's convention -> waveform.
+
+        Returns ``(B, F * hop)`` (or ``(F * hop,)``) float32 in [-1, 1] on the vocoder's
+        device. ``lengths`` (frames per item) marks padding of a batch of unequal mels.
+        """
+        sampler = sampler or self.config.diffusion.sampler
+        mel = torch.as_tensor(mel, dtype=torch.float32).to(self.device)
+        single = mel.dim() == 2
+        if single:
+            mel = mel.unsqueeze(0)
+        if mel.dim() != 3 or mel.shape[1] != self.n_mels or mel.shape[-1] == 0:
+            raise MelError(
+                f"expected a mel of shape (batch, {self.n_mels}, frames) with frames > 0, "
+                f"got {tuple(mel.shape)}"
+            )
+        if not torch.isfinite(mel).all():
+            raise MelError("the mel holds NaN or Inf values; fix the input before vocoding")
+        if generator is None:
+            generator = torch.Generator(self.device)
+            if seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(seed)
+        schedule = self.schedule_for(sampler, steps)
+        denoiser = ConditionedDenoiser(self.model, mel)
+        wav = get_sampler(sampler)(denoiser, self.diffusion, mel, schedule=schedule,
+                                   generator=generator, callback=callback)
+        if lengths is not None:
+            for i, n in enumerate(lengths):
+                wav[i, int(n) * self.hop_length:] = 0.0
+        return wav[0] if single else wav
+
+    def decode_batch(self, mels: Sequence[np.ndarray], **kwargs) -> list[Tensor]:
+        """Decode mels of unequal lengths in one batch (padded with the mel of silence)."""
+        frames = [m.shape[-1] for m in mels]
+        batch = np.full((len(mels), self.n_mels, max(frames)), self.config.audio.floor,
+                        dtype=np.float32)
+        for i, m in enumerate(mels):
+            batch[i, :, : m.shape[-1]] = m
+        wav = self.decode(batch, lengths=frames, **kwargs)
+        return [wav[i, : n * self.hop_length] for i, n in enumerate(frames)]
+
+    def copy_synthesis(self, wav: Union[Tensor, np.ndarray], **kwargs) -> Tensor:
+        """Analysis-synthesis: the model's mel of ``wav`` decoded back, trimmed to its length.
+
+        ``wav`` ``(T,)`` or ``(B, T)`` at the model's sample rate; ``kwargs`` go to
+        :meth:`decode`.
+        """
+        wav = torch.as_tensor(wav, dtype=torch.float32)
+        n = wav.shape[-1]
+        out = self.decode(self.mel(wav), **kwargs)
+        if out.shape[-1] < n:
+            out = torch.nn.functional.pad(out, (0, n - out.shape[-1]))
+        return out[..., :n]
+
+
+def _subsampled_betas(train_betas: Tensor, steps: int) -> list[float]:
+    """``steps`` inference betas whose alpha-bars equal those of evenly spaced training steps."""
+    num = len(train_betas)
+    if not 1 <= steps <= num:
+        raise ConfigError(f"steps must be between 1 and {num} (the training steps), got {steps}")
+    abar = alpha_bar(train_betas).tolist()
+    idx = np.unique(np.round(np.linspace(0, num - 1, steps)).astype(int)).tolist()
+    picked = [abar[i] for i in idx]
+    return [1.0 - picked[0]] + [1.0 - picked[i] / picked[i - 1] for i in range(1, len(picked))]
