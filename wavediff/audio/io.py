@@ -47,7 +47,7 @@ def load_audio(
     try:
         data, rate = sf.read(str(p), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        reason = _reason(err)
         raise AudioError(
             f"{p}: cannot read audio ({reason}); the file is corrupt, truncated or not an "
             "audio format soundfile knows; re-export it as WAV or FLAC"
@@ -62,7 +62,7 @@ def load_audio(
         if not to_mono:
             raise AudioError(
                 f"{p}: has {n_channels} channels, expected mono; pass --to-mono to average "
-                f"them, or convert it with: sox {p.name} -c 1 out.wav"
+                f"them, or convert it with: sox {p} -c 1 mono.wav"
             )
         data = data.mean(axis=1, dtype=np.float32, keepdims=True)
     x = np.ascontiguousarray(data[:, 0], dtype=np.float32)
@@ -129,9 +129,16 @@ def save_audio(
             tmp.unlink()
         except OSError:
             pass
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise AudioError(f"cannot write {p}: {reason}") from None
+        raise AudioError(f"cannot write {p}: {_reason(err)}") from None
     return p
+
+
+def _reason(err: Exception) -> str:
+    """The short cause of ``err``: strerror for OSError, libsndfile's own text otherwise."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    text = getattr(err, "error_string", None) or str(err).strip()
+    return text.splitlines()[-1] if text else type(err).__name__
 
 
 def _as_mono_float(wav: Any, p: Path) -> np.ndarray:

@@ -96,13 +96,13 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path} contains pickled objects other than tensors and was refused without "
-            f"running them ({str(e).splitlines()[0][:120]}); only load checkpoints you trust, "
+            f"running them ({_first_line(e)}); only load checkpoints you trust, "
             f"and convert foreign ones with a wavediff import command"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # a corrupt file can make the unpickler fail in any way
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or corrupt: "
-            f"{str(e).splitlines()[0][:120]}); use an earlier checkpoint"
+            f"{_first_line(e)}); use an earlier checkpoint"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
@@ -124,6 +124,12 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         raise CheckpointError(f"{path} holds an invalid config: {e}") from None
     state["path"] = path
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of ``e``'s message (at most 120 characters), or its type name."""
+    lines = str(e).splitlines()
+    return lines[0][:120] if lines and lines[0] else type(e).__name__
 
 
 def prune_checkpoints(expdir: PathLike, keep: int) -> list[Path]:

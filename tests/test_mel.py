@@ -1,0 +1,286 @@
+"""MelSpectrogram against independent numpy/librosa versions of every preset's convention."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from wavediff.audio.mel import MelSpectrogram
+from wavediff.audio.presets import PRESET_NAMES, get_preset
+from wavediff.errors import AudioError, ConfigError, MelError
+
+LENGTHS = (777, 4099, 11111)
+
+
+def make_audio(n: int, sample_rate: int = 22050, seed: int = 0) -> np.ndarray:
+    """A chirp (50 Hz to Nyquist) plus white noise, with a silent stretch in the middle."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sample_rate
+    f0, f1 = 50.0, sample_rate / 2
+    duration = n / sample_rate
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * duration))
+    x = 0.5 * np.sin(phase) + 0.02 * rng.standard_normal(n)
+    x[n // 2 : n // 2 + n // 8] = 0.0
+    return np.clip(x, -1, 1).astype(np.float32)
+
+
+# ---------------------------------------------------------------- independent references
+# Each function writes a system's computation out the way that system writes it, in
+# float64 numpy, from an array of shape (T,) to (n_mels, F).
+
+
+def _hann(n: int) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)  # periodic Hann
+
+
+def _slaney(sr: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+    return librosa.filters.mel(sr=sr, n_fft=1024, n_mels=n_mels, fmin=fmin, fmax=fmax)
+
+
+def _htk(sr: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    return librosa.filters.mel(
+        sr=sr, n_fft=1024, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=True, norm=None
+    )
+
+
+def _centered_magnitude(x: np.ndarray) -> np.ndarray:
+    spec = librosa.stft(
+        x, n_fft=1024, hop_length=256, win_length=1024, window="hann",
+        center=True, pad_mode="reflect",
+    )
+    return np.abs(spec)
+
+
+def ref_hifigan(x: np.ndarray, n_mels: int = 80, fmax: float | None = 8000.0) -> np.ndarray:
+    # reflect-pad (n_fft - hop) / 2, frames of 1024 every 256, sqrt(re^2 + im^2 + 1e-9)
+    xp = np.pad(x, (384, 384), mode="reflect")
+    frames = librosa.util.frame(xp, frame_length=1024, hop_length=256)
+    spec = np.fft.rfft(frames * _hann(1024)[:, None], axis=0)
+    mag = np.sqrt(spec.real**2 + spec.imag**2 + 1e-9)
+    mel = _slaney(22050, n_mels, 0.0, fmax) @ mag
+    return np.log(np.clip(mel, 1e-5, None))
+
+
+def ref_tacotron2(x: np.ndarray) -> np.ndarray:
+    mel = _slaney(22050, 80, 0.0, 8000.0) @ _centered_magnitude(x)
+    return np.log(np.clip(mel, 1e-5, None))
+
+
+def ref_matcha(x: np.ndarray) -> np.ndarray:
+    return (ref_hifigan(x) - (-5.536622)) / 2.116101
+
+
+def ref_espnet(x: np.ndarray) -> np.ndarray:
+    spc = _centered_magnitude(x).T
+    mel_basis = _slaney(22050, 80, 80.0, 7600.0)
+    return np.log10(np.maximum(1e-10, np.dot(spc, mel_basis.T))).T
+
+
+def ref_diffwave_lmnt(x: np.ndarray) -> np.ndarray:
+    spec = _centered_magnitude(x) / np.sqrt(np.sum(_hann(1024) ** 2))
+    mel = _htk(22050, 80, 20.0, 11025.0) @ spec
+    spectrogram = 20 * np.log10(np.clip(mel, 1e-5, None)) - 20
+    return np.clip((spectrogram + 100) / 100, 0.0, 1.0)
+
+
+def ref_coqui(x: np.ndarray) -> np.ndarray:
+    S = 20 * np.log10(np.maximum(1e-8, _slaney(22050, 80, 0.0, None) @ _centered_magnitude(x))) - 20
+    return np.clip(8 * (S + 100) / 100 - 4, -4, 4)
+
+
+def ref_vocos(x: np.ndarray) -> np.ndarray:
+    mel = _htk(24000, 100, 0.0, 12000.0) @ _centered_magnitude(x)
+    return np.log(np.clip(mel, 1e-7, None))
+
+
+REFERENCES = {
+    "hifigan": ref_hifigan,
+    "tacotron2": ref_tacotron2,
+    "matcha": ref_matcha,
+    "espnet": ref_espnet,
+    "diffwave-lmnt": ref_diffwave_lmnt,
+    "coqui": ref_coqui,
+    "vocos": ref_vocos,
+}
+
+
+def test_every_preset_has_a_reference() -> None:
+    assert set(REFERENCES) == set(PRESET_NAMES)
+
+
+@pytest.mark.filterwarnings("ignore:n_fft=1024 is too large")
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_preset_matches_independent_reference(name: str) -> None:
+    mel = MelSpectrogram.from_preset(name)
+    # float64 input is exact up to the filterbank: slaney banks are librosa's own, htk
+    # banks come from torchaudio, whose float32 triangles differ from librosa's htk=True
+    # by float32 rounding
+    tol64 = 1e-10 if mel.config.mel_scale == "slaney" else 1e-4
+    for n in LENGTHS:
+        x = make_audio(n, mel.config.sample_rate, seed=n)
+        expected = REFERENCES[name](x.astype(np.float64))
+        got32 = mel(torch.from_numpy(x))
+        got64 = mel(torch.from_numpy(x).double())
+        assert got32.dtype == torch.float32 and got64.dtype == torch.float64
+        assert got32.shape == expected.shape == (mel.config.n_mels, mel.config.num_frames(n))
+        assert np.abs(got32.numpy() - expected).max() <= 1e-4, (name, n)
+        assert np.abs(got64.numpy() - expected).max() <= tol64, (name, n)
+
+
+def test_override_changes_the_computation() -> None:
+    mel = MelSpectrogram.from_preset("hifigan", n_mels=64, fmax=None)
+    assert mel.config.preset == "custom"
+    assert mel.config.n_mels == 64 and mel.config.max_frequency == 11025.0
+    assert tuple(mel.mel_basis.shape) == (64, 513)
+    x = make_audio(4099)
+    got = mel(torch.from_numpy(x).double()).numpy()
+    assert np.abs(got - ref_hifigan(x.astype(np.float64), n_mels=64, fmax=None)).max() <= 1e-10
+
+
+def test_unknown_preset_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown mel preset 'hifi'"):
+        MelSpectrogram.from_preset("hifi")
+
+
+# ---------------------------------------------------------------- shape and frame contract
+
+
+@pytest.mark.parametrize("name", ["hifigan", "tacotron2"])
+def test_frame_count_and_centres(name: str) -> None:
+    mel = MelSpectrogram.from_preset(name)
+    cfg = mel.config
+    offset = 0 if cfg.padding == "center" else cfg.hop_length // 2
+    for n in (1023, 1024, 5000, 5120):
+        assert mel(torch.zeros(n)).shape == (cfg.n_mels, cfg.num_frames(n))
+    # a click on the centre of frame 7 makes frame 7 the loudest frame
+    x = torch.zeros(5000)
+    x[7 * cfg.hop_length + offset] = 1.0
+    energy = mel.linear(x).sum(dim=0)
+    assert int(energy.argmax()) == 7
+
+
+def test_batched_equals_per_item() -> None:
+    mel = MelSpectrogram.from_preset("diffwave-lmnt")
+    batch = torch.from_numpy(np.stack([make_audio(4099, seed=s) for s in range(3)]))
+    out = mel(batch)
+    assert out.shape == (3, 80, mel.config.num_frames(4099))
+    for i in range(3):
+        assert torch.allclose(out[i], mel(batch[i]), atol=1e-6, rtol=0)
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_forward_is_compress_of_linear() -> None:
+    mel = MelSpectrogram.from_preset("coqui")
+    x = torch.from_numpy(make_audio(4099))
+    assert torch.equal(mel(x), mel.compress(mel.linear(x)))
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_decompress_inverts_compress(name: str) -> None:
+    mel = MelSpectrogram.from_preset(name)
+    # 2e-4 .. 5 stays inside every preset's clamp and clip range
+    linear = torch.exp(torch.empty(4, 80, 50, dtype=torch.float64).uniform_(np.log(2e-4), np.log(5.0)))
+    back = mel.decompress(mel.compress(linear))
+    assert torch.allclose(back, linear, rtol=1e-12, atol=0)
+    back32 = mel.decompress(mel.compress(linear.float()))
+    assert back32.dtype == torch.float32
+    assert torch.allclose(back32.double(), linear, rtol=1e-5, atol=0)
+
+
+def test_decompress_of_clipped_values_returns_the_clip_edge() -> None:
+    mel = MelSpectrogram.from_preset("diffwave-lmnt")
+    linear = torch.tensor([1e-9, 1e-3, 1e3], dtype=torch.float64)
+    back = mel.decompress(mel.compress(linear))
+    # clip (0, 1) corresponds to linear 1e-4 .. 10 for 20*log10(m) - 20, (x + 100) / 100
+    assert torch.allclose(back, torch.tensor([1e-4, 1e-3, 10.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_silence_maps_to_floor(name: str) -> None:
+    mel = MelSpectrogram.from_preset(name)
+    out = mel(torch.zeros(2, 3000))
+    assert torch.allclose(out, torch.full_like(out, mel.config.floor), atol=1e-6, rtol=0)
+
+
+def test_buffers_are_not_persistent() -> None:
+    mel = MelSpectrogram.from_preset("vocos")
+    assert mel.state_dict() == {}
+    assert tuple(mel.window.shape) == (1024,)
+    assert tuple(mel.mel_basis.shape) == (100, 513)
+
+
+def test_half_precision_input_is_computed_in_float32() -> None:
+    mel = MelSpectrogram.from_preset("hifigan")
+    x = torch.from_numpy(make_audio(4099))
+    out = mel(x.half())
+    assert out.dtype == torch.float32
+    assert (out - mel(x.half().float())).abs().max() == 0
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_too_short_input_is_refused_with_the_numbers() -> None:
+    mel = MelSpectrogram.from_preset("tacotron2")
+    with pytest.raises(AudioError, match=r"512 samples .* at least 513"):
+        mel(torch.zeros(512))
+    assert mel(torch.zeros(513)).shape == (80, 3)
+    same = MelSpectrogram.from_preset("hifigan")
+    with pytest.raises(AudioError, match=r"384 samples .* at least 385"):
+        same(torch.zeros(384))
+    assert same(torch.zeros(385)).shape == (80, 1)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_input_is_refused(bad: float) -> None:
+    x = torch.zeros(2, 4000)
+    x[1, 17] = bad
+    with pytest.raises(AudioError, match="1 NaN or infinite"):
+        MelSpectrogram.from_preset("hifigan")(x)
+
+
+@pytest.mark.parametrize("shape", [(), (1, 2, 4000)])
+def test_wrong_rank_is_refused(shape: tuple[int, ...]) -> None:
+    with pytest.raises(AudioError, match=r"shape \(T,\) or \(B, T\)"):
+        MelSpectrogram.from_preset("hifigan")(torch.zeros(shape))
+
+
+def test_non_float_input_is_refused() -> None:
+    mel = MelSpectrogram.from_preset("hifigan")
+    with pytest.raises(AudioError, match="float tensor.*torch.int16"):
+        mel(torch.zeros(4000, dtype=torch.int16))
+    with pytest.raises(AudioError, match="torch.from_numpy"):
+        mel(np.zeros(4000, dtype=np.float32))
+    with pytest.raises(MelError, match="float tensor"):
+        mel.decompress(torch.zeros(80, 3, dtype=torch.int64))
+
+
+def test_constructor_needs_a_mel_config() -> None:
+    with pytest.raises(MelError, match="from_preset"):
+        MelSpectrogram("hifigan")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- devices
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_cuda_matches_cpu(name: str) -> None:
+    mel = MelSpectrogram.from_preset(name)
+    batch = torch.from_numpy(np.stack([make_audio(11111, seed=s) for s in range(2)]))
+    cpu = mel(batch)
+    mel = mel.to("cuda")
+    assert mel.window.is_cuda and mel.mel_basis.is_cuda
+    gpu = mel(batch.cuda())
+    assert gpu.is_cuda and gpu.shape == cpu.shape
+    assert (gpu.cpu() - cpu).abs().max() <= 1e-3
+    gpu64 = mel(batch.cuda().double())
+    assert gpu64.dtype == torch.float64
+    assert (gpu64.cpu() - mel.cpu()(batch.double())).abs().max() <= 1e-6
+
+
+def test_presets_are_known_to_get_preset() -> None:
+    for name in PRESET_NAMES:
+        assert MelSpectrogram.from_preset(name).config == get_preset(name)
