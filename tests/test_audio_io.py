@@ -101,7 +101,8 @@ def test_stereo_is_refused_unless_to_mono(tmp_path: Path) -> None:
     left = np.full(1000, 0.5, dtype=np.float32)
     right = np.full(1000, -0.25, dtype=np.float32)
     sf.write(path, np.stack([left, right], axis=1), 22050, subtype="FLOAT")
-    with pytest.raises(AudioError, match=r"has 2 channels.*--to-mono.*sox .*stereo\.wav -c 1 mono\.wav"):
+    advice = r"has 2 channels.*--to-mono.*sox .*stereo\.wav -c 1 mono\.wav"
+    with pytest.raises(AudioError, match=advice):
         load_audio(path)
     x, _ = load_audio(path, to_mono=True)
     assert x.shape == (1000,) and np.allclose(x, 0.125)

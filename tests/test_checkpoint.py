@@ -88,7 +88,7 @@ def test_round_trip_state_and_audio(tmp_path):
     assert_same_state(state["model"], model.state_dict())
 
     mel = mel_input(config)
-    reference = Vocoder(random_model(config), config).decode(mel, seed=11)
+    reference = Vocoder(model, config).decode(mel, seed=11)
     assert reference.shape == (2, 6 * 16)
     assert reference.abs().max() > 0
     loaded = Vocoder.from_pretrained(path)
@@ -201,10 +201,9 @@ def test_truncated_file_is_refused(tmp_path):
             load_checkpoint(path)
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")  # the unpickler warns of odd protocols
 def test_random_bytes_are_refused(tmp_path):
     path = tmp_path / "noise.pt"
-    for seed in range(40):
+    for seed in range(100):  # some of these make the unpickler fail with IndexError
         rng = np.random.default_rng(seed)
         path.write_bytes(rng.bytes(int(rng.integers(1, 2048))))
         with pytest.raises(CheckpointError, match="noise.pt"):

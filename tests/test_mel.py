@@ -139,6 +139,17 @@ def test_override_changes_the_computation() -> None:
     assert np.abs(got - ref_hifigan(x.astype(np.float64), n_mels=64, fmax=None)).max() <= 1e-10
 
 
+@pytest.mark.parametrize("scale", ["slaney", "htk"])
+@pytest.mark.parametrize("norm", ["slaney", None])
+def test_filterbank_follows_scale_and_norm(scale: str, norm: str | None) -> None:
+    mel = MelSpectrogram.from_preset("hifigan", mel_scale=scale, mel_norm=norm, fmin=20.0)
+    expected = librosa.filters.mel(
+        sr=22050, n_fft=1024, n_mels=80, fmin=20.0, fmax=8000.0, htk=scale == "htk", norm=norm
+    )
+    got = mel.mel_basis.numpy()
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
 def test_unknown_preset_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown mel preset 'hifi'"):
         MelSpectrogram.from_preset("hifi")
@@ -181,7 +192,8 @@ def test_forward_is_compress_of_linear() -> None:
 def test_decompress_inverts_compress(name: str) -> None:
     mel = MelSpectrogram.from_preset(name)
     # 2e-4 .. 5 stays inside every preset's clamp and clip range
-    linear = torch.exp(torch.empty(4, 80, 50, dtype=torch.float64).uniform_(np.log(2e-4), np.log(5.0)))
+    log_linear = torch.empty(4, 80, 50, dtype=torch.float64).uniform_(np.log(2e-4), np.log(5.0))
+    linear = torch.exp(log_linear)
     back = mel.decompress(mel.compress(linear))
     assert torch.allclose(back, linear, rtol=1e-12, atol=0)
     back32 = mel.decompress(mel.compress(linear.float()))
@@ -209,6 +221,17 @@ def test_buffers_are_not_persistent() -> None:
     assert mel.state_dict() == {}
     assert tuple(mel.window.shape) == (1024,)
     assert tuple(mel.mel_basis.shape) == (100, 513)
+
+
+def test_module_cast_to_float64_still_follows_the_input_dtype() -> None:
+    mel = MelSpectrogram.from_preset("vocos")
+    x = torch.from_numpy(make_audio(4099, 24000))
+    expected32, expected64 = mel(x), mel(x.double())
+    mel = mel.double()
+    assert mel.mel_basis.dtype == torch.float64
+    got32, got64 = mel(x), mel(x.double())
+    assert got32.dtype == torch.float32 and torch.equal(got32, expected32)
+    assert got64.dtype == torch.float64 and torch.equal(got64, expected64)
 
 
 def test_half_precision_input_is_computed_in_float32() -> None:

@@ -105,8 +105,14 @@ def save_audio(
     """
     p = Path(path)
     x = _as_mono_float(wav, p)
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise AudioError(f"cannot write {p}: sample rate must be a positive integer, got {sample_rate!r}")
+    if (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, (int, np.integer))
+        or sample_rate <= 0
+    ):
+        raise AudioError(
+            f"cannot write {p}: sample rate must be a positive integer, got {sample_rate!r}"
+        )
     fmt = p.suffix[1:].upper()
     if fmt not in sf.available_formats():
         raise AudioError(

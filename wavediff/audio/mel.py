@@ -106,7 +106,7 @@ class MelSpectrogram(torch.nn.Module):
 
     # ------------------------------------------------------------------ pipeline
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """Compressed mel of ``wav``: ``(B, T)`` -> ``(B, n_mels, F)``, ``(T,)`` -> ``(n_mels, F)``."""
+        """Compressed mel: ``(B, T)`` -> ``(B, n_mels, F)``, ``(T,)`` -> ``(n_mels, F)``."""
         return self.compress(self.linear(wav))
 
     def linear(self, wav: torch.Tensor) -> torch.Tensor:
@@ -214,7 +214,7 @@ class MelSpectrogram(torch.nn.Module):
             return torch.hann_window(
                 self.config.win_length, periodic=True, dtype=torch.float64, device=x.device
             )
-        return self.window.to(device=x.device)
+        return self.window.to(device=x.device, dtype=x.dtype)
 
     @staticmethod
     def _check_mel(mel: torch.Tensor, what: str) -> torch.Tensor:

@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -92,12 +93,16 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     """Load a checkpoint safely (tensors and plain containers only) and check its format."""
     path = resolve_checkpoint(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about legacy pickles before refusing
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(
-            f"{path} contains pickled objects other than tensors and was refused without "
-            f"running them ({_first_line(e)}); only load checkpoints you trust, "
-            f"and convert foreign ones with a wavediff import command"
+            f"{path} contains pickled objects other than tensors{what} and was refused "
+            f"without running them; only load checkpoints from sources you trust, and "
+            f"convert foreign ones with a wavediff import command"
         ) from None
     except Exception as e:  # a corrupt file can make the unpickler fail in any way
         raise CheckpointError(

@@ -1,0 +1,238 @@
+"""The Vocoder facade on a tiny random model: decoding, schedules, batches, input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wavediff.audio.presets import MelConfig
+from wavediff.config import Config, DiffusionConfig, ModelConfig
+from wavediff.diffusion import align_fast_schedule, alpha_bar, get_sampler
+from wavediff.errors import ConfigError, MelError
+from wavediff.model import DiffWave
+from wavediff.vocoder import ConditionedDenoiser, Vocoder, _subsampled_betas
+
+HOP = 16
+N_MELS = 8
+
+
+def tiny_config(padding: str = "same", **diffusion) -> Config:
+    return Config(
+        audio=MelConfig(preset="custom", sample_rate=8000, n_fft=64, win_length=64,
+                        hop_length=HOP, n_mels=N_MELS, fmax=4000.0, padding=padding),
+        model=ModelConfig(residual_layers=4, residual_channels=8, dilation_cycle=2,
+                          step_embedding_dim=16, step_hidden_dim=32),
+        diffusion=DiffusionConfig(**diffusion),
+    )
+
+
+def tiny_vocoder(padding: str = "same", seed: int = 0, **diffusion) -> Vocoder:
+    config = tiny_config(padding, **diffusion)
+    torch.manual_seed(seed)
+    model = DiffWave.from_config(config)
+    with torch.no_grad():
+        model.output_projection.weight.normal_(0.0, 0.5)
+        model.output_projection.bias.fill_(0.05)
+    return Vocoder(model, config)
+
+
+def random_mel(batch: int = 2, frames: int = 5, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, N_MELS, frames, generator=g) - 5.0
+
+
+@pytest.fixture(scope="module")
+def vocoder() -> Vocoder:
+    return tiny_vocoder()
+
+
+# ---------------------------------------------------------------------- decode
+def test_decode_shape_range_and_dtype(vocoder):
+    wav = vocoder.decode(random_mel(3, 7), seed=0)
+    assert wav.shape == (3, 7 * HOP)
+    assert wav.dtype == torch.float32
+    assert torch.isfinite(wav).all()
+    assert wav.abs().max() <= 1.0
+    assert wav.std() > 1e-3
+    single = vocoder.decode(random_mel(1, 7)[0], seed=0)
+    assert single.shape == (7 * HOP,)
+
+
+def test_decode_accepts_numpy(vocoder):
+    mel = random_mel(1, 4)
+    a = vocoder.decode(mel.numpy(), seed=3)
+    b = vocoder.decode(mel, seed=3)
+    assert torch.equal(a, b)
+
+
+def test_seed_determines_the_audio(vocoder):
+    mel = random_mel()
+    a = vocoder.decode(mel, seed=1)
+    assert torch.equal(vocoder.decode(mel, seed=1), a)
+    assert not torch.allclose(vocoder.decode(mel, seed=2), a)
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(vocoder.decode(mel, generator=g), a)
+
+
+def test_decode_matches_the_sampler_directly(vocoder):
+    mel = random_mel()
+    expected = get_sampler("fast")(
+        ConditionedDenoiser(vocoder.model, mel), vocoder.diffusion, mel,
+        schedule=list(vocoder.config.diffusion.fast_schedule),
+        generator=torch.Generator().manual_seed(4))
+    assert torch.equal(vocoder.decode(mel, seed=4), expected)
+
+
+def test_mel_conditions_the_audio(vocoder):
+    mel = random_mel()
+    assert not torch.allclose(vocoder.decode(mel, seed=0), vocoder.decode(mel + 2.0, seed=0))
+
+
+@pytest.mark.parametrize("sampler, steps, calls", [
+    ("fast", None, 6), ("fast", 3, 3), ("ddim", None, 6), ("ddim", 4, 4), ("ddpm", None, 50),
+])
+def test_sampler_and_step_count(vocoder, sampler, steps, calls):
+    seen = []
+    wav = vocoder.decode(random_mel(1, 3), sampler=sampler, steps=steps, seed=0,
+                         callback=lambda i, n, x: seen.append((i, n)))
+    assert seen == [(i, calls) for i in range(calls)]
+    assert wav.shape == (1, 3 * HOP)
+    assert wav.abs().max() <= 1.0
+
+
+# ---------------------------------------------------------------------- schedules
+@pytest.mark.parametrize("steps, indices", [
+    (8, [0, 7, 14, 21, 28, 35, 42, 49]),
+    (4, [0, 16, 33, 49]),
+    (2, [0, 49]),
+    (50, list(range(50))),
+])
+def test_subsampled_betas_reproduce_training_alpha_bars(steps, indices):
+    train = DiffusionConfig().training_betas()
+    betas = _subsampled_betas(torch.tensor(train, dtype=torch.float64), steps)
+    assert len(betas) == steps
+    abar_train = alpha_bar(train)
+    np.testing.assert_allclose(alpha_bar(betas).numpy(), abar_train[indices].numpy(),
+                               rtol=1e-12)
+    # the fast sampler runs the denoiser exactly at those training steps
+    np.testing.assert_allclose(align_fast_schedule(train, betas).numpy(), indices, atol=1e-6)
+    if steps == 50:
+        np.testing.assert_allclose(betas, train, rtol=1e-9)
+
+
+def test_subsampled_betas_range():
+    train = torch.tensor(DiffusionConfig().training_betas(), dtype=torch.float64)
+    with pytest.raises(ConfigError, match="steps"):
+        _subsampled_betas(train, 0)
+    with pytest.raises(ConfigError, match="steps"):
+        _subsampled_betas(train, 51)
+
+
+def test_fast_with_other_step_count_uses_subsampled_betas(vocoder):
+    d = vocoder.config.diffusion
+    assert vocoder.schedule_for("fast", None) == d.fast_schedule
+    assert vocoder.schedule_for("fast", 6) == d.fast_schedule
+    assert vocoder.schedule_for("fast", 8) == _subsampled_betas(vocoder.diffusion.betas, 8)
+
+    seen = []
+    original = vocoder.model.denoise
+
+    def recording(x, steps, conds):
+        seen.append(steps[0].item())
+        return original(x, steps, conds)
+
+    vocoder.model.denoise = recording
+    try:
+        vocoder.decode(random_mel(1, 2), steps=8, seed=0)
+    finally:
+        del vocoder.model.denoise
+    np.testing.assert_allclose(sorted(seen), [0, 7, 14, 21, 28, 35, 42, 49], atol=1e-6)
+    assert seen == sorted(seen, reverse=True)  # from the noisiest step down
+
+
+def test_ddim_and_ddpm_schedules(vocoder):
+    assert vocoder.schedule_for("ddim", None) == vocoder.config.diffusion.ddim_steps
+    assert vocoder.schedule_for("ddim", 9) == 9
+    assert vocoder.schedule_for("ddpm", None) is None
+    assert vocoder.schedule_for("ddpm", 50) is None
+    with pytest.raises(ConfigError, match="unknown sampler"):
+        vocoder.schedule_for("euler", None)
+
+
+def test_ddpm_with_wrong_step_count_raises(vocoder):
+    with pytest.raises(ConfigError, match="50"):
+        vocoder.decode(random_mel(1, 2), sampler="ddpm", steps=10, seed=0)
+
+
+def test_configured_sampler_is_the_default():
+    voc = tiny_vocoder(sampler="ddim", ddim_steps=3)
+    seen = []
+    voc.decode(random_mel(1, 2), seed=0, callback=lambda i, n, x: seen.append(n))
+    assert seen == [3, 3, 3]
+
+
+# ---------------------------------------------------------------------- batches
+def test_decode_batch_of_unequal_lengths(vocoder):
+    frames = [3, 7, 1, 5]
+    mels = [random_mel(1, f, seed=i)[0].numpy() for i, f in enumerate(frames)]
+    wavs = vocoder.decode_batch(mels, seed=0)
+    assert [w.shape for w in wavs] == [(f * HOP,) for f in frames]
+    assert all(torch.isfinite(w).all() and w.abs().max() <= 1.0 for w in wavs)
+    assert all(w.std() > 1e-3 for w in wavs)
+
+
+def test_lengths_zero_the_padding(vocoder):
+    wav = vocoder.decode(random_mel(2, 6), lengths=[6, 2], seed=0)
+    assert torch.all(wav[1, 2 * HOP:] == 0)
+    assert wav[1, :2 * HOP].abs().max() > 0
+    assert wav[0, 2 * HOP:].abs().max() > 0
+
+
+# ---------------------------------------------------------------------- bad input
+def test_nan_mel_raises(vocoder):
+    mel = random_mel()
+    mel[1, 3, 2] = float("nan")
+    with pytest.raises(MelError, match="NaN"):
+        vocoder.decode(mel, seed=0)
+    mel[1, 3, 2] = float("inf")
+    with pytest.raises(MelError, match="Inf"):
+        vocoder.decode(mel, seed=0)
+
+
+def test_wrong_bins_raise(vocoder):
+    with pytest.raises(MelError, match=str(N_MELS)):
+        vocoder.decode(torch.zeros(1, N_MELS + 2, 4), seed=0)
+    with pytest.raises(MelError):
+        vocoder.decode(torch.zeros(4, N_MELS), seed=0)  # (frames, bins)
+    with pytest.raises(MelError):
+        vocoder.decode(torch.zeros(1, 1, N_MELS, 4), seed=0)
+
+
+def test_empty_mel_raises(vocoder):
+    with pytest.raises(MelError, match="frames > 0"):
+        vocoder.decode(torch.zeros(1, N_MELS, 0), seed=0)
+    with pytest.raises(MelError):
+        vocoder.decode(torch.zeros(N_MELS, 0), seed=0)
+
+
+# ---------------------------------------------------------------------- copy synthesis
+@pytest.mark.parametrize("padding", ["same", "center"])
+@pytest.mark.parametrize("length", [1001, 999, 1024, 257])
+def test_copy_synthesis_keeps_the_length(padding, length):
+    voc = tiny_vocoder(padding)
+    wav = 0.3 * torch.sin(torch.arange(length, dtype=torch.float32) * 0.2)
+    out = voc.copy_synthesis(wav, seed=0)
+    assert out.shape == (length,)
+    assert torch.isfinite(out).all() and out.abs().max() <= 1.0
+    assert out.abs().max() > 0
+    batch = voc.copy_synthesis(torch.stack([wav, -wav]), seed=0)
+    assert batch.shape == (2, length)
+
+
+def test_mel_uses_the_model_convention():
+    voc = tiny_vocoder("center")
+    mel = voc.mel(torch.zeros(1000))
+    assert mel.shape == (N_MELS, 1000 // HOP + 1)
+    assert torch.allclose(mel, torch.full_like(mel, voc.preset.floor))
+    assert voc.preset.padding == "center" and voc.sample_rate == 8000
