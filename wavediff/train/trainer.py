@@ -124,9 +124,7 @@ class Trainer:
         rng = state.get("rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"].cpu())
-        if "noise" in rng and rng["noise"].device.type == "cpu" and self.device.type == "cpu":
-            self.noise_gen.set_state(rng["noise"])
-        elif "noise" in rng:
+        if "noise" in rng:  # generator states are CPU byte tensors whatever the device
             self.noise_gen.set_state(rng["noise"].cpu())
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
