@@ -49,8 +49,6 @@ def read_scp(path: str) -> list[tuple[str, str]]:
         if utt in seen:
             raise WavediffError(f"{p}:{lineno}: utterance id {utt} appears twice")
         seen.add(utt)
-        if not Path(target).is_absolute():
-            target = str(Path(target))
         entries.append((utt, target))
     if not entries:
         raise WavediffError(f"scp file {p} lists no utterances")

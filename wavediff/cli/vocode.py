@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         generator.seed()
     else:
         generator.manual_seed(args.seed)
-    audio_seconds, t0 = 0.0, time.perf_counter()
+    audio_seconds, written, t0 = 0.0, 0, time.perf_counter()
     with tqdm(total=len(jobs), desc="vocode", unit="file", disable=args.quiet) as bar:
         for batch in batches:
             try:
@@ -131,11 +131,11 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     save_audio(outdir / f"{name}.wav", wav.cpu().numpy(), voc.sample_rate)
                     audio_seconds += wav.shape[-1] / voc.sample_rate
+                    written += 1
                 except WavediffError as e:
                     failures.append((name, str(e)))
                 bar.update(1)
     elapsed = time.perf_counter() - t0
-    written = len(jobs) - sum(1 for n, _ in failures if any(n == j[0] for j in jobs))
     if audio_seconds:
         log.info("wrote %d files to %s: %.1f s of audio in %.1f s (real-time factor %.3f)",
                  written, outdir, audio_seconds, elapsed, elapsed / audio_seconds)
