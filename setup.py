@@ -29,7 +29,10 @@ setup(
     include_package_data=True,
     package_data={"wavediff": ["py.typed"]},
     install_requires=requirements("base"),
-    extras_require={"dev": requirements("dev")},
+    extras_require={
+        "eval": requirements("eval"),
+        "dev": requirements("dev") + requirements("eval"),
+    },
     entry_points={"console_scripts": ["wavediff = wavediff.cli.main:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
