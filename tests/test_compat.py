@@ -1,0 +1,108 @@
+"""Drop-in APIs and the vocode CLI fed with mels of other systems' conventions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from conftest import wavediff_cli
+from wavediff.compat import ESPnetVocoder, predict
+from wavediff.errors import MelError
+from wavediff.vocoder import Vocoder
+
+DATA = Path(__file__).parent / "data" / "reference_mels"
+FACTS = json.loads((DATA / "references.json").read_text())
+HOP = 256
+
+
+@pytest.fixture(scope="module")
+def vocoder(trained_exp) -> Vocoder:
+    return Vocoder.from_pretrained(trained_exp["exp"])
+
+
+def ref(name: str) -> np.ndarray:
+    return np.load(DATA / FACTS["systems"][name]["file"])
+
+
+def test_decode_converts_other_conventions(vocoder: Vocoder) -> None:
+    t2 = ref("tacotron2")[:, :40]  # (80, 40) in tacotron2's convention
+    wav = vocoder.decode(t2, input_preset="tacotron2", seed=0)
+    assert wav.shape == (39 * HOP,)  # centred -> uncentred: one frame fewer
+    native = vocoder.decode(t2[:, :39], seed=0)
+    assert torch.allclose(wav, native, atol=1e-5)  # identical values, same noise
+    # auto: the values are also the model's own hifigan ones, which are kept as they are
+    assert vocoder.decode(t2, input_preset="auto", seed=0).shape == (40 * HOP,)
+    espnet = ref("espnet")[:40]  # (T, 80) layout
+    wav = vocoder.decode(espnet, input_preset="espnet", seed=0)
+    assert wav.shape == (39 * HOP,) and bool(torch.isfinite(wav).all())
+    wavs = vocoder.decode_batch([ref("matcha")[:, :30], ref("matcha")[:, :20]],
+                                input_preset="matcha", seed=0)
+    assert [w.shape[0] for w in wavs] == [30 * HOP, 20 * HOP]
+
+
+def test_decode_refuses_other_rates(vocoder: Vocoder) -> None:
+    with pytest.raises(MelError, match="24000 Hz"):
+        vocoder.decode(ref("vocos")[:, :20], input_preset="auto")
+
+
+def test_espnet_style_inference(vocoder: Vocoder) -> None:
+    raw = ref("espnet")[:50]  # (T, 80) log10 mel
+    mean, scale = raw.mean(0), raw.std(0) + 1e-3
+    esp = ESPnetVocoder(vocoder, stats=(mean, scale), seed=0)
+    assert esp.fs == 22050
+    from_raw = esp.inference(torch.from_numpy(raw), normalize_before=True)
+    from_norm = esp.inference(torch.from_numpy((raw - mean) / scale))
+    assert from_raw.shape == (49 * HOP,)
+    assert torch.allclose(from_raw, from_norm, atol=1e-4)
+    assert torch.equal(esp(torch.from_numpy(raw), normalize_before=True), from_raw)
+    with pytest.raises(MelError, match=r"\(T, n_mels\)"):
+        esp.inference(torch.zeros(1, 50, 80))
+
+
+def test_lmnt_style_predict(trained_exp, vocoder: Vocoder) -> None:
+    spec = torch.from_numpy(ref("diffwave-lmnt")[:, :30])
+    audio, rate = predict(spec, trained_exp["exp"], fast_sampling=True, device="cpu", seed=0)
+    assert rate == 22050 and audio.shape == (1, 29 * HOP)
+    assert float(audio.abs().max()) <= 1.0
+    again, _ = predict(spec[None], vocoder, seed=0)  # a loaded Vocoder is reused
+    assert torch.allclose(audio, again, atol=1e-5)
+    with pytest.raises(MelError, match="params"):
+        predict(spec, vocoder, params={"n_mels": 80})
+
+
+def test_vocode_cli_detects_converts_and_refuses(trained_exp, tmp_path: Path) -> None:
+    mels = tmp_path / "mels"
+    mels.mkdir()
+    np.save(mels / "t2.npy", ref("tacotron2")[:, :30])
+    raw = ref("espnet")[:30]
+    mean, scale = raw.mean(0), raw.std(0) + 1e-3
+    with h5py.File(mels / "esp.h5", "w") as f:
+        f["feats"] = ((raw - mean) / scale).astype(np.float32)
+    np.save(mels / "stats.npy", np.stack([mean, scale]).astype(np.float32))  # found beside
+    np.save(mels / "square.npy", ref("tacotron2")[:, :80])
+    evil = np.empty(1, dtype=object)
+    evil[0] = {"a": 1}
+    np.save(mels / "evil.npy", evil, allow_pickle=True)
+    out = tmp_path / "out"
+    r = wavediff_cli("vocode", "--checkpoint", trained_exp["exp"], "--outdir", out, mels,
+                     "--seed", "0")
+    assert r.returncode == 1
+    assert sorted(p.name for p in out.glob("*.wav")) == ["esp.wav", "t2.wav"]
+    assert "t2.npy: hifigan, layout (n_mels, T)" in r.stderr
+    assert "tacotron2 has the same values" in r.stderr and "--input-preset tacotron2" in r.stderr
+    assert "esp.h5: espnet, layout (T, n_mels)" in r.stderr and "stats.npy" in r.stderr
+    assert "approximate conversion espnet -> hifigan" in r.stderr and "expected error" in r.stderr
+    assert "--input-layout" in r.stderr and "pickled" in r.stderr
+    assert "2 of 4 inputs failed" in r.stderr
+    r = wavediff_cli("vocode", "--checkpoint", trained_exp["exp"], "--outdir", tmp_path / "o2",
+                     mels / "square.npy", "--input-preset", "tacotron2", "--input-layout",
+                     "mels-frames", "-q")
+    assert r.returncode == 0, r.stderr
+    import soundfile as sf
+
+    assert sf.info(str(tmp_path / "o2" / "square.wav")).frames == 79 * HOP
