@@ -1,0 +1,41 @@
+"""Length bucketing: group utterances of similar length so batches carry little padding."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from wavediff.errors import ConfigError
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int, *,
+                   max_padding: float = 0.25) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into batches of at most ``batch_size``.
+
+    Items are sorted by length (longest first); a batch is closed when it is full or when
+    the next item would leave more than ``max_padding`` of the batch's samples as padding
+    (``1 - sum(len) / (n * max(len))``). Every index appears exactly once.
+
+    >>> length_buckets([10, 200, 12, 190, 11], 4)
+    [[1, 3], [2, 4, 0]]
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if not 0.0 <= max_padding < 1.0:
+        raise ConfigError(f"max_padding must be in [0, 1), got {max_padding}")
+    order = sorted(range(len(lengths)), key=lambda i: (-int(lengths[i]), i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for i in order:
+        n = int(lengths[i])
+        if current:
+            longest = int(lengths[current[0]])
+            padding = 1.0 - (total + n) / ((len(current) + 1) * longest)
+            if len(current) >= batch_size or padding > max_padding:
+                batches.append(current)
+                current, total = [], 0
+        current.append(i)
+        total += n
+    if current:
+        batches.append(current)
+    return batches
