@@ -1,7 +1,9 @@
 """Checkpoints: one ``.pt`` file with weights, EMA, optimizer, step, RNG states and config.
 
-Writes are atomic (temporary file in the same directory, fsync, rename), so a crash or a
-full disk never leaves a half-written file under a checkpoint's name. Loads use
+Writes are atomic (temporary file in the same directory, fsync, rename, fsync of the
+directory), so a crash, a SIGKILL or a full disk never leaves a half-written file under a
+checkpoint's name; a temporary file left by a killed writer is never listed as a checkpoint
+and :func:`remove_stale_temporaries` deletes it when training restarts. Loads use
 ``torch.load(weights_only=True)``: a file holding pickled code is refused, not run.
 """
 
@@ -24,6 +26,7 @@ from wavediff.version import __version__
 FORMAT = "wavediff-checkpoint"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint-(\d+)steps\.pt$")
+_TMP_GLOB = ".checkpoint-*steps.pt.*.tmp"
 
 PathLike = Union[str, os.PathLike]
 
@@ -62,8 +65,39 @@ def resolve_checkpoint(path: PathLike) -> Path:
     return p
 
 
+def remove_stale_temporaries(expdir: PathLike) -> list[Path]:
+    """Delete temporary files of checkpoint writes that never finished; returns them.
+
+    Call it only when no other process writes checkpoints into ``expdir``.
+    """
+    removed = []
+    for p in Path(expdir).glob(_TMP_GLOB):
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` (plus format and version fields) to ``path`` atomically."""
+    """Write ``state`` (plus format and version fields) to ``path`` atomically.
+
+    On failure (e.g. a full disk) the temporary file is removed, any earlier file at
+    ``path`` and all other checkpoints are left as they were, and a
+    :class:`~wavediff.errors.CheckpointError` says so.
+    """
     path = Path(path)
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "wavediff_version": __version__,
                **state}
@@ -81,11 +115,15 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
         except FileNotFoundError:
             pass
         if isinstance(e, OSError):
+            kept = [p.name for _, p in list_checkpoints(path.parent)]
+            intact = (f"the newest intact checkpoint is {kept[-1]}" if kept
+                      else "no earlier checkpoint exists")
             raise CheckpointError(
-                f"could not write checkpoint {path}: {e.strerror or e}; the temporary file was "
-                f"removed and earlier checkpoints are intact (free disk space, then --resume)"
+                f"could not write checkpoint {path}: {e.strerror or e}; its temporary file was "
+                f"removed and {intact} (free disk space, then continue with --resume)"
             ) from None
         raise
+    _fsync_dir(path.parent)
     return path
 
 

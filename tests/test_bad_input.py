@@ -1,0 +1,277 @@
+"""Bad input wherever it enters: preprocess, train and vocode, through the real CLI.
+
+Every bad file gets one ``error:`` line that names it and says what to do, the command
+exits non-zero, the other files of a batch are still processed, and a summary ends it.
+Pickled payloads (a ``.npy`` object array, a checkpoint) are refused without running: each
+payload would create a marker file, and a control load shows that it really would.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import write_tiny_config
+from wavediff.audio.synth import toy_utterance
+from wavediff.cli.main import main
+from wavediff.train.data import list_records, load_record
+
+SR = 22050
+
+
+class Payload:
+    """Unpickling this creates ``path``: proof that pickled code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def error_lines(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.startswith("error: ")]
+
+
+def line_for(lines: list[str], name: str) -> str:
+    found = [ln for ln in lines if f"/{name}" in ln]
+    assert len(found) == 1, (name, lines)
+    return found[0]
+
+
+def write_bad_audio(d: Path) -> dict[str, tuple[str, ...]]:
+    """Bad audio files in ``d``; returns name -> phrases its error line must hold."""
+    d.mkdir(parents=True, exist_ok=True)
+    x = toy_utterance(SR, 0.5, seed=1)
+    sf.write(d / "good.wav", x, SR, subtype="PCM_16")
+    sf.write(d / "pcm24.wav", x, SR, subtype="PCM_24")
+    (d / "empty.wav").write_bytes(b"")
+    sf.write(d / "zero_length.wav", np.zeros(0, np.float32), SR, subtype="PCM_16")
+    good = (d / "good.wav").read_bytes()
+    (d / "truncated.wav").write_bytes(good[:30])
+    (d / "corrupt.wav").write_bytes(b"RIFF" + good[4:12] + b"\x00garbage" * 4 + good[44:])
+    sf.write(d / "rate16k.wav", x[:8000], 16000, subtype="PCM_16")
+    sf.write(d / "stereo.wav", np.stack([x, x], 1), SR, subtype="PCM_16")
+    sf.write(d / "pcm8.wav", x, SR, subtype="PCM_U8")
+    sf.write(d / "clipped.wav", np.clip(x * 20, -1, 1), SR, subtype="PCM_16")
+    sf.write(d / "silent.wav", np.zeros_like(x), SR, subtype="PCM_16")
+    return {
+        "empty.wav": ("empty file (0 bytes)", "re-export it"),
+        "zero_length.wav": ("contains no samples", "remove it"),
+        "truncated.wav": ("cannot read audio", "re-export it as WAV or FLAC"),
+        "corrupt.wav": ("cannot read audio", "re-export it as WAV or FLAC"),
+        "rate16k.wav": ("sample rate is 16000 Hz but 22050 Hz is expected", "--resample"),
+        "stereo.wav": ("2 channels, expected mono", "--to-mono"),
+        "pcm8.wav": ("8-bit PCM", "16- or 24-bit source", "--allow-low-quality"),
+        "clipped.wav": ("is clipped", "unclipped source", "--allow-low-quality"),
+        "silent.wav": ("is silent", "remove it", "--allow-low-quality"),
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict:
+    """The bad audio battery, and a tiny model trained on a clean dump."""
+    root = tmp_path_factory.mktemp("bad")
+    expected = write_bad_audio(root / "wavs")
+    clean = root / "clean"
+    clean.mkdir()
+    for name in ("good.wav", "pcm24.wav"):
+        (clean / name).write_bytes((root / "wavs" / name).read_bytes())
+    assert main(["preprocess", "--wav-dir", str(clean), "--dumpdir", str(root / "dump"),
+                 "-q"]) == 0
+    conf = write_tiny_config(root / "c.yaml", max_steps=2, save_interval=2)
+    assert main(["train", "--config", str(conf), "--train-dumpdir", str(root / "dump"),
+                 "--outdir", str(root / "exp"), "-q"]) == 0
+    return {"root": root, "expected": expected, "conf": conf, "exp": root / "exp",
+            "dump": root / "dump"}
+
+
+# ---------------------------------------------------------------------- preprocess
+def test_preprocess_battery(corpus, tmp_path, capsys):
+    dump = tmp_path / "dump"
+    assert main(["preprocess", "--wav-dir", str(corpus["root"] / "wavs"), "--dumpdir",
+                 str(dump), "-q"]) == 1
+    err = capsys.readouterr().err
+    lines = error_lines(err)
+    expected = corpus["expected"]
+    assert len(lines) == len(expected)
+    for name, phrases in expected.items():
+        line = line_for(lines, name)
+        for phrase in phrases:
+            assert phrase in line, (name, line)
+    assert err.rstrip().splitlines()[-1].startswith(
+        f"{len(expected)} of {len(expected) + 2} utterances failed: ")
+    # the good files were processed; 24-bit PCM is read at full resolution
+    assert sorted(p.name for p in dump.glob("*.npz")) == ["good.npz", "pcm24.npz"]
+    w24 = load_record(dump / "pcm24.npz")[0]
+    ref, _ = sf.read(corpus["root"] / "wavs" / "pcm24.wav", dtype="float64")
+    n = min(len(w24), len(ref))
+    assert np.abs(w24[:n] - ref[:n]).max() < 2.0 ** -22
+
+
+def test_preprocess_options_accept_what_the_messages_promise(corpus, tmp_path, capsys):
+    dump = tmp_path / "dump"
+    assert main(["preprocess", "--wav-dir", str(corpus["root"] / "wavs"), "--dumpdir",
+                 str(dump), "--allow-low-quality", "--resample", "--to-mono", "-q"]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert sorted(ln.split(":")[1].rsplit("/", 1)[-1] for ln in lines) == [
+        "corrupt.wav", "empty.wav", "truncated.wav", "zero_length.wav"]
+    assert len(list(dump.glob("*.npz"))) == 7
+
+
+# ---------------------------------------------------------------------- vocode
+def test_vocode_battery(corpus, tmp_path, capsys):
+    good = load_record(list_records(corpus["dump"])[0])[1]
+    d = tmp_path / "in"
+    d.mkdir()
+    np.save(d / "mel_good.npy", good)
+    for name, value in (("mel_nan", np.nan), ("mel_inf", np.inf)):
+        bad = good.copy()
+        bad[2, 3] = value
+        np.save(d / f"{name}.npy", bad)
+    np.save(d / "mel_bins.npy", good[:64])
+    np.save(d / "mel_rank1.npy", good[0])
+    np.save(d / "mel_rank4.npy", good[None, None])
+    np.save(d / "mel_zero_frames.npy", good[:, :0])
+    (d / "mel_empty.npy").write_bytes(b"")
+    (d / "mel_truncated.npy").write_bytes((d / "mel_good.npy").read_bytes()[:100])
+    marker, control = tmp_path / "npy_payload_ran", tmp_path / "control_ran"
+    np.save(d / "mel_pickled.npy", np.array([Payload(marker)], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "control.npy", np.array([Payload(control)], dtype=object),
+            allow_pickle=True)
+
+    wavs = corpus["root"] / "wavs"
+    out = tmp_path / "out"
+    inputs = sorted(d.iterdir()) + sorted(wavs.iterdir())
+    assert main(["vocode", "--checkpoint", str(corpus["exp"]), "--outdir", str(out), "--seed",
+                 "0", "-q", *map(str, inputs)]) == 1
+    err = capsys.readouterr().err
+    lines = error_lines(err)
+    expected_mel = {
+        "mel_nan.npy": ("NaN/Inf",), "mel_inf.npy": ("NaN/Inf",),
+        "mel_bins.npy": ("(64, ", "80"), "mel_rank1.npy": ("(", "80"),
+        "mel_rank4.npy": ("(1, 1, 80,", "80"), "mel_zero_frames.npy": ("(80, 0)",),
+        "mel_empty.npy": ("not a readable .npy file", "np.save"),
+        "mel_truncated.npy": ("not a readable .npy file", "np.save"),
+        "mel_pickled.npy": ("pickled Python objects", "plain float array"),
+    }
+    expected_audio = {k: v for k, v in corpus["expected"].items()
+                      if k not in ("pcm8.wav", "clipped.wav", "silent.wav")}
+    for name, phrases in {**expected_mel, **expected_audio}.items():
+        line = line_for(lines, name)
+        for phrase in phrases:
+            assert phrase in line, (name, line)
+    assert len(lines) == len(expected_mel) + len(expected_audio)
+    failed = len(expected_mel) + len(expected_audio)
+    assert f"{failed} of {len(inputs)} inputs failed" in err
+    # copy-synthesis of 8-bit, 24-bit, clipped and silent audio is analysis, not training
+    assert sorted(p.name for p in out.glob("*.wav")) == sorted(
+        ["mel_good.wav", "good.wav", "pcm24.wav", "pcm8.wav", "clipped.wav", "silent.wav"])
+    assert not marker.exists()
+    np.load(tmp_path / "control.npy", allow_pickle=True)  # the payload is live
+    assert control.exists()
+
+
+def _evil_checkpoint(path: Path, marker: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump({"format": "wavediff-checkpoint", "version": 1, "step": 5,
+                     "model": Payload(marker), "config": {}}, f)
+
+
+def test_checkpoint_with_pickled_code_is_refused_by_vocode_and_train(corpus, tmp_path, capsys):
+    marker = tmp_path / "ckpt_payload_ran"
+    evil = tmp_path / "evil.pt"
+    _evil_checkpoint(evil, marker)
+    np.save(tmp_path / "m.npy", load_record(list_records(corpus["dump"])[0])[1])
+    assert main(["vocode", "--checkpoint", str(evil), "--outdir", str(tmp_path / "o"),
+                 str(tmp_path / "m.npy")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(evil) in err
+    assert "refused without running" in err
+    assert "only load checkpoints from sources you trust" in err
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    _evil_checkpoint(exp / "checkpoint-5steps.pt", marker)
+    assert main(["train", "--config", str(corpus["conf"]), "--train-dumpdir",
+                 str(corpus["dump"]), "--outdir", str(exp), "--resume", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint-5steps.pt" in err and "refused" in err
+    assert not marker.exists()
+    control = tmp_path / "control.pt"
+    _evil_checkpoint(control, marker)
+    with open(control, "rb") as f:
+        pickle.load(f)  # the payload is live
+    assert marker.exists()
+
+
+# ---------------------------------------------------------------------- train
+def test_train_refuses_bad_records_listing_every_one(corpus, tmp_path, capsys):
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    for p in corpus["dump"].iterdir():
+        (dump / p.name).write_bytes(p.read_bytes())
+    wave, mel = load_record(dump / "good.npz")
+    (dump / "truncated.npz").write_bytes((dump / "good.npz").read_bytes()[:200])
+    np.savez(dump / "bins.npz", wave=wave, mel=mel[:64])
+    np.savez(dump / "pickled.npz", wave=np.array([{"a": 1}], dtype=object), mel=mel)
+    np.savez(dump / "misaligned.npz", wave=wave[:-5], mel=mel)
+    assert main(["train", "--config", str(corpus["conf"]), "--train-dumpdir", str(dump),
+                 "--outdir", str(tmp_path / "exp"), "-q"]) == 1
+    err = capsys.readouterr().err
+    for name, phrase in (("truncated", "not a readable feature record"),
+                         ("bins", "expected (80, frames)"), ("pickled", "pickled Python objects"),
+                         ("misaligned", "samples for")):
+        line = next(ln for ln in err.splitlines() if f"{name}.npz" in ln)
+        assert phrase in line and "rerun wavediff preprocess" in line, line
+    assert error_lines(err) == [
+        f"error: 4 of 6 records in {dump} cannot be trained on (listed above); rerun wavediff "
+        f"preprocess for them or delete them"]
+
+
+def test_train_stops_on_a_record_with_nan_naming_it(corpus, tmp_path, capsys):
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    (dump / "audio.yaml").write_bytes((corpus["dump"] / "audio.yaml").read_bytes())
+    wave, mel = load_record(corpus["dump"] / "good.npz")
+    mel = mel.copy()
+    mel[0, 1] = np.nan
+    np.savez(dump / "nan.npz", wave=wave, mel=mel)
+    conf = write_tiny_config(tmp_path / "c.yaml", num_workers=1)
+    assert main(["train", "--config", str(conf), "--train-dumpdir", str(dump),
+                 "--outdir", str(tmp_path / "exp"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [
+        f"error: {dump / 'nan.npz'}: 'mel' holds 1 NaN/Inf values; delete the record and rerun "
+        f"wavediff preprocess, then continue with --resume"], err
+
+
+@pytest.mark.parametrize("text,phrases", [
+    ("train:\n  batch_sise: 4\n", ("unknown key(s) in section 'train': batch_sise", "known:")),
+    ("train:\n  batch_size: four\n", ("train.batch_size must be an integer", "'four'")),
+    ("model:\n  residual_layers: 2.5\n", ("model.residual_layers must be an integer",)),
+    ("trian:\n  batch_size: 4\n", ("unknown config section(s): trian", "expected:")),
+])
+def test_config_errors_name_the_file_and_key(corpus, tmp_path, capsys, text, phrases):
+    conf = tmp_path / "bad.yaml"
+    conf.write_text(text)
+    assert main(["train", "--config", str(conf), "--train-dumpdir", str(corpus["dump"]),
+                 "--outdir", str(tmp_path / "exp")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {conf}: "), err
+    for phrase in phrases:
+        assert phrase in err, err
+    assert not (tmp_path / "exp").exists()
+
+
+def test_override_of_the_wrong_type_is_one_line(corpus, tmp_path, capsys):
+    assert main(["train", "--config", str(corpus["conf"]), "--train-dumpdir",
+                 str(corpus["dump"]), "--outdir", str(tmp_path / "exp"),
+                 "--set", "train.grad_accum=two"]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: train.grad_accum must be an integer, got 'two'\n"
+
