@@ -95,8 +95,13 @@ def test_ljspeech_recipe_end_to_end_then_rerun_skips(tmp_path, archive):
             expected = rec["wave"].shape[-1]
         info = sf.info(str(out / f"{utt}.wav"))
         assert info.samplerate == 22050 and info.frames == expected
-    # stage 5: no evaluate subcommand yet
-    assert "not available" in r.stdout
+    # stage 5: scores and the listening report of the eval set
+    evaldir = tmp_path / "exp/debug/eval/checkpoint-10steps"
+    import json
+
+    scores = json.loads((evaldir / "scores.json").read_text())
+    assert sorted(scores["systems"][0]["utterances"]) == split["eval"]
+    assert (evaldir / "report.html").is_file() and (evaldir / "report_files").is_dir()
 
     before = snapshot(tmp_path)
     r2 = run_recipe(tmp_path, *args)
@@ -107,6 +112,7 @@ def test_ljspeech_recipe_end_to_end_then_rerun_skips(tmp_path, archive):
     assert "stats.npy is up to date; skip" in r2.stdout
     assert "trained to step 10 of 10; skip" in r2.stdout
     assert "holds every eval utterance; skip" in r2.stdout
+    assert "scores.json is up to date; skip" in r2.stdout
     assert "wavediff preprocess" not in r2.stderr and "train:" not in r2.stderr
     assert snapshot(tmp_path) == before
 
@@ -163,8 +169,8 @@ def test_oversized_partial_download_must_be_deleted(tmp_path, archive):
 
 
 def test_recipe_options_are_checked(tmp_path):
-    r = run_recipe(tmp_path, "--ngpu", "2", "--stage", "3")
-    assert r.returncode != 0 and "multi-GPU" in r.stderr
+    r = run_recipe(tmp_path, "--ngpu", "two", "--stage", "3")
+    assert r.returncode != 0 and "give a number of GPUs" in r.stderr
     r = run_recipe(tmp_path, "--no-such-option", "1")
     assert r.returncode != 0 and "unknown option" in r.stderr
     r = run_recipe(tmp_path, "--conf", "conf/missing.yaml")

@@ -66,7 +66,12 @@ class DiffusionConfig:
 
 @dataclass
 class TrainConfig:
+    # The global batch: samples per optimisation step over all processes and accumulation
+    # micro-steps together (it does not change with the number of GPUs).
     batch_size: int = 16
+    # Micro-batches accumulated per step on each process (to fit memory); the global batch
+    # is split into world_size * grad_accum micro-batches whose sizes differ by at most one.
+    grad_accum: int = 1
     crop_samples: int = 16000
     loss: str = "l1"
     optimizer: str = "adam"
@@ -113,8 +118,8 @@ class Config:
                 f"train.crop_samples {t.crop_samples} is shorter than one hop "
                 f"({self.audio.hop_length}); use at least a few thousand samples"
             )
-        for name in ("batch_size", "max_steps", "log_interval", "eval_interval",
-                     "save_interval", "keep_checkpoints"):
+        for name in ("batch_size", "grad_accum", "max_steps", "log_interval", "eval_interval",
+                     "save_interval", "keep_checkpoints", "max_nonfinite_steps"):
             if getattr(t, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(t, name)}")
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:

@@ -3,6 +3,11 @@
 >>> voc = Vocoder.from_pretrained("exp/diffwave")        # file or experiment dir
 >>> wav = voc.decode(mel, steps=6, seed=0)               # (B, n_mels, F) -> (B, F * hop)
 >>> wav = voc.copy_synthesis(audio)                      # analysis-synthesis
+
+Decoding runs on :class:`~wavediff.inference.InferenceEngine` (the mel-only work once per
+utterance, a cache-blocked CPU kernel, optional autocast and CUDA graphs on GPU); long
+utterances are decoded in overlapping chunks with bounded memory. ``engine="reference"``
+runs the readable :class:`~wavediff.model.DiffWave` code instead.
 """
 
 from __future__ import annotations
@@ -18,12 +23,18 @@ from wavediff.audio.mel import MelSpectrogram
 from wavediff.audio.presets import MelConfig
 from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion, get_sampler
-from wavediff.diffusion.schedule import alpha_bar
+from wavediff.diffusion.schedule import align_fast_schedule, alpha_bar, ddim_timesteps
 from wavediff.errors import ConfigError, MelError
+from wavediff.inference.batching import length_buckets
+from wavediff.inference.denoisers import ChunkedDenoiser, EngineDenoiser
+from wavediff.inference.engine import InferenceEngine
 from wavediff.model import DiffWave
 from wavediff.train.checkpoint import load_checkpoint
 
 PathLike = Union[str, os.PathLike]
+# Utterances longer than this (plus the context on both sides) are decoded in chunks.
+DEFAULT_CHUNK_SECONDS = 4.0
+ENGINES = ("fast", "reference")
 
 
 class ConditionedDenoiser:
@@ -45,31 +56,56 @@ class ConditionedDenoiser:
 
 
 class Vocoder:
-    """A trained DiffWave with its diffusion schedule and mel convention."""
+    """A trained DiffWave with its diffusion schedule and mel convention.
+
+    Args:
+        model, config: the network and the config it was built from.
+        device: where decoding runs.
+        step: the training step of the weights (informative).
+        engine: ``"fast"`` (:class:`~wavediff.inference.InferenceEngine`) or
+            ``"reference"`` (the model's own code, slower, for comparison).
+        autocast: ``None``, ``"bf16"`` or ``"fp16"``: reduced-precision decoding (CUDA;
+            bf16 also on CPU). Default float32.
+        cuda_graphs: replay each step from a CUDA graph (CUDA only).
+        chunk_seconds: default of :meth:`decode`'s ``chunk_seconds``.
+    """
 
     def __init__(self, model: DiffWave, config: Config, device: Union[str, torch.device] = "cpu",
-                 step: Optional[int] = None) -> None:
+                 step: Optional[int] = None, *, engine: str = "fast",
+                 autocast: Optional[str] = None, cuda_graphs: bool = False,
+                 chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS) -> None:
+        if engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if autocast not in (None, "none", "bf16", "fp16"):
+            raise ConfigError(f"autocast must be none, bf16 or fp16, got {autocast!r}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.config = config
         self.step = step
         self.diffusion = GaussianDiffusion.from_config(config.diffusion)
         self._mel: Optional[MelSpectrogram] = None
+        self.engine_name = engine
+        self.autocast = None if autocast in (None, "none") else autocast
+        self.cuda_graphs = cuda_graphs
+        self.chunk_seconds = chunk_seconds
+        self._engine: Optional[InferenceEngine] = None
+        self._engine_key: Optional[tuple] = None
 
     @classmethod
     def from_pretrained(cls, path: PathLike, device: Union[str, torch.device] = "cpu",
-                        use_ema: bool = True) -> "Vocoder":
+                        use_ema: bool = True, **options) -> "Vocoder":
         """Load a checkpoint file, or the newest checkpoint of an experiment directory.
 
         The model is rebuilt from the config stored in the checkpoint (never from code
-        defaults); EMA weights are used when present and ``use_ema``.
+        defaults); EMA weights are used when present and ``use_ema``. ``options`` go to
+        the constructor (``engine``, ``autocast``, ``cuda_graphs``, ``chunk_seconds``).
         """
         state = load_checkpoint(path, map_location="cpu")
         config: Config = state["config"]
         model = DiffWave.from_config(config)
         weights = state["ema"] if use_ema and state.get("ema") else state["model"]
         model.load_state_dict(weights)
-        return cls(model, config, device, step=int(state["step"]))
+        return cls(model, config, device, step=int(state["step"]), **options)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -125,12 +161,26 @@ class Vocoder:
                sampler: Optional[str] = None, seed: Optional[int] = None,
                generator: Optional[torch.Generator] = None,
                lengths: Optional[Sequence[int]] = None,
-               callback: Optional[Callable[[int, int, Tensor], None]] = None) -> Tensor:
+               callback: Optional[Callable[[int, int, Tensor], None]] = None,
+               input_preset: Optional[Union[str, MelConfig]] = None,
+               stats: Optional[object] = None,
+               chunk_seconds: Union[float, None, str] = "default") -> Tensor:
         """Mel ``(B, n_mels, F)`` or ``(n_mels, F)`` in the model's convention -> waveform.
 
         Returns ``(B, F * hop)`` (or ``(F * hop,)``) float32 in [-1, 1] on the vocoder's
         device. ``lengths`` (frames per item) marks padding of a batch of unequal mels.
+        ``chunk_seconds``: mels longer than this (plus the network's context on both
+        sides) are decoded in chunks of this length with memory bounded by the chunk; the
+        result equals whole decoding to float rounding. None or 0: never chunk; default:
+        the vocoder's ``chunk_seconds``.
+        ``input_preset`` (``"auto"``, a preset name or a MelConfig) converts a mel of another
+        convention first (a single mel may then be in any stored layout); ``stats`` (a stats
+        file or ``(mean, scale)``) de-normalises per-bin normalised input features.
         """
+        if input_preset is not None or stats is not None:
+            from wavediff.audio.convert import convert_batch
+
+            mel = convert_batch(mel, self.preset, input_preset, stats=stats)
         sampler = sampler or self.config.diffusion.sampler
         mel = torch.as_tensor(mel, dtype=torch.float32).to(self.device)
         single = mel.dim() == 2
@@ -150,7 +200,7 @@ class Vocoder:
             else:
                 generator.manual_seed(seed)
         schedule = self.schedule_for(sampler, steps)
-        denoiser = ConditionedDenoiser(self.model, mel)
+        denoiser = self.denoiser_for(mel, sampler, schedule, chunk_seconds)
         wav = get_sampler(sampler)(denoiser, self.diffusion, mel, schedule=schedule,
                                    generator=generator, callback=callback)
         if lengths is not None:
@@ -158,8 +208,77 @@ class Vocoder:
                 wav[i, int(n) * self.hop_length:] = 0.0
         return wav[0] if single else wav
 
-    def decode_batch(self, mels: Sequence[np.ndarray], **kwargs) -> list[Tensor]:
-        """Decode mels of unequal lengths in one batch (padded with the mel of silence)."""
+    # ------------------------------------------------------------------ engine
+    @property
+    def engine(self) -> InferenceEngine:
+        """The inference engine of the current weights (rebuilt when they change)."""
+        key = tuple((id(p), p._version) for p in self.model.parameters())
+        if self._engine is None or key != self._engine_key:
+            self._engine = InferenceEngine(self.model, autocast=self.autocast)
+            self._engine_key = key
+        return self._engine
+
+    def training_steps(self, sampler: str, schedule: Union[None, int, list[float]]) -> list[float]:
+        """The (fractional) training steps at which ``sampler`` runs the network."""
+        train = self.diffusion.betas
+        if sampler == "fast":
+            return align_fast_schedule(train, schedule).tolist()
+        if sampler == "ddim":
+            if isinstance(schedule, int):
+                return [float(t) for t in ddim_timesteps(self.diffusion.num_steps, schedule)]
+            return []
+        return [float(t) for t in range(self.diffusion.num_steps)]
+
+    def denoiser_for(self, mel: Tensor, sampler: str = "fast",
+                     schedule: Union[None, int, list[float]] = None,
+                     chunk_seconds: Union[float, None, str] = "default"):
+        """The sampler's denoiser for ``mel`` ``(B, n_mels, F)``: whole or chunked."""
+        if self.engine_name == "reference":
+            return ConditionedDenoiser(self.model, mel)
+        engine = self.engine
+        if schedule is None:
+            schedule = self.schedule_for(sampler, None)
+        steps = self.training_steps(sampler, schedule)
+        if chunk_seconds == "default":
+            chunk_seconds = self.chunk_seconds
+        if chunk_seconds:
+            # memory bound: the per-layer conditioning of chunk_seconds of audio
+            chunk = int(round(chunk_seconds * self.sample_rate))
+            budget = engine.num_layers * 2 * engine.channels * 4 * chunk
+            chunked = ChunkedDenoiser(engine, mel, chunk=chunk, steps=steps, cache_bytes=budget)
+            samples = mel.shape[-1] * self.hop_length
+            if ((len(chunked.cores) > 1 and samples > chunk + 2 * chunked.overlap)
+                    or mel.shape[0] * samples > chunk):
+                return chunked  # long, or a batch too large to hold its conditioning
+        return EngineDenoiser(engine, mel, steps=steps, graphs=self.cuda_graphs)
+
+    def decode_many(self, mels: Sequence[np.ndarray], *, batch_size: int = 16,
+                    max_padding: float = 0.25, **kwargs) -> list[Tensor]:
+        """Decode many mels ``(n_mels, F_i)`` in batches of similar length.
+
+        Mels are grouped by :func:`~wavediff.inference.batching.length_buckets` (at most
+        ``batch_size`` per batch, at most ``max_padding`` of a batch's frames padding) and
+        each group goes through :meth:`decode_batch`; ``kwargs`` go there too. Returns the
+        waveforms in the order of ``mels``.
+        """
+        out: list[Optional[Tensor]] = [None] * len(mels)
+        for group in length_buckets([m.shape[-1] for m in mels], batch_size,
+                                    max_padding=max_padding):
+            for i, wav in zip(group, self.decode_batch([mels[i] for i in group], **kwargs)):
+                out[i] = wav
+        return out  # type: ignore[return-value]
+
+    def decode_batch(self, mels: Sequence[np.ndarray], *,
+                     input_preset: Optional[Union[str, MelConfig]] = None,
+                     stats: Optional[object] = None, **kwargs) -> list[Tensor]:
+        """Decode mels of unequal lengths in one batch (padded with the mel of silence).
+
+        ``input_preset`` / ``stats``: as in :meth:`decode`, applied to each mel first.
+        """
+        if input_preset is not None or stats is not None:
+            from wavediff.audio.convert import convert_each
+
+            mels = convert_each(mels, self.preset, input_preset, stats=stats)
         frames = [m.shape[-1] for m in mels]
         batch = np.full((len(mels), self.n_mels, max(frames)), self.config.audio.floor,
                         dtype=np.float32)

@@ -26,7 +26,7 @@ expdir=exp
 n_dev=100
 n_eval=100
 nj=4
-ngpu=""                    # empty: GPU if present; 0: CPU; 1: one GPU
+ngpu=""                    # empty: GPU if present; 0: CPU; 1: one GPU; N: N GPUs (torchrun)
 resume=true                # continue an interrupted training from its newest checkpoint
 decode_seed=0
 
@@ -67,11 +67,18 @@ conf=$(cd "$(dirname "$conf")" && pwd)/$(basename "$conf")
 name=$(basename "$conf" .yaml)
 exp=$expdir/$name
 
+# --ngpu N > 1 runs training and decoding as N processes on this node with torchrun
+# (DistributedDataParallel; train.batch_size stays the global batch).
+launch=(wavediff)
 case $ngpu in
     "") device=auto ;;
     0) device=cpu ;;
     1) device=cuda ;;
-    *) die "--ngpu $ngpu: multi-GPU training is not yet supported; use --ngpu 1 (or 0 for CPU)" ;;
+    *)
+        [[ $ngpu =~ ^[1-9][0-9]*$ ]] || die "--ngpu $ngpu: give a number of GPUs (0 for the CPU)"
+        command -v torchrun > /dev/null || die "--ngpu $ngpu needs torchrun (it comes with PyTorch)"
+        device=cuda
+        launch=(torchrun --standalone --nproc_per_node "$ngpu" -m wavediff) ;;
 esac
 
 stage_start=0
@@ -137,7 +144,7 @@ if run_stage 3; then
             echo "stage 3: resuming $exp from step $step of $max_steps"
             resume_args=(--resume)
         fi
-        wavediff train --config "$conf" --train-dumpdir "$dumpdir/train_nodev" \
+        "${launch[@]}" train --config "$conf" --train-dumpdir "$dumpdir/train_nodev" \
             --dev-dumpdir "$dumpdir/dev" --outdir "$exp" --device "$device" "${resume_args[@]}"
     fi
     finished 3
@@ -161,7 +168,7 @@ if run_stage 4; then
         done < "$scp" > "$todo"
         python "$utils/export_mels.py" --dumpdir "$dumpdir/eval" --outdir "$dumpdir/eval/mel_npy" \
             --scp "$outdir/.mel.scp" --only "$todo"
-        wavediff vocode --checkpoint "$exp/$ckpt.pt" --scp "$outdir/.mel.scp" \
+        "${launch[@]}" vocode --checkpoint "$exp/$ckpt.pt" --scp "$outdir/.mel.scp" \
             --outdir "$outdir" --seed "$decode_seed" --device "$device"
         rm -f "$todo" "$outdir/.mel.scp"
         echo "stage 4: decoded eval audio in $outdir"
@@ -172,14 +179,18 @@ fi
 # ---------------------------------------------------------------- 5: evaluate
 if run_stage 5; then
     banner 5 "evaluate"
-    if wavediff evaluate --help > /dev/null 2>&1; then
-        status=$(python "$utils/train_status.py" "$conf" "$exp")
-        read -r _ _ _ ckpt <<< "$status"
-        wavediff evaluate --reference-scp "$datadir/eval/wav.scp" \
-            --generated-dir "$exp/wav/$ckpt/eval" --outdir "$exp/eval/$ckpt"
+    status=$(python "$utils/train_status.py" "$conf" "$exp")
+    read -r state _ _ ckpt <<< "$status"
+    [[ $state != none ]] || die "$exp holds no checkpoint; run stages 3 and 4"
+    gendir=$exp/wav/$ckpt/eval
+    [[ -d $gendir ]] || die "$gendir not found; run stage 4"
+    evaldir=$exp/eval/$ckpt
+    if [[ -f $evaldir/scores.json && -z $(find "$gendir" -newer "$evaldir/scores.json" -print -quit) ]]; then
+        echo "stage 5: $evaldir/scores.json is up to date; skip"
     else
-        echo "stage 5: 'wavediff evaluate' is not available in this wavediff version;" \
-             "evaluation is unavailable until it lands (skip)"
+        wavediff evaluate --ref-scp "$datadir/eval/wav.scp" --gen-dir "$gendir" --config "$conf" \
+            --nj "$nj" --json "$evaldir/scores.json" --report "$evaldir/report.html"
+        echo "stage 5: scores in $evaldir/scores.json; open $evaldir/report.html in a browser"
     fi
     finished 5
 fi

@@ -19,7 +19,7 @@ import soundfile as sf
 
 from wavediff.errors import AudioError
 
-__all__ = ["load_audio", "save_audio"]
+__all__ = ["load_audio", "save_audio", "quality_problem"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -44,6 +44,10 @@ def load_audio(
         raise AudioError(f"{p}: no such audio file; check the path")
     if p.is_dir():
         raise AudioError(f"{p}: is a directory, expected an audio file")
+    if p.stat().st_size == 0:
+        raise AudioError(
+            f"{p}: is an empty file (0 bytes); re-export it or remove it from the list"
+        )
     try:
         data, rate = sf.read(str(p), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as err:
@@ -81,6 +85,52 @@ def load_audio(
         x = _resample(x, rate, sample_rate)
         rate = sample_rate
     return x, int(rate)
+
+
+# Thresholds of quality_problem: a peak below -60 dBFS is silence; clipping is a run of at
+# least 3 samples at >= 0.999 full scale, and a file is refused when clipped runs hold at
+# least 0.1% of its samples.
+SILENCE_PEAK = 1e-3
+CLIP_LEVEL = 0.999
+CLIP_FRACTION = 1e-3
+
+
+def quality_problem(path: PathLike, samples: np.ndarray) -> str | None:
+    """Why an audio file makes poor vocoder training data (one line), or None.
+
+    ``samples``: its float samples ``(T,)`` as :func:`load_audio` returns them. Flags silent
+    files, clipped files and 8-bit PCM, which a vocoder would learn to reproduce.
+    """
+    p = Path(path)
+    keep = "or pass --allow-low-quality to keep it"
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak < SILENCE_PEAK:
+        level = "-inf" if peak == 0 else f"{20 * np.log10(peak):.0f}"
+        return f"{p}: is silent (peak {level} dBFS); remove it from the data set, {keep}"
+    clipped = _clipped_samples(samples)
+    if clipped >= max(3, CLIP_FRACTION * samples.size):
+        return (f"{p}: is clipped ({clipped} samples, {100 * clipped / samples.size:.1f}%, in runs "
+                f"at full scale); use an unclipped source or drop the file, {keep}")
+    try:
+        subtype = sf.info(str(p)).subtype
+    except (sf.SoundFileError, RuntimeError):
+        subtype = ""
+    if subtype in ("PCM_S8", "PCM_U8"):
+        return (f"{p}: is 8-bit PCM (about 48 dB of dynamic range), whose quantisation noise a "
+                f"vocoder learns; use a 16- or 24-bit source, {keep}")
+    return None
+
+
+def _clipped_samples(x: np.ndarray) -> int:
+    """Samples in runs of 3 or more consecutive samples at ``>= CLIP_LEVEL`` (same sign)."""
+    total = 0
+    for sign in (1.0, -1.0):
+        hit = np.concatenate([[0], (sign * x >= CLIP_LEVEL).astype(np.int8), [0]])
+        edges = np.diff(hit)
+        starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+        runs = ends - starts
+        total += int(runs[runs >= 3].sum())
+    return total
 
 
 def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:

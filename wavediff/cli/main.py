@@ -15,6 +15,8 @@ SUBCOMMANDS = {
     "compute-statistics": ("wavediff.cli.statistics", "per-bin mean and scale of dumped mels"),
     "train": ("wavediff.cli.train", "train a DiffWave vocoder"),
     "vocode": ("wavediff.cli.vocode", "turn mel files (or audio, by copy-synthesis) into audio"),
+    "evaluate": ("wavediff.cli.evaluate", "score generated audio against references; HTML report"),
+    "import-lmnt": ("wavediff.cli.import_lmnt", "convert an lmnt-com/diffwave checkpoint"),
     "toy-corpus": ("wavediff.cli.toy_corpus", "write a small synthetic speech-like corpus"),
 }
 

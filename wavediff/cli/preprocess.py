@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resample", action="store_true",
                    help="resample audio whose rate differs from the config's (default: refuse)")
     p.add_argument("--to-mono", action="store_true", help="average multi-channel audio")
+    p.add_argument("--allow-low-quality", action="store_true",
+                   help="keep silent, clipped and 8-bit files (default: refuse them)")
     p.add_argument("--nj", type=int, default=1, help="parallel worker processes")
 
 
@@ -63,7 +65,8 @@ def collect_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
 _worker_state: dict = {}
 
 
-def _init_worker(audio_dict: dict, resample: bool, to_mono: bool, dumpdir: str) -> None:
+def _init_worker(audio_dict: dict, resample: bool, to_mono: bool, dumpdir: str,
+                 allow_low_quality: bool = False) -> None:
     import torch
 
     from wavediff.audio.mel import MelSpectrogram
@@ -72,7 +75,8 @@ def _init_worker(audio_dict: dict, resample: bool, to_mono: bool, dumpdir: str) 
     torch.set_num_threads(1)
     cfg = MelConfig.from_dict(audio_dict)
     _worker_state.update(cfg=cfg, mel=MelSpectrogram(cfg), resample=resample,
-                         to_mono=to_mono, dumpdir=Path(dumpdir))
+                         to_mono=to_mono, dumpdir=Path(dumpdir),
+                         allow_low_quality=allow_low_quality)
 
 
 def process_one(item: tuple[str, str]) -> tuple[str, Optional[str]]:
@@ -80,7 +84,7 @@ def process_one(item: tuple[str, str]) -> tuple[str, Optional[str]]:
     import numpy as np
     import torch
 
-    from wavediff.audio.io import load_audio
+    from wavediff.audio.io import load_audio, quality_problem
     from wavediff.errors import WavediffError
     from wavediff.train.data import save_record
 
@@ -92,6 +96,10 @@ def process_one(item: tuple[str, str]) -> tuple[str, Optional[str]]:
     try:
         cfg = st["cfg"]
         wave, _ = load_audio(path, cfg.sample_rate, resample=st["resample"], to_mono=st["to_mono"])
+        if not st.get("allow_low_quality"):
+            problem = quality_problem(path, wave)
+            if problem:
+                raise WavediffError(problem)
         if len(wave) < st["mel"].min_samples:
             raise WavediffError(
                 f"{path}: {len(wave)} samples is too short for a mel (at least "
@@ -128,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             )
     else:
         write_audio_config(dumpdir, audio)
-    init = (audio.to_dict(), args.resample, args.to_mono, str(dumpdir))
+    init = (audio.to_dict(), args.resample, args.to_mono, str(dumpdir), args.allow_low_quality)
     failures = []
     bar = tqdm(total=len(entries), desc=f"preprocess {dumpdir.name}", unit="utt",
                disable=args.quiet)

@@ -4,10 +4,25 @@ The experiment directory receives config.yaml, checkpoint-<N>steps.pt files and
 TensorBoard logs (logs/: losses, learning rate, gradient norm, dev loss, decoded dev
 audio and mel images). --resume continues from the newest checkpoint exactly.
 
+Several GPUs or nodes: start it with torchrun (DistributedDataParallel, NCCL on GPUs, gloo
+on CPUs). train.batch_size is the global batch of all processes together; rank 0 alone
+logs and writes checkpoints. SIGTERM (preemption) writes a checkpoint, then exits with
+status 143; --resume continues from it.
+
 example:
   wavediff train --config conf/base.yaml --train-dumpdir dump/train --dev-dumpdir dump/dev \
       --outdir exp/diffwave_base
   tensorboard --logdir exp/diffwave_base/logs
+  torchrun --nproc_per_node 4 -m wavediff train --config conf/base.yaml \
+      --train-dumpdir dump/train --dev-dumpdir dump/dev --outdir exp/diffwave_base --resume
+
+GTA fine-tuning: mels a TTS model predicted with teacher forcing (--train-feats-scp, any
+format and convention wavediff reads; converted to the model's) paired by utterance id
+with the real recordings (--train-wav-scp). frames x hop must match the waveform length to
+within one frame (trimmed or padded, counted in the log); larger differences are refused
+with the ids. --init-checkpoint starts from a trained model (its config unless --config).
+  wavediff train --init-checkpoint exp/diffwave_base --train-feats-scp tts/gta/feats.scp \
+      --train-wav-scp data/train/wav.scp --outdir exp/diffwave_gta --set train.max_steps=20000
 """
 
 from __future__ import annotations
@@ -20,7 +35,15 @@ log = logging.getLogger("wavediff.train")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (default: DiffWave BASE with the hifigan preset)")
-    p.add_argument("--train-dumpdir", required=True, help="training records")
+    p.add_argument("--train-dumpdir", help="training records (or GTA: the two scp options)")
+    p.add_argument("--train-feats-scp", help="GTA: '<id> <mel file>' list of predicted mels")
+    p.add_argument("--train-wav-scp", help="GTA: '<id> <audio file>' list of the recordings")
+    p.add_argument("--input-preset", default="auto",
+                   help="GTA: mel convention of the predicted mels (default: auto)")
+    p.add_argument("--stats", help="GTA: per-bin statistics the predicted mels are normalised with")
+    p.add_argument("--gta-dumpdir", help="GTA: where the paired records go (default: OUTDIR/dump_gta)")
+    p.add_argument("--init-checkpoint",
+                   help="start from this checkpoint's weights (file or experiment dir)")
     p.add_argument("--dev-dumpdir", help="dev records (dev loss and decoded samples)")
     p.add_argument("--outdir", required=True, help="experiment directory")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
@@ -30,18 +53,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wavediff.cli.common import pick_device
     from wavediff.config import Config
+    from wavediff.train import distributed as distrib
     from wavediff.train.trainer import Trainer
 
-    config = Config.load(args.config) if args.config else Config()
+    from wavediff.errors import WavediffError
+
+    init_state = None
+    if args.init_checkpoint:
+        from wavediff.train.gta import load_init_checkpoint
+
+        init_state = load_init_checkpoint(args.init_checkpoint)
+    config = (Config.load(args.config) if args.config
+              else init_state["config"] if init_state else Config())
     if args.overrides:
         config = config.override(args.overrides)
-    trainer = Trainer(config, args.train_dumpdir, args.dev_dumpdir, args.outdir,
-                      resume=args.resume, device=pick_device(args.device),
-                      progress=not args.quiet)
-    last = trainer.run()
-    print(f"trained to step {trainer.step}; checkpoint: {last}")
+    if bool(args.train_feats_scp) != bool(args.train_wav_scp):
+        raise WavediffError("GTA training needs both --train-feats-scp and --train-wav-scp")
+    if bool(args.train_dumpdir) == bool(args.train_feats_scp):
+        raise WavediffError("give either --train-dumpdir or --train-feats-scp with --train-wav-scp")
+    if args.train_feats_scp:
+        from pathlib import Path
+
+        from wavediff.train.gta import build_gta_dump
+
+        gta_dir = args.gta_dumpdir or str(Path(args.outdir) / "dump_gta")
+        build_gta_dump(args.train_feats_scp, args.train_wav_scp, gta_dir, config.audio,
+                       input_preset=args.input_preset, stats=args.stats,
+                       progress=not args.quiet)
+        args.train_dumpdir = gta_dir
+    dist = distrib.init_distributed(args.device)
+    try:
+        if not dist.is_main:  # rank 0 alone reports progress
+            logging.getLogger("wavediff").setLevel(logging.WARNING)
+        trainer = Trainer(config, args.train_dumpdir, args.dev_dumpdir, args.outdir,
+                          resume=args.resume, device=dist.device,
+                          progress=not args.quiet, dist=dist)
+        if init_state is not None and trainer.step == 0:
+            from wavediff.train.gta import apply_init_checkpoint
+
+            apply_init_checkpoint(trainer, init_state, args.init_checkpoint)
+        last = trainer.run()
+    finally:
+        distrib.cleanup(dist)
+    if not dist.is_main:
+        return 143 if trainer.stopped_by_signal else 0
     if trainer.nonfinite_total:
         print(f"{trainer.nonfinite_total} non-finite steps were skipped")
+    if trainer.stopped_by_signal:
+        print(f"stopped by SIGTERM at step {trainer.step}; checkpoint: {last}; "
+              f"continue with --resume")
+        return 143
+    print(f"trained to step {trainer.step}; checkpoint: {last}")
     return 0

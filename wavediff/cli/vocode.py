@@ -1,16 +1,32 @@
 """Turn mel files into audio with a trained model (audio files: copy-synthesis).
 
-Each INPUT is a mel file (.npy or .pt; (n_mels, T), (1, n_mels, T) or (T, n_mels)), an
+Each INPUT is a mel file (formats and conventions below), an
 audio file (wav, flac, ...: its mel is computed and decoded back, to hear the vocoder's
 ceiling), or a directory of them; --scp reads '<utt_id> <path>' lines. Every output is
 <name>.wav at the model's sample rate, written atomically. A file that fails is reported
 on one line and the others are still written; the exit status is 1 if any failed.
-Mels must be in the model's convention (its mel preset, see `--help` of preprocess).
+With --seed, each file's noise derives from the seed and its name (with --batch-size 1),
+so its audio does not depend on the other inputs or on the number of processes.
+Under torchrun the inputs are shared out across the processes (one per GPU), each writing
+its own outputs; rank 0 prints the failures of all of them.
+Mel files: .npy, .npz, .pt (tensors only), .h5 (dataset 'feats'), in the layouts
+(n_mels, T), (1, n_mels, T) or (T, n_mels); scp lines may name '<id> <file.h5:feats>'.
+--input-preset auto (the default) decides each file's layout and mel convention (HiFi-GAN,
+Tacotron 2, Matcha, ESPnet, lmnt DiffWave, Coqui, Vocos) from its values, logs the decision
+with the evidence, and converts it to the model's convention: exactly where conventions
+differ by log base, scaling, normalisation or padding, approximately (with the expected
+error logged) where filterbanks differ. Ambiguous files are refused with the candidates.
+Normalised ESPnet/ParallelWaveGAN features need --stats (a stats.h5 or stats.npy beside
+the files is used when the values show per-bin normalisation).
 
 examples:
   wavediff vocode --checkpoint exp/diffwave --outdir out/ tts_mels/
   wavediff vocode --checkpoint exp/diffwave/checkpoint-1000000steps.pt --outdir out/ \
       --steps 6 --seed 0 --scp dump/eval/feats.scp
+  wavediff vocode --checkpoint exp/diffwave --outdir out/ --input-preset espnet \
+      --stats dump/train/stats.h5 --scp espnet_feats.scp
+  torchrun --nproc_per_node 4 -m wavediff vocode --checkpoint exp/diffwave --outdir out/ \
+      --seed 0 --scp dump/eval/feats.scp
 """
 
 from __future__ import annotations
@@ -19,11 +35,13 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from wavediff.cli.preprocess import AUDIO_SUFFIXES
 
 log = logging.getLogger("wavediff.vocode")
-MEL_SUFFIXES = (".npy", ".pt")
+MEL_SUFFIXES = (".npy", ".npz", ".pt", ".h5", ".hdf5")
+STATS_NAMES = ("stats.h5", "stats.npy", "feats_stats.npz")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,8 +58,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1,
                    help="mels decoded together (sorted by length to limit padding)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    p.add_argument("--chunk-seconds", type=float, default=4.0,
+                   help="decode longer mels in chunks of this length, memory bounded by the "
+                        "chunk, same audio (default: 4; 0: never)")
+    p.add_argument("--autocast", choices=("none", "bf16", "fp16"), default="none",
+                   help="reduced-precision decoding (CUDA; bf16 also on CPU; default: float32)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay each step from a CUDA graph (CUDA only)")
     p.add_argument("--resample", action="store_true",
                    help="resample copy-synthesis audio whose rate differs from the model's")
+    from wavediff.audio.formats import LAYOUTS
+    from wavediff.audio.presets import PRESET_NAMES
+
+    p.add_argument("--input-preset", choices=("auto",) + PRESET_NAMES, default="auto",
+                   help="mel convention of the input files (default: auto, detected per file "
+                        "and converted to the model's)")
+    p.add_argument("--input-layout", choices=LAYOUTS, default=None,
+                   help="array layout of the input files (default: decided from the shape)")
+    p.add_argument("--stats", default=None,
+                   help="per-bin statistics the input features were normalised with "
+                        "(stats.h5, stats.npy or ESPnet feats_stats.npz)")
+    p.add_argument("--to-mono", action="store_true",
+                   help="average the channels of multi-channel copy-synthesis audio")
 
 
 def collect(args: argparse.Namespace) -> list[tuple[str, Path]]:
@@ -56,7 +94,8 @@ def collect(args: argparse.Namespace) -> list[tuple[str, Path]]:
         p = Path(raw)
         if p.is_dir():
             found = sorted(f for f in p.iterdir()
-                           if f.suffix.lower() in MEL_SUFFIXES + AUDIO_SUFFIXES)
+                           if f.suffix.lower() in MEL_SUFFIXES + AUDIO_SUFFIXES
+                           and f.name not in STATS_NAMES)
             if not found:
                 log.warning("%s holds no mel or audio files", p)
             items += [(f.stem, f) for f in found]
@@ -72,22 +111,44 @@ def collect(args: argparse.Namespace) -> list[tuple[str, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from wavediff.audio.formats import read_mel
-    from wavediff.audio.io import load_audio, save_audio
-    from wavediff.cli.common import pick_device, report_failures
     from wavediff.errors import WavediffError
-    from wavediff.vocoder import Vocoder
+    from wavediff.train import distributed as distrib
 
     if args.batch_size < 1:
         raise WavediffError("--batch-size must be at least 1")
-    items = collect(args)
-    voc = Vocoder.from_pretrained(args.checkpoint, device=pick_device(args.device),
-                                  use_ema=not args.no_ema)
+    all_items = collect(args)
+    dist = distrib.init_distributed(args.device)
+    try:
+        return _decode(args, all_items, dist)
+    finally:
+        distrib.cleanup(dist)
+
+
+def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: Any) -> int:
+    """Decode this process's share of ``all_items``; returns the exit status."""
+    import torch
+    from tqdm import tqdm
+
+    from wavediff.audio.convert import MelPreparer, NormalisedMelError
+    from wavediff.audio.formats import load_mel_file, read_stats
+    from wavediff.audio.io import load_audio, save_audio
+    from wavediff.cli.common import report_failures
+    from wavediff.errors import WavediffError
+    from wavediff.train import distributed as distrib
+    from wavediff.inference.batching import length_buckets
+    from wavediff.vocoder import Vocoder
+
+    if not dist.is_main:  # rank 0 alone reports progress
+        logging.getLogger("wavediff").setLevel(logging.WARNING)
+    items = distrib.shard(all_items, dist)
+    voc = Vocoder.from_pretrained(args.checkpoint, device=dist.device, use_ema=not args.no_ema,
+                                  chunk_seconds=args.chunk_seconds or None,
+                                  autocast=args.autocast, cuda_graphs=args.cuda_graphs)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    prep = MelPreparer(voc.preset, args.input_preset, layout=args.input_layout,
+                       stats=read_stats(args.stats) if args.stats else None)
+    side_preps: dict = {}  # stats file found beside the inputs -> its preparer
     log.info("model: step %s, %s mel (%d bins, hop %d, %d Hz), sampler %s", voc.step,
              voc.preset.preset, voc.n_mels, voc.hop_length, voc.sample_rate,
              args.sampler or voc.config.diffusion.sampler)
@@ -100,24 +161,45 @@ def run(args: argparse.Namespace) -> int:
             if path.exists() and out.resolve() == path.resolve():
                 raise WavediffError(f"{path}: the output would overwrite the input; use another --outdir")
             if path.suffix.lower() in AUDIO_SUFFIXES:
-                wav, _ = load_audio(path, voc.sample_rate, resample=args.resample)
+                wav, _ = load_audio(path, voc.sample_rate, resample=args.resample,
+                                    to_mono=args.to_mono)
                 mel = voc.mel(torch.from_numpy(wav)).cpu().numpy()
                 jobs.append((name, mel, len(wav)))
             else:
-                jobs.append((name, read_mel(path, voc.n_mels), None))
+                f = load_mel_file(path)
+                try:
+                    ready = prep(f.array, f.source, known=f.known)
+                except NormalisedMelError:
+                    side = _stats_beside(Path(f.source.split(":")[0])) if not args.stats else None
+                    if side is None:
+                        raise
+                    if side not in side_preps:
+                        log.info("using the statistics %s found beside the inputs", side)
+                        side_preps[side] = MelPreparer(voc.preset, args.input_preset,
+                                                       layout=args.input_layout,
+                                                       stats=read_stats(side))
+                    ready = side_preps[side](f.array, f.source)
+                log.info("%s", ready.detection.describe(f.source))
+                jobs.append((name, ready.mel, None))
         except WavediffError as e:
             failures.append((name, str(e)))
 
     jobs.sort(key=lambda j: j[1].shape[-1])
-    batches = [jobs[i:i + args.batch_size] for i in range(0, len(jobs), args.batch_size)]
+    batches = [[jobs[i] for i in group] for group in
+               length_buckets([j[1].shape[-1] for j in jobs], args.batch_size)]
     generator = torch.Generator(voc.device)
     if args.seed is None:
         generator.seed()
     else:
         generator.manual_seed(args.seed)
     audio_seconds, written, t0 = 0.0, 0, time.perf_counter()
-    with tqdm(total=len(jobs), desc="vocode", unit="file", disable=args.quiet) as bar:
+    timings: dict[str, tuple[float, float]] = {}  # name -> (audio seconds, decode seconds)
+    with tqdm(total=len(jobs), desc="vocode", unit="file",
+              disable=args.quiet or not dist.is_main) as bar:
         for batch in batches:
+            if args.seed is not None:
+                generator.manual_seed(distrib.file_seed(args.seed, batch[0][0]))
+            t_batch = time.perf_counter()
             try:
                 wavs = voc.decode_batch([m for _, m, _ in batch], steps=args.steps,
                                         sampler=args.sampler, generator=generator)
@@ -125,18 +207,77 @@ def run(args: argparse.Namespace) -> int:
                 failures += [(name, f"{name}: {e}") for name, _, _ in batch]
                 bar.update(len(batch))
                 continue
+            if voc.device.type == "cuda":
+                torch.cuda.synchronize(voc.device)
+            t_batch = time.perf_counter() - t_batch
+            batch_samples = sum(w.shape[-1] for w in wavs)
             for (name, _, length), wav in zip(batch, wavs):
                 if length is not None:
                     wav = torch.nn.functional.pad(wav, (0, max(0, length - wav.shape[-1])))[:length]
                 try:
                     save_audio(outdir / f"{name}.wav", wav.cpu().numpy(), voc.sample_rate)
                     audio_seconds += wav.shape[-1] / voc.sample_rate
+                    timings[name] = (wav.shape[-1] / voc.sample_rate,
+                                     t_batch * wav.shape[-1] / max(batch_samples, 1))
                     written += 1
                 except WavediffError as e:
                     failures.append((name, str(e)))
                 bar.update(1)
     elapsed = time.perf_counter() - t0
+    if timings:
+        _write_decode_stats(outdir, timings, dist.rank if dist.enabled else None,
+                            {"device": str(voc.device), "checkpoint_step": voc.step,
+                             "sampler": args.sampler or voc.config.diffusion.sampler,
+                             "steps": args.steps, "batch_size": args.batch_size})
+    if dist.enabled:
+        gathered = distrib.gather_objects(dist, (failures, written, audio_seconds))
+        failures = sorted((f for g in gathered for f in g[0]), key=lambda f: f[0])
+        written = sum(g[1] for g in gathered)
+        audio_seconds = sum(g[2] for g in gathered)
     if audio_seconds:
-        log.info("wrote %d files to %s: %.1f s of audio in %.1f s (real-time factor %.3f)",
-                 written, outdir, audio_seconds, elapsed, elapsed / audio_seconds)
-    return report_failures(failures, len(items), "inputs")
+        log.info("wrote %d files to %s: %.1f s of audio in %.1f s (real-time factor %.3f%s)",
+                 written, outdir, audio_seconds, elapsed, elapsed / audio_seconds,
+                 f", {dist.world_size} processes" if dist.enabled else "")
+    if not dist.is_main:
+        return 1 if failures else 0
+    summary = ", ".join(p.summary() for p in [prep, *side_preps.values()] if p.counts)
+    if summary:
+        log.info("input conventions: %s -> %s", summary, voc.preset.preset)
+    return report_failures(failures, len(all_items), "inputs")
+
+
+def _write_decode_stats(outdir: Path, timings: dict[str, tuple[float, float]],
+                        rank: Any, info: dict[str, Any]) -> None:
+    """Merge the decoding time of each output into ``vocode_stats.json`` (atomically).
+
+    ``wavediff evaluate`` reads it for the real-time factor. Under torchrun each process
+    writes ``vocode_stats.rank<N>.json``. A file that cannot be written is only logged.
+    """
+    import json
+    import os
+    import uuid
+
+    path = outdir / ("vocode_stats.json" if rank is None else f"vocode_stats.rank{rank}.json")
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+        entries = data.get("utterances", {}) if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        entries = {}
+    entries.update({name: {"audio_seconds": round(a, 4), "decode_seconds": round(d, 4)}
+                    for name, (a, d) in timings.items()})
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps({**info, "utterances": entries}, indent=1))
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("could not write %s: %s", path, e.strerror or e)
+        tmp.unlink(missing_ok=True)
+
+
+def _stats_beside(path: Path):
+    """A stats file in the folder of ``path`` or its parent, if there is one."""
+    for folder in (path.parent, path.parent.parent):
+        for name in STATS_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    return None

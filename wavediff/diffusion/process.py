@@ -99,6 +99,8 @@ class GaussianDiffusion:
         *,
         loss_type: str = "l1",
         generator: Optional[torch.Generator] = None,
+        t: Optional[Tensor] = None,
+        noise: Optional[Tensor] = None,
     ) -> Tensor:
         """The eps-prediction loss (Ho et al. 2020, alg. 1; DiffWave alg. 1).
 
@@ -107,7 +109,9 @@ class GaussianDiffusion:
         dtype), both on the generator's device (the default device when ``generator`` is
         None) and then moved to ``x0``'s device. Returns the mean absolute (``"l1"``, as
         lmnt-com/diffwave) or squared (``"l2"``, as the paper) error between
-        ``denoiser(x_t, t as float, mel)`` and ``noise``.
+        ``denoiser(x_t, t as float, mel)`` and ``noise``. Steps ``t`` ((B,) int64) and
+        ``noise`` (``x0``'s shape) given by the caller are used instead of drawing them
+        (distributed training draws them for a whole global batch and slices).
 
         Args:
             x0: clean audio crops, ``(B, T_wav)``.
@@ -119,8 +123,10 @@ class GaussianDiffusion:
             raise ConfigError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
         if x0.dim() != 2:
             raise ValueError(f"x0 must have shape (B, T_wav), got {tuple(x0.shape)}")
-        t = randint(self.num_steps, (x0.shape[0],), generator, x0.device)
-        noise = randn(x0.shape, generator, x0.device, x0.dtype)
+        if t is None:
+            t = randint(self.num_steps, (x0.shape[0],), generator, x0.device)
+        if noise is None:
+            noise = randn(x0.shape, generator, x0.device, x0.dtype)
         x_t = self._q_sample(x0, t, noise)
         eps = denoiser(x_t, t.to(step_dtype(x0.dtype)), mel)
         if eps.shape != noise.shape:

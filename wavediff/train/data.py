@@ -76,6 +76,40 @@ def list_records(dumpdir: PathLike) -> list[Path]:
     return records
 
 
+def inspect_record(path: PathLike, n_mels: int, hop_length: int) -> Optional[str]:
+    """Why record ``path`` cannot be trained on (one line naming it and the fix), or None.
+
+    Reads only the zip directory and the array headers, so a dump of thousands of records
+    is checked in seconds; values (NaN) are checked when a record is loaded.
+    """
+    fix = "delete it and rerun wavediff preprocess"
+    shapes = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for key in ("wave", "mel"):
+                with z.open(f"{key}.npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(f)
+                if dtype.hasobject:
+                    return f"{path}: '{key}' holds pickled Python objects, which are not loaded; {fix}"
+                if dtype.kind != "f":
+                    return f"{path}: '{key}' has dtype {dtype}, expected float32; {fix}"
+                shapes[key] = shape
+    except KeyError as e:
+        return f"{path}: no {e} array in the record; {fix}"
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        return f"{path}: not a readable feature record ({e}); {fix}"
+    wave, mel = shapes["wave"], shapes["mel"]
+    if len(mel) != 2 or mel[0] != n_mels or len(wave) != 1:
+        return (f"{path}: mel of shape {mel} and wave of shape {wave}, expected ({n_mels}, frames) "
+                f"and (frames * {hop_length},); {fix}")
+    if mel[1] == 0 or wave[0] != mel[1] * hop_length:
+        return (f"{path}: {wave[0]} samples for {mel[1]} frames x hop {hop_length}; {fix}")
+    return None
+
+
 def check_dump_matches(dumpdir: PathLike, expected: MelConfig) -> None:
     """Refuse a dump whose mel convention differs from the model's."""
     found = read_audio_config(dumpdir)
@@ -119,6 +153,13 @@ class CropDataset(Dataset):
                 f"{self.records[index]}: {len(wave)} samples != {mel.shape[-1]} frames x hop "
                 f"{self.hop_length}; rerun preprocess"
             )
+        for key, value in (("mel", mel), ("wave", wave)):
+            if not np.isfinite(value).all():
+                raise DumpError(
+                    f"{self.records[index]}: '{key}' holds {int((~np.isfinite(value)).sum())} "
+                    f"NaN/Inf values; delete the record and rerun wavediff preprocess, then "
+                    f"continue with --resume"
+                )
         if self._cache is not None:
             self._cache[index] = (wave, mel)
         return wave, mel

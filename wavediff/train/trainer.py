@@ -5,17 +5,24 @@ Every ``save_interval`` steps it writes ``checkpoint-<N>steps.pt`` (pruned to th
 ``keep_checkpoints``); ``resume=True`` continues from the newest one exactly as if the run
 had never stopped (same batches, same noise). SIGTERM (preemption) writes a checkpoint at
 the end of the current step and exits.
+
+Under torchrun the model is wrapped in DistributedDataParallel: every process takes its
+slices of the same global batch (see :mod:`wavediff.train.distributed`), the diffusion steps
+and noise of each sample are drawn for the whole global batch from one stream shared by all
+ranks (so a sample's noise depends on its place in the global batch, never on the rank or
+the number of processes), and only rank 0 logs, evaluates and writes checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import signal
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -25,12 +32,15 @@ from tqdm import tqdm
 from wavediff.audio.mel import MelSpectrogram
 from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion
+from wavediff.diffusion.process import randint as _randint
+from wavediff.diffusion.process import randn as _randn
 from wavediff.errors import WavediffError
 from wavediff.model import DiffWave, count_parameters
 from wavediff.train import checkpoint as ckpt
+from wavediff.train import distributed as distrib
 from wavediff.train.data import (
-    CropDataset, StepBatchSampler, check_dump_matches, crop_frames_for, list_records,
-    load_record,
+    CropDataset, DumpError, StepBatchSampler, check_dump_matches, crop_frames_for,
+    inspect_record, list_records, load_record,
 )
 
 log = logging.getLogger("wavediff.train")
@@ -43,15 +53,21 @@ class TrainingError(WavediffError):
 class Trainer:
     def __init__(self, config: Config, train_dir: str, dev_dir: Optional[str], outdir: str, *,
                  resume: bool = False, device: Optional[str] = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, dist: Optional[distrib.DistInfo] = None) -> None:
         self.config = config
         self.outdir = Path(outdir)
+        self.dist = dist or distrib.DistInfo()
+        if self.dist.enabled:
+            device = self.dist.device
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.progress = progress
+        self.is_main = self.dist.is_main
+        self.progress = progress and self.is_main
         tc = config.train
+        self.plan = distrib.BatchPlan(tc.batch_size, self.dist.world_size, tc.grad_accum)
 
         check_dump_matches(train_dir, config.audio)
         self.train_records = list_records(train_dir)
+        _refuse_bad_records(train_dir, self.train_records, config)
         self.dev_records = []
         if dev_dir is not None:
             check_dump_matches(dev_dir, config.audio)
@@ -73,9 +89,23 @@ class Trainer:
         self.step = 0
         self.nonfinite_total = 0
         self.nonfinite_run = 0
-        self._stop_requested = False
+        self._stop_requested = False  # agreed by every rank: stop after this step
+        self._sigterm = False  # this process received SIGTERM
+        self.stopped_by_signal = False
 
+        if self.is_main and self.outdir.exists():
+            for tmp in ckpt.remove_stale_temporaries(self.outdir):
+                log.warning("removed %s, left by a checkpoint write that was interrupted", tmp.name)
+        distrib.barrier(self.dist)
         existing = ckpt.latest_checkpoint(self.outdir) if self.outdir.exists() else None
+        if self.dist.enabled:
+            seen = distrib.gather_objects(self.dist, existing.name if existing else None)
+            if len(set(seen)) > 1:
+                raise WavediffError(
+                    f"the processes see different checkpoints in {self.outdir} "
+                    f"({', '.join(f'rank {r}: {n}' for r, n in enumerate(seen))}); put --outdir "
+                    f"on a filesystem that every node shares"
+                )
         if resume and existing is not None:
             self._restore(existing)
         elif existing is not None:
@@ -86,7 +116,19 @@ class Trainer:
         elif resume:
             log.info("no checkpoint in %s: starting from scratch", self.outdir)
         self.outdir.mkdir(parents=True, exist_ok=True)
-        config.save(self.outdir / "config.yaml")
+        if self.is_main:
+            config.save(self.outdir / "config.yaml")
+        self.ddp_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = DistributedDataParallel(self.model, device_ids=ids)
+            # Per-rank seeds for anything random outside the shared noise stream.
+            torch.manual_seed(tc.seed + 1_000_003 * self.dist.rank + self.step)
+            np.random.seed((tc.seed + 7_919 * self.dist.rank + self.step) % 2**32)
+        if self.is_main:
+            log.info("%s; %s", self.dist.describe(), self.plan.describe())
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
@@ -133,9 +175,25 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.step)
 
     def save(self) -> Path:
-        path = ckpt.save_checkpoint(self.outdir / ckpt.checkpoint_name(self.step), self.state())
-        for old in ckpt.prune_checkpoints(self.outdir, self.config.train.keep_checkpoints):
-            log.debug("removed %s", old)
+        """Write ``checkpoint-<step>steps.pt`` (rank 0) and prune old ones; every rank waits.
+
+        A failed write (e.g. a full disk) stops every rank with the message of rank 0.
+        """
+        path = self.outdir / ckpt.checkpoint_name(self.step)
+        error: Optional[str] = None
+        if self.is_main:
+            try:
+                ckpt.save_checkpoint(path, self.state())
+                for old in ckpt.prune_checkpoints(self.outdir, self.config.train.keep_checkpoints):
+                    log.debug("removed %s", old)
+            except ckpt.CheckpointError as e:
+                if not self.dist.enabled:
+                    raise
+                error = str(e)
+        if self.dist.enabled:
+            error = distrib.gather_objects(self.dist, error)[0]
+            if error is not None:
+                raise ckpt.CheckpointError(error)
         return path
 
     # ------------------------------------------------------------------ one step
@@ -146,24 +204,69 @@ class Trainer:
         return tc.learning_rate
 
     def train_step(self, wave: torch.Tensor, mel: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on a batch; a non-finite loss or gradient is skipped."""
+        """One optimisation step on one batch: ``wave`` (B, T_wav), ``mel`` (B, n_mels, F)."""
+        return self.train_accumulated([(wave, mel)])
+
+    def train_accumulated(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+        """One optimisation step on this rank's micro-batches of one global batch.
+
+        ``micro``: ``grad_accum`` pairs ``(wave (b, T_wav), mel (b, n_mels, F))``. The
+        diffusion steps and noise are drawn for the whole global batch from the shared
+        stream and sliced, and each micro-batch's loss is weighted by its share of the
+        global batch, so the update equals one step on the whole batch in one process.
+        A non-finite loss or gradient on any rank skips the update on every rank.
+        """
         tc = self.config.train
-        wave = wave.to(self.device, non_blocking=True)
-        mel = mel.to(self.device, non_blocking=True)
+        sizes = [int(w.shape[0]) for w, _ in micro]
+        if self.dist.enabled:
+            total, offsets = self.plan.global_batch, self.plan.offsets(self.dist.rank)
+            if sizes != self.plan.sizes(self.dist.rank):
+                raise ValueError(f"micro-batch sizes {sizes} differ from the plan "
+                                 f"{self.plan.sizes(self.dist.rank)}")
+        else:
+            total, offsets = sum(sizes), [sum(sizes[:i]) for i in range(len(sizes))]
+        length, dtype = micro[0][0].shape[-1], micro[0][0].dtype
+        t_all = _randint(self.diffusion.num_steps, (total,), self.noise_gen, self.device)
+        noise_all = _randn((total, length), self.noise_gen, self.device, dtype)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
-        self.model.train()
+        self.ddp_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            loss = self.diffusion.loss(self.model, wave, mel, loss_type=tc.loss,
-                                       generator=self.noise_gen)
-        loss_value = float(loss.detach())
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        for a, ((wave, mel), off, n) in enumerate(zip(micro, offsets, sizes)):
+            wave = wave.to(self.device, non_blocking=True)
+            mel = mel.to(self.device, non_blocking=True)
+            last_micro = a == len(micro) - 1
+            sync = contextlib.nullcontext()
+            if self.dist.enabled and not last_micro:  # gradients are reduced once per step
+                sync = self.ddp_model.no_sync()  # type: ignore[operator]
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    loss = self.diffusion.loss(self.ddp_model, wave, mel, loss_type=tc.loss,
+                                               generator=self.noise_gen, t=t_all[off:off + n],
+                                               noise=noise_all[off:off + n])
+                # DDP averages gradients over ranks: weight n * world / total makes the sum
+                # over ranks and micro-steps the mean over the global batch.
+                weight = n * self.dist.world_size / total
+                scaled = loss if weight == 1.0 else loss * weight
+                if self.scaler is not None:
+                    self.scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+            loss_sum += loss.detach().double() * n
+        if self.dist.enabled:  # one collective: the global loss and any rank's SIGTERM
+            import torch.distributed as tdist
+
+            reduced = torch.stack([loss_sum, torch.tensor(float(self._sigterm), dtype=torch.float64,
+                                                          device=self.device)])
+            tdist.all_reduce(reduced)
+            loss_sum = reduced[0]
+            if float(reduced[1]) > 0:
+                self._stop_requested = True
+        loss_value = float(loss_sum) / total
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                          tc.grad_clip if tc.grad_clip > 0 else math.inf))
         finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
@@ -181,8 +284,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_total += 1
             self.nonfinite_run += 1
-            log.warning("step %d: non-finite loss %.4g or gradient norm %.4g; update skipped",
-                        self.step, loss_value, grad_norm)
+            if self.is_main:
+                log.warning("step %d: non-finite loss %.4g or gradient norm %.4g; update skipped "
+                            "(%d in a row, %d in all; the run stops after %d in a row)",
+                            self.step, loss_value, grad_norm, self.nonfinite_run,
+                            self.nonfinite_total, tc.max_nonfinite_steps)
             if self.nonfinite_run >= tc.max_nonfinite_steps:
                 raise TrainingError(
                     f"{self.nonfinite_run} non-finite steps in a row at step {self.step}; "
@@ -205,7 +311,9 @@ class Trainer:
         tc, hop = self.config.train, self.config.audio.hop_length
         dataset = CropDataset(self.train_records, crop_frames_for(tc.crop_samples, hop), hop,
                               pad_value=self.config.audio.floor)
-        sampler = StepBatchSampler(len(dataset), tc.batch_size, tc.seed, self.step, tc.max_steps)
+        sampler = distrib.RankBatchSampler(
+            StepBatchSampler(len(dataset), tc.batch_size, tc.seed, self.step, tc.max_steps),
+            self.plan, self.dist.rank)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers,
                           pin_memory=self.device.type == "cuda",
                           persistent_workers=tc.num_workers > 0)
@@ -215,21 +323,26 @@ class Trainer:
         tc = self.config.train
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(self.outdir / "logs"), purge_step=self.step or None)
-        log.info("DiffWave with %.2fM parameters on %s; step %d of %d",
-                 count_parameters(self.model) / 1e6, self.device, self.step, tc.max_steps)
+        writer = (SummaryWriter(str(self.outdir / "logs"), purge_step=self.step or None)
+                  if self.is_main else _NullWriter())
+        if self.is_main:
+            log.info("DiffWave with %.2fM parameters on %s; step %d of %d",
+                     count_parameters(self.model) / 1e6, self.device, self.step, tc.max_steps)
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
         last = None
         bar = tqdm(total=tc.max_steps, initial=self.step, disable=not self.progress,
                    desc="train", unit="step", dynamic_ncols=True)
         try:
             t0, samples = time.perf_counter(), 0
-            for wave, mel in self._loader():
-                out = self.train_step(wave, mel)
-                samples += wave.numel()
+            for micro in self._step_batches():
+                out = self.train_accumulated(micro)
+                samples += self.plan.global_batch * micro[0][0].shape[-1] if self.dist.enabled \
+                    else sum(w.numel() for w, _ in micro)
                 bar.update(1)
-                if self.step % tc.log_interval == 0 or self.step == tc.max_steps:
+                if self.is_main and (self.step % tc.log_interval == 0 or self.step == tc.max_steps):
                     elapsed = max(time.perf_counter() - t0, 1e-9)
+                    log.debug("step %d: loss %.4f, gradient norm %.3f, %.2f steps/s", self.step,
+                              out["loss"], out["grad_norm"], tc.log_interval / elapsed)
                     writer.add_scalar("train/loss", out["loss"], self.step)
                     writer.add_scalar("train/grad_norm", out["grad_norm"], self.step)
                     writer.add_scalar("train/learning_rate", out["lr"], self.step)
@@ -239,15 +352,18 @@ class Trainer:
                     bar.set_postfix(loss=f"{out['loss']:.4f}", gnorm=f"{out['grad_norm']:.2f}")
                     t0, samples = time.perf_counter(), 0
                 paused = time.perf_counter()
-                if self.dev_records and (self.step % tc.eval_interval == 0
-                                         or self.step == tc.max_steps):
+                if self.is_main and self.dev_records and (self.step % tc.eval_interval == 0
+                                                          or self.step == tc.max_steps):
                     self.evaluate(writer)
                 if self.step % tc.save_interval == 0 or self.step == tc.max_steps:
                     last = self.save()
                 t0 += time.perf_counter() - paused  # speed counts training time only
                 if self._stop_requested:
-                    last = self.save()
-                    log.warning("SIGTERM: saved %s at step %d; exiting", last.name, self.step)
+                    if last is None or last.name != ckpt.checkpoint_name(self.step):
+                        last = self.save()
+                    self.stopped_by_signal = True
+                    if self.is_main:
+                        log.warning("SIGTERM: saved %s at step %d; exiting", last.name, self.step)
                     break
         finally:
             bar.close()
@@ -259,13 +375,36 @@ class Trainer:
         return last
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self._stop_requested = True
+        self._sigterm = True
+        if not self.dist.enabled:
+            self._stop_requested = True
+
+    def _step_batches(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """This rank's ``grad_accum`` micro-batches of each step, grouped."""
+        group: list[tuple[torch.Tensor, torch.Tensor]] = []
+        batches = iter(self._loader())
+        while True:
+            try:
+                wave, mel = next(batches)
+            except StopIteration:
+                return
+            except WavediffError as e:
+                text = str(e)
+                if "Original Traceback" not in text:
+                    raise
+                # re-raised from a loader worker with its traceback: keep the one-line message
+                raise type(e)(text.strip().splitlines()[-1].split("Error: ", 1)[-1]) from None
+            group.append((wave, mel))
+            if len(group) == self.plan.grad_accum:
+                yield group
+                group = []
 
     # ------------------------------------------------------------------ dev set
     @torch.no_grad()
     def evaluate(self, writer: Any) -> dict[str, float]:
         """Dev loss (fixed noise) and fast-sampler decodes of a few dev utterances."""
         from wavediff.diffusion import get_sampler
+        from wavediff.evaluation.spectral import multi_resolution_stft_distance
         from wavediff.train.plots import mel_figure
 
         tc, audio_cfg = self.config.train, self.config.audio
@@ -284,7 +423,7 @@ class Trainer:
         metrics = {"dev/loss": float(np.mean(losses))}
         mel_fn = MelSpectrogram(audio_cfg).to(self.device)
         sampler = get_sampler("fast")
-        l1s = []
+        l1s, mr_stft = [], []
         for i, path in enumerate(self.dev_records[:tc.num_dev_utterances]):
             wave, mel = load_record(path)
             m = torch.from_numpy(mel).to(self.device)[None]
@@ -292,6 +431,9 @@ class Trainer:
                                generator=torch.Generator(self.device).manual_seed(tc.seed + i))
             gen_mel = mel_fn(gen_wave)[..., : mel.shape[-1]]
             l1s.append(float((gen_mel - m[..., : gen_mel.shape[-1]]).abs().mean()))
+            n = min(gen_wave.shape[-1], wave.shape[-1])
+            mr_stft.append(multi_resolution_stft_distance(
+                torch.from_numpy(wave[:n]), gen_wave[0, :n].float().cpu()))
             name = path.stem
             writer.add_audio(f"dev/{name}/generated", gen_wave[0].float().cpu().clamp(-1, 1),
                              self.step, sample_rate=audio_cfg.sample_rate)
@@ -303,10 +445,33 @@ class Trainer:
                 self.step)
         if l1s:
             metrics["dev/log_mel_l1"] = float(np.mean(l1s))
+            metrics["dev/mr_stft"] = float(np.mean(mr_stft))
         for k, v in metrics.items():
             writer.add_scalar(k, v, self.step)
         log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
+
+
+def _refuse_bad_records(dumpdir: Any, records: list[Path], config: Config) -> None:
+    """Log one line per unusable record and refuse to start if there is any."""
+    bad = [msg for msg in (inspect_record(p, config.audio.n_mels, config.audio.hop_length)
+                           for p in records) if msg]
+    if bad:
+        if len(bad) > 1:
+            for msg in bad:
+                log.error("%s", msg)
+        raise DumpError(
+            f"{len(bad)} of {len(records)} records in {dumpdir} cannot be trained on "
+            f"({'listed above' if len(bad) > 1 else bad[0]}); rerun wavediff preprocess for them "
+            f"or delete them"
+        )
+
+
+class _NullWriter:
+    """Stands in for the TensorBoard writer on ranks other than 0."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
 
 
 def _main_thread() -> bool:
