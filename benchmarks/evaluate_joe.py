@@ -1,7 +1,7 @@
 """Evaluation on real speech: the originals, white noise at 20 dB SNR, and a vocoder's output.
 
 Takes the first N utterances (sorted IDs) of an LJSpeech-layout corpus (``wavs/*.flac`` or
-``*.wav``; by default ``../shared/corpora/joe``), writes
+``*.wav``), writes
 
 * ``ref/`` and ``originals/``: the originals (links; the second is scored against the first);
 * ``noisy20/``: each original plus white Gaussian noise at 20 dB SNR (fixed seed);
@@ -14,7 +14,7 @@ are perfect, a vocoder that does not yet match 20 dB noise scores below it (the 
 says, metric by metric, whether the ordering holds). Results go to ``--workdir``.
 
 example:
-  python benchmarks/evaluate_joe.py --corpus ../shared/corpora/joe --utts 20 \\
+  python benchmarks/evaluate_joe.py --corpus /data/joe --utts 20 \\
       --checkpoint exp/joe_small --workdir /tmp/evaluate_joe
 """
 
@@ -44,7 +44,7 @@ def sh(*args: str) -> tuple[float, float]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", default=str(Path(__file__).resolve().parents[2] / "shared/corpora/joe"))
+    p.add_argument("--corpus", required=True, help="corpus in LJSpeech-1.1 layout (wavs/ folder)")
     p.add_argument("--utts", type=int, default=20)
     p.add_argument("--checkpoint", help="wavediff checkpoint (file or experiment dir) for copy-synthesis")
     p.add_argument("--vocoded", help="folder of vocoded audio made elsewhere (<id>.wav)")

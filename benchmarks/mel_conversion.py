@@ -1,7 +1,7 @@
 """Mel conventions of real systems: detection, round trips, conversion error, vocoding.
 
 For each system folder of a reference set (one mel file per utterance written by that
-system's own code, e.g. ``shared/reference_mels``: hifigan/, tacotron2/, espnet/, ...) it
+system's own code, e.g. ``reference_mels/``: hifigan/, tacotron2/, espnet/, ...) it
 reports
 
 * ``auto``: how many files ``--input-preset auto`` names with the right convention and
@@ -16,7 +16,7 @@ reports
   unconverted (the wrong preset forced).
 
 example:
-  python benchmarks/mel_conversion.py --refdir ../shared/reference_mels \\
+  python benchmarks/mel_conversion.py --refdir data/reference_mels \\
       --checkpoint exp/hifigan_small --utts 3 --out results/mel_conversion.json
 """
 

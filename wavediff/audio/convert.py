@@ -232,7 +232,8 @@ def detect(array: np.ndarray, *, source: str = "mel", layout: Optional[str] = No
     a_raw = np.asarray(array)
     if a_raw.dtype.kind not in "fiu" or a_raw.size == 0:
         raise MelError(f"{source}: not a numeric, non-empty array (dtype {a_raw.dtype}, "
-                       f"shape {tuple(a_raw.shape)})")
+                       f"shape {tuple(a_raw.shape)}); write the mel as a float array with at "
+                       "least one frame")
     fixed = resolve_preset(preset) if preset is not None else None
     cands = [fixed] if fixed is not None else _candidates(extra)
     shape = tuple(int(s) for s in a_raw.shape)
