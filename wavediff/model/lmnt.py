@@ -13,9 +13,7 @@ The file is read with ``torch.load(weights_only=True)``: nothing in it is execut
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import warnings
 from typing import Any, Union
 
 import torch
@@ -24,6 +22,7 @@ from torch import Tensor
 from wavediff.audio.presets import get_preset
 from wavediff.config import Config, DiffusionConfig, ModelConfig, TrainConfig
 from wavediff.errors import CheckpointError
+from wavediff.train.checkpoint import safe_torch_load
 
 # lmnt's diffwave/params.py defaults, used where a checkpoint lacks ``params``.
 LMNT_DEFAULTS: dict[str, Any] = {
@@ -47,21 +46,10 @@ def read_lmnt_checkpoint(path: PathLike) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise CheckpointError(f"lmnt checkpoint {path} does not exist; give the weights .pt "
                               f"file or the model directory holding weights.pt")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f" ({found.group(1)})" if found else ""
-        raise CheckpointError(
-            f"{path} contains pickled objects other than tensors and plain values{what} and "
-            f"was refused without running them; re-save it with the model state and params "
-            f"as plain dicts"
-        ) from None
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    state = safe_torch_load(
+        path, "cpu",
+        refused="re-save it with the model state and params as plain dicts",
+        unreadable="download or copy it again")
     if isinstance(state, dict) and "model" not in state and any(
             str(k).startswith(("residual_layers.", "module.residual_layers.")) for k in state):
         state = {"model": state}  # a bare state dict

@@ -127,26 +127,40 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (tensors and plain containers only) and check its format."""
-    path = resolve_checkpoint(path)
+
+def safe_torch_load(path: PathLike, map_location: Union[str, torch.device] = "cpu", *,
+                    refused: str, unreadable: str) -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors.
+
+    A file holding pickled objects other than tensors and plain containers is refused
+    without running them (the message ends with ``refused``, the fix); a truncated or
+    corrupt file raises a :class:`CheckpointError` ending with ``unreadable``.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about legacy pickles before refusing
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(
             f"{path} contains pickled objects other than tensors{what} and was refused "
-            f"without running them; only load checkpoints from sources you trust, and "
-            f"convert foreign ones with a wavediff import command"
+            f"without running them; {refused}"
         ) from None
     except Exception as e:  # a corrupt file can make the unpickler fail in any way
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or corrupt: "
-            f"{_first_line(e)}); use an earlier checkpoint"
+            f"{_first_line(e)}); {unreadable}"
         ) from None
+
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (tensors and plain containers only) and check its format."""
+    path = resolve_checkpoint(path)
+    state = safe_torch_load(
+        path, map_location,
+        refused="only load checkpoints from sources you trust, and convert foreign ones "
+                "with a wavediff import command",
+        unreadable="use an earlier checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a wavediff checkpoint (no '{FORMAT}' marker); "
