@@ -235,8 +235,8 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
         written = sum(g[1] for g in gathered)
         audio_seconds = sum(g[2] for g in gathered)
     if audio_seconds:
-        log.info("wrote %d files to %s: %.1f s of audio in %.1f s (real-time factor %.3f%s)",
-                 written, outdir, audio_seconds, elapsed, elapsed / audio_seconds,
+        log.info("wrote %d file%s to %s: %.1f s of audio in %.1f s (real-time factor %.3f%s)",
+                 written, "" if written == 1 else "s", outdir, audio_seconds, elapsed, elapsed / audio_seconds,
                  f", {dist.world_size} processes" if dist.enabled else "")
     if not dist.is_main:
         return 1 if failures else 0
