@@ -44,6 +44,16 @@ def make_corpus(root: Path, n: int = 4, seconds: float = 0.6, sample_rate: int =
     return paths
 
 
+def make_dump(root: Path, n: int = 4, seconds: float = 0.4) -> Path:
+    """A corpus of ``n`` toy utterances under ``root/wavs``, preprocessed to ``root/dump``."""
+    from wavediff.cli.main import main
+
+    make_corpus(root / "wavs", n=n, seconds=seconds)
+    assert main(["preprocess", "--wav-dir", str(root / "wavs"), "--dumpdir",
+                 str(root / "dump"), "-q"]) == 0
+    return root / "dump"
+
+
 def wavediff_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m wavediff ARGS`` in a subprocess; returns the completed process."""
     return subprocess.run([sys.executable, "-m", "wavediff", *map(str, args)], cwd=cwd,

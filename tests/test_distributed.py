@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_corpus, tiny_config_dict, write_tiny_config
+from conftest import make_dump, tiny_config_dict, write_tiny_config
 from wavediff.audio.io import load_audio
 from wavediff.cli.main import main
 from wavediff.config import Config
@@ -39,11 +39,7 @@ def torchrun(*args: object, nproc: int = 2) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def dump(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dist")
-    make_corpus(root / "wavs", n=5, seconds=0.4)
-    assert main(["preprocess", "--wav-dir", str(root / "wavs"), "--dumpdir",
-                 str(root / "dump"), "-q"]) == 0
-    return root / "dump"
+    return make_dump(tmp_path_factory.mktemp("dist"), n=5)
 
 
 def assert_same_weights(a: dict, b: dict, moved_from: dict) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_corpus, write_tiny_config
+from conftest import make_dump, write_tiny_config
 from wavediff.cli.main import main
 from wavediff.diffusion.process import GaussianDiffusion
 from wavediff.train.checkpoint import checkpoint_name, list_checkpoints, load_checkpoint
@@ -31,11 +31,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 @pytest.fixture(scope="module")
 def dump(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("faults")
-    make_corpus(root / "wavs", n=3, seconds=0.4)
-    assert main(["preprocess", "--wav-dir", str(root / "wavs"), "--dumpdir",
-                 str(root / "dump"), "-q"]) == 0
-    return root / "dump"
+    return make_dump(tmp_path_factory.mktemp("faults"), n=3)
 
 
 def train_args(conf: Path, dump: Path, exp: Path, *extra: str) -> list[str]:

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from wavediff.audio.formats import LAYOUT_SHAPES, LAYOUTS, apply_layout, possible_layouts
+from wavediff.audio.mel import compress_mel, mel_filterbank
 from wavediff.audio.presets import PRESET_NAMES, MelConfig, get_preset
 from wavediff.errors import MelError
 
@@ -75,8 +77,6 @@ def _window_sums(cfg: MelConfig) -> tuple[float, float]:
 
 
 def _basis(cfg: MelConfig) -> np.ndarray:
-    from wavediff.audio.mel import mel_filterbank
-
     return mel_filterbank(cfg).double().numpy()
 
 
@@ -98,17 +98,8 @@ def to_db(cfg: MelConfig, y: np.ndarray) -> np.ndarray:
 
 def compress(cfg: MelConfig, linear: np.ndarray) -> np.ndarray:
     """Linear mel -> convention values (float64); as :meth:`MelSpectrogram.compress`."""
-    x = np.maximum(np.asarray(linear, dtype=np.float64), cfg.clamp_min)
-    if cfg.compression == "ln":
-        y = np.log(x)
-    elif cfg.compression == "log10":
-        y = np.log10(x)
-    else:
-        y = 20.0 * np.log10(x) - cfg.ref_level_db
-    y = (y - cfg.norm_mean) / cfg.norm_std
-    if cfg.clip is not None:
-        y = np.clip(y, cfg.clip[0], cfg.clip[1])
-    return y
+    x = torch.from_numpy(np.array(linear, dtype=np.float64))
+    return compress_mel(cfg, x).numpy()
 
 
 def decompress(cfg: MelConfig, y: np.ndarray) -> np.ndarray:

@@ -102,25 +102,31 @@ def _load_npy(path: Path) -> np.ndarray:
                        f"write it again with np.save") from None
 
 
+
+def _choose_key(path: Path, names: list[str], key: Optional[str], preferred: Sequence[str],
+                what: str, none_found: str) -> str:
+    """The array of a multi-array file to read: ``key`` if given, else the first of
+    ``preferred`` present, else the only one; ``none_found`` completes the error otherwise."""
+    if key is None:
+        found = [k for k in preferred if k in names]
+        if found:
+            return found[0]
+        if len(names) == 1:
+            return names[0]
+        raise MelError(f"{path} {none_found}")
+    if key not in names:
+        raise MelError(f"{path} has no {what} {key!r} (it has: {', '.join(names[:8])})")
+    return key
+
 def _load_npz(path: Path, key: Optional[str]) -> MelFile:
     import zipfile
 
     try:
         with np.load(path, allow_pickle=False) as data:
             names = list(data.files)
-            if key is None:
-                found = [k for k in _NPZ_KEYS if k in names]
-                if found:
-                    key = found[0]
-                elif len(names) == 1:
-                    key = names[0]
-                else:
-                    raise MelError(
-                        f"{path} holds several arrays ({', '.join(names[:8])}) and none is "
-                        f"called {'/'.join(_NPZ_KEYS)}; name one as {path}:<name>"
-                    )
-            if key not in names:
-                raise MelError(f"{path} has no array {key!r} (it has: {', '.join(names[:8])})")
+            key = _choose_key(path, names, key, _NPZ_KEYS, "array",
+                              f"holds several arrays ({', '.join(names[:8])}) and none is "
+                              f"called {'/'.join(_NPZ_KEYS)}; name one as {path}:<name>")
             array = data[key]
             is_record = key == "mel" and "wave" in names
     except ValueError as e:
@@ -183,18 +189,9 @@ def _load_h5(path: Path, key: Optional[str]) -> np.ndarray:
         with h5py.File(path, "r") as f:
             names: list[str] = []
             f.visit(lambda n: names.append(n) if isinstance(f[n], h5py.Dataset) else None)
-            if key is None:
-                if "feats" in names:
-                    key = "feats"
-                elif len(names) == 1:
-                    key = names[0]
-                else:
-                    raise MelError(
-                        f"{path} has no 'feats' dataset (it has: {', '.join(names[:8])}); "
-                        f"name one as {path}:<dataset>"
-                    )
-            if key not in names:
-                raise MelError(f"{path} has no dataset {key!r} (it has: {', '.join(names[:8])})")
+            key = _choose_key(path, names, key, ("feats",), "dataset",
+                              f"has no 'feats' dataset (it has: {', '.join(names[:8])}); "
+                              f"name one as {path}:<dataset>")
             data = f[key]
             if data.dtype.kind not in "fiu":
                 raise MelError(f"{path}:{key} holds {data.dtype}, not numbers")

@@ -61,6 +61,25 @@ def mel_filterbank(config: MelConfig) -> torch.Tensor:
     return fbanks.T.contiguous().to(torch.float32)
 
 
+
+def compress_mel(cfg: MelConfig, linear_mel: torch.Tensor) -> torch.Tensor:
+    """Linear mel -> the values of convention ``cfg`` (log, affine normalisation, clip).
+
+    Any shape and floating dtype (float64 in, float64 out); see :meth:`MelSpectrogram.compress`.
+    """
+    x = linear_mel.clamp(min=cfg.clamp_min)
+    if cfg.compression == "ln":
+        y = torch.log(x)
+    elif cfg.compression == "log10":
+        y = torch.log10(x)
+    else:
+        y = 20.0 * torch.log10(x) - cfg.ref_level_db
+    if cfg.norm_mean != 0.0 or cfg.norm_std != 1.0:
+        y = (y - cfg.norm_mean) / cfg.norm_std
+    if cfg.clip is not None:
+        y = y.clamp(cfg.clip[0], cfg.clip[1])
+    return y
+
 class MelSpectrogram(torch.nn.Module):
     """Mel spectrogram of one convention (a :class:`MelConfig`).
 
@@ -141,19 +160,7 @@ class MelSpectrogram(torch.nn.Module):
 
         Any shape; the result has the shape and dtype of ``linear_mel``.
         """
-        cfg = self.config
-        x = self._check_mel(linear_mel, "compress").clamp(min=cfg.clamp_min)
-        if cfg.compression == "ln":
-            y = torch.log(x)
-        elif cfg.compression == "log10":
-            y = torch.log10(x)
-        else:
-            y = 20.0 * torch.log10(x) - cfg.ref_level_db
-        if cfg.norm_mean != 0.0 or cfg.norm_std != 1.0:
-            y = (y - cfg.norm_mean) / cfg.norm_std
-        if cfg.clip is not None:
-            y = y.clamp(cfg.clip[0], cfg.clip[1])
-        return y
+        return compress_mel(self.config, self._check_mel(linear_mel, "compress"))
 
     def decompress(self, mel: torch.Tensor) -> torch.Tensor:
         """This convention's values -> linear mel; the inverse of :meth:`compress`.

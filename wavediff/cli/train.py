@@ -72,20 +72,12 @@ def run(args: argparse.Namespace) -> int:
         raise WavediffError("GTA training needs both --train-feats-scp and --train-wav-scp")
     if bool(args.train_dumpdir) == bool(args.train_feats_scp):
         raise WavediffError("give either --train-dumpdir or --train-feats-scp with --train-wav-scp")
-    if args.train_feats_scp:
-        from pathlib import Path
-
-        from wavediff.train.gta import build_gta_dump
-
-        gta_dir = args.gta_dumpdir or str(Path(args.outdir) / "dump_gta")
-        build_gta_dump(args.train_feats_scp, args.train_wav_scp, gta_dir, config.audio,
-                       input_preset=args.input_preset, stats=args.stats,
-                       progress=not args.quiet)
-        args.train_dumpdir = gta_dir
     dist = distrib.init_distributed(args.device)
     try:
         if not dist.is_main:  # rank 0 alone reports progress
             logging.getLogger("wavediff").setLevel(logging.WARNING)
+        if args.train_feats_scp:
+            args.train_dumpdir = _gta_dump(args, config, dist)
         trainer = Trainer(config, args.train_dumpdir, args.dev_dumpdir, args.outdir,
                           resume=args.resume, device=dist.device,
                           progress=not args.quiet, dist=dist)
@@ -106,3 +98,26 @@ def run(args: argparse.Namespace) -> int:
         return 143
     print(f"trained to step {trainer.step}; checkpoint: {last}")
     return 0
+
+
+def _gta_dump(args: argparse.Namespace, config, dist) -> str:
+    """Pair the GTA mels with their recordings into a dump (rank 0 writes it, the others
+    wait); returns the dump directory."""
+    from pathlib import Path
+
+    from wavediff.errors import WavediffError
+    from wavediff.train import distributed as distrib
+    from wavediff.train.gta import build_gta_dump
+
+    gta_dir = args.gta_dumpdir or str(Path(args.outdir) / "dump_gta")
+    ok = False
+    try:
+        if dist.is_main:
+            build_gta_dump(args.train_feats_scp, args.train_wav_scp, gta_dir, config.audio,
+                           input_preset=args.input_preset, stats=args.stats,
+                           progress=not args.quiet)
+        ok = True
+    finally:
+        if not distrib.all_agree(dist, ok) and ok:
+            raise WavediffError("building the GTA dump failed on rank 0 (see its error)")
+    return gta_dir
