@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wavediff._files import atomic_write_text
+
 if TYPE_CHECKING:
     from wavediff.audio.presets import MelConfig
 
@@ -78,13 +80,7 @@ def _mel_config(args: argparse.Namespace) -> "MelConfig":
 
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False))
 
 
 def run(args: argparse.Namespace) -> int:

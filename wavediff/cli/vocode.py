@@ -254,8 +254,8 @@ def _write_decode_stats(outdir: Path, timings: dict[str, tuple[float, float]],
     writes ``vocode_stats.rank<N>.json``. A file that cannot be written is only logged.
     """
     import json
-    import os
-    import uuid
+
+    from wavediff._files import atomic_write_text
 
     path = outdir / ("vocode_stats.json" if rank is None else f"vocode_stats.rank{rank}.json")
     try:
@@ -265,13 +265,10 @@ def _write_decode_stats(outdir: Path, timings: dict[str, tuple[float, float]],
         entries = {}
     entries.update({name: {"audio_seconds": round(a, 4), "decode_seconds": round(d, 4)}
                     for name, (a, d) in timings.items()})
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_text(json.dumps({**info, "utterances": entries}, indent=1))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps({**info, "utterances": entries}, indent=1))
     except OSError as e:
         log.warning("could not write %s: %s", path, e.strerror or e)
-        tmp.unlink(missing_ok=True)
 
 
 def _stats_beside(path: Path):

@@ -15,7 +15,6 @@ import math
 import os
 import re
 import shutil
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -23,6 +22,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from wavediff._files import atomic_write_text
 from wavediff.evaluation.metrics import METRIC_INFO
 from wavediff.evaluation.stats import Summary
 
@@ -360,11 +360,5 @@ def write_report(result: Any, path: Path, assets: Optional[Path], *, embed: bool
             if final_assets.exists():
                 shutil.rmtree(final_assets)
             os.replace(assets, final_assets)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, page)
     return path
