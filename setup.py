@@ -27,7 +27,9 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["wavediff", "wavediff.*"]),
     include_package_data=True,
-    package_data={"wavediff": ["py.typed"]},
+    package_data={"wavediff": ["py.typed", "pretrained_models/*/config.yaml",
+                              "pretrained_models/*/model.safetensors",
+                              "pretrained_models/*/card.json"]},
     install_requires=requirements("base"),
     extras_require={
         "eval": requirements("eval"),

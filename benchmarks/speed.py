@@ -75,7 +75,7 @@ def load_systems(ckpt: Path, device: str, which: str, args: argparse.Namespace):
     model.load_state_dict(weights)
     if args.case_kind == "train":
         return model.to(device), config
-    return Vocoder(model, config, device, autocast=args.autocast,
+    return Vocoder(model, config, device, precision=args.precision, autocast=args.autocast,
                    cuda_graphs=args.cuda_graphs, chunk_seconds=args.chunk_seconds or None)
 
 
@@ -115,6 +115,10 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.manual_seed(SEED)
     device = args.device
+    if args.system == "wavediff":  # as the wavediff command does at start
+        from wavediff.hardware import keep_freed_memory
+
+        keep_freed_memory()
     system = load_systems(Path(args.ckpt), device, args.system, args)
     if args.case_kind == "train":
         return train_case(system, args)
@@ -142,6 +146,8 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
     audio_seconds = args.batch * frames * 256 / 22050
     out = {"rtf": statistics.median(times) / audio_seconds, "runs": len(times),
            "peak_mb": peak_rss_mb() - base_rss}
+    if args.system == "wavediff":
+        out["precision"] = system.autocast or "fp32"
     if device.startswith("cuda"):
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -168,16 +174,18 @@ def train_case(system, args: argparse.Namespace) -> dict[str, Any]:
     else:
         from wavediff.diffusion import GaussianDiffusion
 
+        from wavediff.hardware import resolve_precision
+
         model, config = system
         diffusion = GaussianDiffusion.from_config(config.diffusion)
         opt = torch.optim.Adam(model.parameters(), lr=2e-4)
         gen = torch.Generator(device).manual_seed(0)
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.autocast or "")
+        amp, _ = resolve_precision(args.train_precision, device)  # as train.amp does
 
         def step():
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.split(":")[0], dtype=amp or torch.float32,
-                                enabled=amp is not None and device.startswith("cuda")):
+                                enabled=amp is not None):
                 loss = diffusion.loss(model, audio, mel, generator=gen)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -192,7 +200,10 @@ def train_case(system, args: argparse.Namespace) -> dict[str, Any]:
         step()
         sync(device)
         times.append(time.perf_counter() - t0)
-    return {"samples_per_s": b * frames * 256 / statistics.median(times), "runs": len(times)}
+    out = {"samples_per_s": b * frames * 256 / statistics.median(times), "runs": len(times)}
+    if args.system == "wavediff":
+        out["precision"] = {None: "fp32"}.get(amp, str(amp).replace("torch.", ""))
+    return out
 
 
 # ---------------------------------------------------------------------- the plan
@@ -215,10 +226,12 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             cases.append({"system": system, "kind": "vocode", "seconds": seconds,
                           "batch": batch, "runs": runs})
     if args.train_batch:
-        for system in ("wavediff", "lmnt"):
-            if system == "lmnt" and args.no_lmnt:
-                continue
-            cases.append({"system": system, "kind": "train", "batch": args.train_batch,
+        for precision in args.train_precisions.split(","):
+            cases.append({"system": "wavediff", "kind": "train", "batch": args.train_batch,
+                          "crop": args.train_crop, "runs": 1 if args.quick else 2,
+                          "train_precision": precision})
+        if not args.no_lmnt:
+            cases.append({"system": "lmnt", "kind": "train", "batch": args.train_batch,
                           "crop": args.train_crop, "runs": 1 if args.quick else 2})
     return cases
 
@@ -232,6 +245,9 @@ def spawn(case: dict[str, Any], args: argparse.Namespace, ckpt: Path) -> dict[st
         cmd += ["--seconds", str(case["seconds"])]
     else:
         cmd += ["--crop", str(case["crop"])]
+        if case.get("train_precision"):
+            cmd += ["--train-precision", case["train_precision"]]
+    cmd += ["--precision", args.precision]
     if args.autocast:
         cmd += ["--autocast", args.autocast]
     if args.cuda_graphs:
@@ -262,9 +278,15 @@ def table(results: list[dict[str, Any]]) -> str:
     rows = ["| case | wavediff | lmnt | wavediff/lmnt |", "|---|---|---|---|"]
     by = {}
     for r in results:
-        key = (r["kind"], r.get("seconds"), r["batch"])
+        key = (r["kind"], r.get("seconds"), r["batch"], r.get("train_precision"))
         by.setdefault(key, {})[r["system"]] = r
-    for (kind, seconds, batch), pair in by.items():
+    lmnt_train = next((r for r in results if r["kind"] == "train" and r["system"] == "lmnt"), {})
+    for (kind, _, _, precision), pair in by.items():
+        if kind == "train" and precision and "lmnt" not in pair:
+            pair["lmnt"] = lmnt_train
+    for (kind, seconds, batch, precision), pair in by.items():
+        if kind == "train" and not precision:
+            continue  # lmnt's row: shown beside each wavediff precision
         w, l = pair.get("wavediff", {}), pair.get("lmnt", {})
         if kind == "vocode":
             name = f"vocode {seconds:g} s x {batch}"
@@ -274,21 +296,24 @@ def table(results: list[dict[str, Any]]) -> str:
                     return "skipped"
                 if "error" in r:
                     return f"error: {r['error'][:40]}"
-                return f"RTF {r['rtf']:.3f}, {r['peak_mb']:.0f} MB"
+                prec = f" ({r['precision']})" if r.get("precision") else ""
+                return f"RTF {r['rtf']:.3f}, {r['peak_mb']:.0f} MB{prec}"
 
             ratio = ""
             if "rtf" in w and "rtf" in l:
                 ratio = (f"{l['rtf'] / w['rtf']:.2f}x faster, "
                          f"{w['peak_mb'] / max(l['peak_mb'], 1e-9):.2f}x memory")
         else:
-            name = f"train {batch} x {pair['wavediff']['crop'] if 'wavediff' in pair else ''}"
+            name = (f"train {batch} x {pair['wavediff']['crop'] if 'wavediff' in pair else ''}"
+                    f", train.amp {precision}")
 
             def fmt(r):
                 if not r:
                     return "skipped"
                 if "error" in r:
                     return f"error: {r['error'][:40]}"
-                return f"{r['samples_per_s']:,.0f} samples/s"
+                prec = f" ({r['precision']})" if r.get("precision") else ""
+                return f"{r['samples_per_s']:,.0f} samples/s{prec}"
 
             ratio = (f"{w['samples_per_s'] / l['samples_per_s']:.2f}x"
                      if "samples_per_s" in w and "samples_per_s" in l else "")
@@ -309,7 +334,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--train-batch", type=int, default=16, help="0: no training case")
     p.add_argument("--train-crop", type=int, default=16000)
     p.add_argument("--autocast", choices=("bf16", "fp16"), default=None,
-                   help="wavediff decoding (and training) precision on GPU")
+                   help="force wavediff's decoding precision (older spelling of --precision)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="wavediff decoding precision (default auto, as wavediff vocode)")
+    p.add_argument("--train-precisions", default="auto,fp32,bf16",
+                   help="train.amp values of the wavediff training cases (comma list)")
+    p.add_argument("--train-precision", default="auto", help=argparse.SUPPRESS)
     p.add_argument("--cuda-graphs", action="store_true")
     p.add_argument("--chunk-seconds", type=float, default=4.0)
     p.add_argument("--out", default=None, help="JSON path (default results/<machine>.json)")
@@ -347,8 +377,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             figures = spawn(case, args, ckpt)
             print(f"{label}: {figures} ({time.perf_counter() - t0:.0f} s)", flush=True)
             results.append({**case, **figures})
+    from wavediff.hardware import machine_summary
+
     machine = machine_name(args.device)
-    report = {"machine": machine, "device": args.device, "torch": torch.__version__,
+    report = {"machine": machine, "machine_facts": machine_summary(), "device": args.device,
+              "torch": torch.__version__,
               "threads": torch.get_num_threads(), "model": "DiffWave BASE (2.64M parameters)",
               "sampler": "fast, 6 steps (lmnt inference_noise_schedule)",
               "autocast": args.autocast, "cuda_graphs": args.cuda_graphs,
@@ -356,7 +389,10 @@ def main(argv: Optional[list[str]] = None) -> int:
               "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d"), "cases": results}
     text = table(results)
-    print(f"\n{machine}, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    facts = report["machine_facts"]
+    print(f"\n{machine}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"CPU flags: {' '.join(facts['cpu_flags']) or 'none of note'}, native bf16: "
+          f"{facts['native_bf16']}\n")
     print(text)
     slug = "".join(c if c.isalnum() else "-" for c in machine.lower()).strip("-")
     while "--" in slug:

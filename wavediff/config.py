@@ -9,6 +9,7 @@ checkpoint always rebuilds the model it was trained as.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,12 @@ import yaml
 from wavediff._fields import build_dataclass as _build
 from wavediff.audio.presets import MelConfig
 from wavediff.errors import ConfigError
+
+PRIORS = ("none", "priorgrad")
+CONDITIONINGS = ("step", "noise_level")
+AUX_TARGETS = ("x0", "noise")
+# "none" is the older spelling of "fp32"
+AMP_CHOICES = ("auto", "fp32", "none", "bf16", "fp16")
 
 # The fast 6-step inference schedule of DiffWave (Kong et al. 2021, table 1).
 DIFFWAVE_FAST_SCHEDULE = (1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5)
@@ -53,6 +60,16 @@ class DiffusionConfig:
     fast_schedule: list[float] = field(default_factory=lambda: list(DIFFWAVE_FAST_SCHEDULE))
     ddim_steps: int = 6
     ddim_eta: float = 0.0
+    # The prior the chain ends in: "none" (N(0, I), DiffWave) or "priorgrad" (N(0, Sigma),
+    # per-frame std from the mel's energy; Lee et al. 2022). prior_energy is the training
+    # set's [min, max] frame energy, filled in by the trainer when null.
+    prior: str = "none"
+    prior_floor: float = 0.1
+    prior_energy: Optional[list[float]] = None
+    # What the denoiser is trained at: "step" (integer training steps, DiffWave) or
+    # "noise_level" (continuous levels sqrt(alpha-bar) drawn uniformly between neighbouring
+    # steps, WaveGrad), so any inference schedule lies on points the network was trained at.
+    conditioning: str = "step"
 
     def training_betas(self) -> list[float]:
         if self.betas is not None:
@@ -74,6 +91,11 @@ class TrainConfig:
     grad_accum: int = 1
     crop_samples: int = 16000
     loss: str = "l1"
+    # Auxiliary multi-resolution STFT loss (spectral convergence + log magnitude at 3
+    # resolutions) between the clean crop and the denoiser's estimate of it, x0_hat
+    # ("x0"), or between the true and the predicted noise ("noise", as FreGrad); 0 = off.
+    aux_loss_weight: float = 0.0
+    aux_loss_target: str = "x0"
     optimizer: str = "adam"
     learning_rate: float = 2e-4
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -81,9 +103,14 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     ema_decay: Optional[float] = 0.999
-    # "none", "bf16" or "fp16" (with a loss scaler); applied on CUDA only.
-    amp: str = "none"
+    # Autocast precision: "auto" (bf16 where the device computes it natively: CUDA with
+    # bf16, CPUs with AVX512_BF16 or AMX; float32 elsewhere), "fp32", "bf16" or "fp16"
+    # (CUDA, with a loss scaler). Weights, optimizer state and EMA stay float32.
+    amp: str = "auto"
     max_steps: int = 1_000_000
+    # Stop (with a checkpoint) after this much training time, evaluation and saving
+    # excluded; null: no limit. Resumed runs count the time of earlier sessions.
+    max_minutes: Optional[float] = None
     log_interval: int = 100
     eval_interval: int = 5000
     save_interval: int = 10000
@@ -111,8 +138,25 @@ class Config:
             raise ConfigError(f"train.loss must be 'l1' or 'l2', got {t.loss!r}")
         if t.optimizer not in ("adam", "adamw"):
             raise ConfigError(f"train.optimizer must be 'adam' or 'adamw', got {t.optimizer!r}")
-        if t.amp not in ("none", "bf16", "fp16"):
-            raise ConfigError(f"train.amp must be 'none', 'bf16' or 'fp16', got {t.amp!r}")
+        if t.amp not in AMP_CHOICES:
+            raise ConfigError(f"train.amp must be one of {', '.join(AMP_CHOICES)}, got {t.amp!r}")
+        if not (math.isfinite(t.aux_loss_weight) and t.aux_loss_weight >= 0.0):
+            raise ConfigError(f"train.aux_loss_weight must be >= 0, got {t.aux_loss_weight}")
+        if t.aux_loss_target not in AUX_TARGETS:
+            raise ConfigError(f"train.aux_loss_target must be one of {', '.join(AUX_TARGETS)}, "
+                              f"got {t.aux_loss_target!r}")
+        if d.prior not in PRIORS:
+            raise ConfigError(f"diffusion.prior must be one of {', '.join(PRIORS)}, got {d.prior!r}")
+        if not 0.0 < d.prior_floor <= 1.0:
+            raise ConfigError(f"diffusion.prior_floor must be in (0, 1], got {d.prior_floor}")
+        if d.prior_energy is not None and (
+                len(d.prior_energy) != 2 or not all(map(math.isfinite, d.prior_energy))
+                or not d.prior_energy[0] < d.prior_energy[1]):
+            raise ConfigError(f"diffusion.prior_energy must be [min, max] with min < max, "
+                              f"got {d.prior_energy}")
+        if d.conditioning not in CONDITIONINGS:
+            raise ConfigError(f"diffusion.conditioning must be one of {', '.join(CONDITIONINGS)}, "
+                              f"got {d.conditioning!r}")
         if t.crop_samples < self.audio.hop_length:
             raise ConfigError(
                 f"train.crop_samples {t.crop_samples} is shorter than one hop "
@@ -122,6 +166,9 @@ class Config:
                      "save_interval", "keep_checkpoints", "max_nonfinite_steps"):
             if getattr(t, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(t, name)}")
+        if t.max_minutes is not None and not (math.isfinite(t.max_minutes) and t.max_minutes > 0):
+            raise ConfigError(f"train.max_minutes must be a positive number of minutes or null, "
+                              f"got {t.max_minutes}")
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
         if d.sampler not in ("fast", "ddim", "ddpm"):

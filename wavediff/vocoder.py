@@ -12,7 +12,9 @@ runs the readable :class:`~wavediff.model.DiffWave` code instead.
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -24,13 +26,16 @@ from wavediff.audio.presets import MelConfig
 from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion, get_sampler
 from wavediff.diffusion.schedule import align_fast_schedule, alpha_bar, ddim_timesteps
-from wavediff.errors import ConfigError, MelError
+from wavediff.errors import CheckpointError, ConfigError, MelError
 from wavediff.inference.batching import length_buckets
+from wavediff.inference.calibrate import PRECISIONS, resolve_decode_precision
 from wavediff.inference.denoisers import ChunkedDenoiser, EngineDenoiser
 from wavediff.inference.engine import InferenceEngine
 from wavediff.model import DiffWave
+from wavediff.pretrained import DEFAULT_MODEL
 from wavediff.train.checkpoint import load_checkpoint
 
+log = logging.getLogger("wavediff.vocoder")
 PathLike = Union[str, os.PathLike]
 # Utterances longer than this (plus the context on both sides) are decoded in chunks.
 DEFAULT_CHUNK_SECONDS = 4.0
@@ -64,8 +69,11 @@ class Vocoder:
         step: the training step of the weights (informative).
         engine: ``"fast"`` (:class:`~wavediff.inference.InferenceEngine`) or
             ``"reference"`` (the model's own code, slower, for comparison).
-        autocast: ``None``, ``"bf16"`` or ``"fp16"``: reduced-precision decoding (CUDA;
-            bf16 also on CPU). Default float32.
+        precision: ``"auto"`` (bf16 where it is faster: on GPUs with bf16, and on CPUs
+            with native bf16 when a one-time measurement, cached per machine, says so;
+            float32 elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA).
+        autocast: ``None``, ``"none"``, ``"bf16"`` or ``"fp16"``: the older spelling of
+            ``precision``; when given it wins.
         cuda_graphs: replay each step from a CUDA graph (CUDA only).
         chunk_seconds: default of :meth:`decode`'s ``chunk_seconds``.
     """
@@ -73,39 +81,81 @@ class Vocoder:
     def __init__(self, model: DiffWave, config: Config, device: Union[str, torch.device] = "cpu",
                  step: Optional[int] = None, *, engine: str = "fast",
                  autocast: Optional[str] = None, cuda_graphs: bool = False,
-                 chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS) -> None:
+                 chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
+                 precision: str = "auto") -> None:
         if engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         if autocast not in (None, "none", "bf16", "fp16"):
             raise ConfigError(f"autocast must be none, bf16 or fp16, got {autocast!r}")
-        self.device = torch.device(device)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {precision!r}")
+        self.device = _pick_device(device)
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.config = config
         self.step = step
-        self.diffusion = GaussianDiffusion.from_config(config.diffusion)
+        self.source: Optional[str] = None  # where from_pretrained loaded it
+        self.diffusion = GaussianDiffusion.from_config(config.diffusion, config.audio)
         self._mel: Optional[MelSpectrogram] = None
         self.engine_name = engine
-        self.autocast = None if autocast in (None, "none") else autocast
+        # an explicit autocast wins over precision (the older spelling of the same choice)
+        if autocast is not None:
+            precision = "fp32" if autocast == "none" else autocast
+        self.precision = precision
+        self._autocast: Optional[str] = None
+        self.precision_reason: Optional[str] = None  # set when the engine is first built
         self.cuda_graphs = cuda_graphs
         self.chunk_seconds = chunk_seconds
         self._engine: Optional[InferenceEngine] = None
         self._engine_key: Optional[tuple] = None
 
     @classmethod
-    def from_pretrained(cls, path: PathLike, device: Union[str, torch.device] = "cpu",
+    def from_pretrained(cls, path_or_name: PathLike = DEFAULT_MODEL,
+                        device: Union[str, torch.device] = "cpu",
                         use_ema: bool = True, **options) -> "Vocoder":
-        """Load a checkpoint file, or the newest checkpoint of an experiment directory.
+        """Load a shipped model by name (``"joe"``, see ``wavediff models``), a pretrained
+        folder (``config.yaml`` + ``model.safetensors``, as :meth:`save_pretrained`
+        writes), a checkpoint file, or the newest checkpoint of an experiment directory.
 
-        The model is rebuilt from the config stored in the checkpoint (never from code
-        defaults); EMA weights are used when present and ``use_ema``. ``options`` go to
-        the constructor (``engine``, ``autocast``, ``cuda_graphs``, ``chunk_seconds``).
+        The model is rebuilt from the stored config (never from code defaults); with a
+        training checkpoint the EMA weights are used when present and ``use_ema``.
+        ``device="auto"`` takes CUDA when available. ``options`` go to the constructor
+        (``engine``, ``precision``, ``autocast``, ``cuda_graphs``, ``chunk_seconds``).
         """
-        state = load_checkpoint(path, map_location="cpu")
-        config: Config = state["config"]
+        from wavediff import pretrained
+
+        device = _pick_device(device)
+        named = None if os.path.exists(path_or_name) else pretrained.resolve_named(str(path_or_name))
+        folder = named or (Path(path_or_name) if pretrained.is_pretrained_dir(path_or_name) else None)
+        if folder is not None:
+            weights, config, meta = pretrained.load_pretrained(folder)
+            step = int(meta.get("step", -1))
+        else:
+            state = load_checkpoint(path_or_name, map_location="cpu")
+            config = state["config"]
+            weights = state["ema"] if use_ema and state.get("ema") else state["model"]
+            step = int(state["step"])
         model = DiffWave.from_config(config)
-        weights = state["ema"] if use_ema and state.get("ema") else state["model"]
-        model.load_state_dict(weights)
-        return cls(model, config, device, step=int(state["step"]), **options)
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{path_or_name}: its weights do not fit the model its config describes "
+                f"({str(e).splitlines()[0][:160]}); the files are damaged or mismatched"
+            ) from None
+        voc = cls(model, config, device, step=step if step >= 0 else None, **options)
+        voc.source = str(folder or path_or_name)
+        return voc
+
+    def save_pretrained(self, directory: PathLike, *, dtype: str = "fp32",
+                        card: Optional[dict] = None) -> Path:
+        """Write this model as ``config.yaml`` + ``model.safetensors`` (weights stored in
+        ``dtype``, fp32 or fp16) + ``card.json`` when given; :meth:`from_pretrained` reads
+        the folder back."""
+        from wavediff.pretrained import save_pretrained
+
+        return save_pretrained(directory, self.model, self.config, step=self.step, dtype=dtype,
+                               card=card)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -218,6 +268,16 @@ class Vocoder:
             self._engine_key = key
         return self._engine
 
+    @property
+    def autocast(self) -> Optional[str]:
+        """The decoding precision in effect: None (float32), ``"bf16"`` or ``"fp16"``;
+        ``precision="auto"`` is resolved (and logged) the first time it is needed."""
+        if self.precision_reason is None:
+            self._autocast, self.precision_reason = resolve_decode_precision(
+                self.precision, self.model, self.device)
+            log.info("decoding precision: %s", self.precision_reason)
+        return self._autocast
+
     def training_steps(self, sampler: str, schedule: Union[None, int, list[float]]) -> list[float]:
         """The (fractional) training steps at which ``sampler`` runs the network."""
         train = self.diffusion.betas
@@ -310,3 +370,15 @@ def _subsampled_betas(train_betas: Tensor, steps: int) -> list[float]:
     idx = np.unique(np.round(np.linspace(0, num - 1, steps)).astype(int)).tolist()
     picked = [abar[i] for i in idx]
     return [1.0 - picked[0]] + [1.0 - picked[i] / picked[i - 1] for i in range(1, len(picked))]
+
+
+def _pick_device(device: Union[str, torch.device]) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; a CUDA device without CUDA is refused."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} was asked for but CUDA is not available here; "
+                          f"use device='cpu' or 'auto'")
+    return device
+

@@ -8,10 +8,11 @@
 #
 # Stages: 0 download (resumable, sha256 checked before unpacking), 1 prepare
 # (data/<set>/wav.scp), 2 features (wavediff preprocess + compute-statistics), 3 train,
-# 4 decode the eval set, 5 evaluate. Every stage skips work already done, so rerunning a
-# finished recipe takes seconds and an interrupted one continues where it stopped.
-# Outputs: data/, dump/<set>/, exp/<conf name>/ (checkpoints, logs/ for TensorBoard) and
-# exp/<conf name>/wav/<checkpoint>/eval/<utt_id>.wav.
+# 4 decode the eval set, 5 evaluate, 6 export the model (config.yaml + model.safetensors).
+# Every stage skips work already done, so rerunning a finished recipe takes seconds and an
+# interrupted one continues where it stopped.
+# Outputs: data/, dump/<set>/, exp/<conf name>/ (checkpoints, logs/ for TensorBoard),
+# exp/<conf name>/wav/<checkpoint>/eval/<utt_id>.wav and exp/<conf name>/pretrained/.
 set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,20 +34,22 @@ dumpdir=dump
 expdir=exp
 n_dev=250
 n_eval=250
+held_out=tail              # take dev/eval from the end of the sorted IDs (head: the start)
 nj=4
 ngpu=""                    # empty: GPU if present; 0: CPU; 1: one GPU; N: N GPUs (torchrun)
 resume=true                # continue an interrupted training from its newest checkpoint
 decode_seed=0
 
 usage() {
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<EOF
 Options (default):
   --stage N ($stage)  --stop-stage N ($stop_stage)  --conf FILE ($conf)
   --db-root DIR  --download-dir DIR ($download_dir)  --download-url URL
   --sha256 HEX (the official digest)  --archive-size BYTES
   --datadir DIR ($datadir)  --dumpdir DIR ($dumpdir)  --expdir DIR ($expdir)
-  --n-dev N ($n_dev)  --n-eval N ($n_eval)  --nj N ($nj)  --ngpu N (auto)
+  --n-dev N ($n_dev)  --n-eval N ($n_eval; 0: the dev set)  --held-out tail|head ($held_out)
+  --nj N ($nj)  --ngpu N (auto)
   --resume [true|false] ($resume)  --decode-seed N ($decode_seed)
 EOF
 }
@@ -61,7 +64,8 @@ while (( $# > 0 )); do
             if [[ ${2:-} == true || ${2:-} == false ]]; then resume=$2; shift; else resume=true; fi
             shift; continue ;;
         --stage|--stop-stage|--conf|--db-root|--download-dir|--download-url|--sha256|\
-        --archive-size|--datadir|--dumpdir|--expdir|--n-dev|--n-eval|--nj|--ngpu|--decode-seed)
+        --archive-size|--datadir|--dumpdir|--expdir|--n-dev|--n-eval|--held-out|--nj|--ngpu|\
+        --decode-seed)
             (( $# >= 2 )) || die "$opt needs a value"
             var=${opt#--}; var=${var//-/_}
             printf -v "$var" '%s' "$2"
@@ -136,7 +140,7 @@ if run_stage 1; then
     banner 1 "prepare $datadir/{train_nodev,dev,eval}/wav.scp"
     [[ -d $db_root ]] || die "corpus folder $db_root not found (run stage 0 or give --db-root)"
     python "$recipe_dir/local/data_prep.py" --db-root "$db_root" --datadir "$datadir" \
-        --n-dev "$n_dev" --n-eval "$n_eval"
+        --n-dev "$n_dev" --n-eval "$n_eval" --held-out "$held_out"
     finished 1
 fi
 
@@ -224,5 +228,15 @@ if run_stage 5; then
         echo "stage 5: scores in $evaldir/scores.json; open $evaldir/report.html in a browser"
     fi
     finished 5
+fi
+# ---------------------------------------------------------------- 6: export
+if run_stage 6; then
+    banner 6 "export $exp/pretrained"
+    status=$(python "$utils/train_status.py" "$conf" "$exp")
+    read -r state _ _ ckpt <<< "$status"
+    [[ $state != none ]] || die "$exp holds no checkpoint; run stage 3"
+    wavediff export --checkpoint "$exp/$ckpt.pt" --outdir "$exp/pretrained"
+    echo "stage 6: Vocoder.from_pretrained(\"$exp/pretrained\") loads it"
+    finished 6
 fi
 echo "done: $exp"

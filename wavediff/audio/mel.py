@@ -80,6 +80,21 @@ def compress_mel(cfg: MelConfig, linear_mel: torch.Tensor) -> torch.Tensor:
         y = y.clamp(cfg.clip[0], cfg.clip[1])
     return y
 
+def decompress_mel(cfg: MelConfig, mel: torch.Tensor) -> torch.Tensor:
+    """The values of convention ``cfg`` -> linear mel; the inverse of :func:`compress_mel`.
+
+    Exact where compression neither clamped at ``clamp_min`` nor clipped. Any shape.
+    """
+    y = mel
+    if cfg.norm_mean != 0.0 or cfg.norm_std != 1.0:
+        y = y * cfg.norm_std + cfg.norm_mean
+    if cfg.compression == "ln":
+        return torch.exp(y)
+    if cfg.compression == "log10":
+        return torch.pow(10.0, y)
+    return torch.pow(10.0, (y + cfg.ref_level_db) / 20.0)
+
+
 class MelSpectrogram(torch.nn.Module):
     """Mel spectrogram of one convention (a :class:`MelConfig`).
 
@@ -168,15 +183,7 @@ class MelSpectrogram(torch.nn.Module):
         Exact where ``compress`` neither clamped at ``clamp_min`` nor clipped; values at the
         floor map back to ``clamp_min`` and clipped values to the clip edge. Any shape.
         """
-        cfg = self.config
-        y = self._check_mel(mel, "decompress")
-        if cfg.norm_mean != 0.0 or cfg.norm_std != 1.0:
-            y = y * cfg.norm_std + cfg.norm_mean
-        if cfg.compression == "ln":
-            return torch.exp(y)
-        if cfg.compression == "log10":
-            return torch.pow(10.0, y)
-        return torch.pow(10.0, (y + cfg.ref_level_db) / 20.0)
+        return decompress_mel(self.config, self._check_mel(mel, "decompress"))
 
     # ------------------------------------------------------------------ checks
     def _check_wav(self, wav: torch.Tensor) -> tuple[torch.Tensor, bool]:

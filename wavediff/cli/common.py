@@ -13,9 +13,25 @@ log = logging.getLogger("wavediff")
 
 
 def setup_logging(verbose: int = 0) -> None:
+    """Log to stderr; lines carry a timestamp when stderr is not a terminal (a log file)."""
     level = logging.DEBUG if verbose > 0 else logging.INFO if verbose == 0 else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not _isatty(sys.stderr):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S",
                         stream=sys.stderr, force=True)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress_wanted(quiet: bool) -> bool:
+    """Progress bars only on a terminal (a log file gets plain lines instead)."""
+    return not quiet and _isatty(sys.stderr)
 
 
 def pick_device(name: Optional[str]) -> str:

@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "vocode": ("wavediff.cli.vocode", "turn mel files (or audio, by copy-synthesis) into audio"),
     "evaluate": ("wavediff.cli.evaluate", "score generated audio against references; HTML report"),
     "import-lmnt": ("wavediff.cli.import_lmnt", "convert an lmnt-com/diffwave checkpoint"),
+    "export": ("wavediff.cli.export", "write a model as config.yaml + model.safetensors"),
+    "models": ("wavediff.cli.models", "list the models shipped with wavediff"),
     "toy-corpus": ("wavediff.cli.toy_corpus", "write a small synthetic speech-like corpus"),
 }
 
@@ -50,6 +52,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     setup_logging(-1 if args.quiet else args.verbose)
+    from wavediff.hardware import keep_freed_memory
+
+    keep_freed_memory()  # large activations: reuse freed memory instead of page-faulting
     try:
         return int(args._run(args) or 0)
     except WavediffError as e:

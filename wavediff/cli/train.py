@@ -43,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", help="GTA: per-bin statistics the predicted mels are normalised with")
     p.add_argument("--gta-dumpdir", help="GTA: where the paired records go (default: OUTDIR/dump_gta)")
     p.add_argument("--init-checkpoint",
-                   help="start from this checkpoint's weights (file or experiment dir)")
+                   help="start from these weights: a checkpoint file, an experiment dir, a "
+                        "pretrained folder or a shipped model's name (e.g. joe: warm start)")
     p.add_argument("--dev-dumpdir", help="dev records (dev loss and decoded samples)")
     p.add_argument("--outdir", required=True, help="experiment directory")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
@@ -53,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from wavediff.cli.common import progress_wanted
     from wavediff.config import Config
     from wavediff.train import distributed as distrib
     from wavediff.train.trainer import Trainer
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             args.train_dumpdir = _gta_dump(args, config, dist)
         trainer = Trainer(config, args.train_dumpdir, args.dev_dumpdir, args.outdir,
                           resume=args.resume, device=dist.device,
-                          progress=not args.quiet, dist=dist)
+                          progress=progress_wanted(args.quiet), dist=dist)
         if init_state is not None and trainer.step == 0:
             from wavediff.train.gta import apply_init_checkpoint
 

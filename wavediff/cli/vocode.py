@@ -20,6 +20,7 @@ Normalised ESPnet/ParallelWaveGAN features need --stats (a stats.h5 or stats.npy
 the files is used when the values show per-bin normalisation).
 
 examples:
+  wavediff vocode --outdir out/ tts_mels/          # the shipped model 'joe'
   wavediff vocode --checkpoint exp/diffwave --outdir out/ tts_mels/
   wavediff vocode --checkpoint exp/diffwave/checkpoint-1000000steps.pt --outdir out/ \
       --steps 6 --seed 0 --scp dump/eval/feats.scp
@@ -47,7 +48,10 @@ STATS_NAMES = ("stats.h5", "stats.npy", "feats_stats.npz")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="mel/audio files or directories")
     p.add_argument("--scp", help="'<utt_id> <path>' list of inputs")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file or experiment directory")
+    p.add_argument("--checkpoint", default=None,
+                   help="a shipped model's name (see wavediff models), a pretrained folder, a "
+                        "checkpoint file or an experiment directory (default: the shipped "
+                        "model 'joe')")
     p.add_argument("--outdir", required=True, help="directory for the .wav outputs")
     p.add_argument("--steps", type=int, default=None,
                    help="inference steps (default: the model's schedule, 6 for the fast sampler)")
@@ -61,8 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-seconds", type=float, default=4.0,
                    help="decode longer mels in chunks of this length, memory bounded by the "
                         "chunk, same audio (default: 4; 0: never)")
-    p.add_argument("--autocast", choices=("none", "bf16", "fp16"), default="none",
-                   help="reduced-precision decoding (CUDA; bf16 also on CPU; default: float32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="decoding precision (default: auto: bf16 on GPUs with bf16 and on CPUs "
+                        "with native bf16 where a one-time measurement finds it faster, "
+                        "float32 elsewhere; fp16: CUDA only)")
+    p.add_argument("--autocast", choices=("none", "bf16", "fp16"), default=None,
+                   help=argparse.SUPPRESS)  # the older spelling of --precision
     p.add_argument("--cuda-graphs", action="store_true",
                    help="replay each step from a CUDA graph (CUDA only)")
     p.add_argument("--resample", action="store_true",
@@ -141,9 +149,18 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     if not dist.is_main:  # rank 0 alone reports progress
         logging.getLogger("wavediff").setLevel(logging.WARNING)
     items = distrib.shard(all_items, dist)
+    if args.checkpoint is None:
+        from wavediff.pretrained import DEFAULT_MODEL, model_info
+
+        card = model_info(DEFAULT_MODEL).card
+        log.info("no --checkpoint: using the shipped model '%s'%s (%s)", DEFAULT_MODEL,
+                 f" [{card['status']}]" if card.get("status") else "",
+                 card.get("description", ""))
+        args.checkpoint = DEFAULT_MODEL
     voc = Vocoder.from_pretrained(args.checkpoint, device=dist.device, use_ema=not args.no_ema,
                                   chunk_seconds=args.chunk_seconds or None,
-                                  autocast=args.autocast, cuda_graphs=args.cuda_graphs)
+                                  precision=args.precision, autocast=args.autocast,
+                                  cuda_graphs=args.cuda_graphs)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     prep = MelPreparer(voc.preset, args.input_preset, layout=args.input_layout,

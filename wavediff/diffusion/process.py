@@ -12,12 +12,16 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from wavediff.audio.presets import MelConfig
 from wavediff.config import DiffusionConfig
+from wavediff.diffusion.prior import EnergyPrior
 from wavediff.diffusion.schedule import BetasLike, alpha_bar, as_betas, posterior_variance
 from wavediff.errors import ConfigError
 
 # denoiser(x_t (B, T), steps (B,) float, mel (B, n_mels, F)) -> eps_hat (B, T)
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
+# aux_loss(reference (B, T), estimate (B, T)) -> scalar
+AuxLoss = Callable[[Tensor, Tensor], Tensor]
 
 LOSS_TYPES = ("l1", "l2")
 
@@ -37,16 +41,36 @@ class GaussianDiffusion:
     ``alpha_bar``, ``posterior_variance`` (``beta_tilde``, 0 at ``t = 0``).
     """
 
-    def __init__(self, betas: BetasLike) -> None:
+    def __init__(self, betas: BetasLike, prior: Optional[EnergyPrior] = None,
+                 continuous: bool = False) -> None:
         self.betas = as_betas(betas, "diffusion betas")
         self.alphas = 1.0 - self.betas
         self.alpha_bar = alpha_bar(self.betas)
         self.posterior_variance = posterior_variance(self.betas)
+        self.prior = prior
+        self.continuous = continuous
 
     @classmethod
-    def from_config(cls, config: DiffusionConfig) -> "GaussianDiffusion":
-        """The training schedule of ``config`` (its ``betas``, else the linear one)."""
-        return cls(config.training_betas())
+    def from_config(cls, config: DiffusionConfig,
+                    audio: Optional[MelConfig] = None) -> "GaussianDiffusion":
+        """The training schedule of ``config`` (its ``betas``, else the linear one), its
+        prior (``audio``, the mel convention, is needed for PriorGrad's) and whether the
+        denoiser is trained at continuous noise levels."""
+        prior = None
+        if config.prior == "priorgrad":
+            if audio is None or config.prior_energy is None:
+                raise ConfigError(
+                    "diffusion.prior=priorgrad needs the mel convention and the training "
+                    "set's frame energy range (diffusion.prior_energy, set by wavediff train)"
+                )
+            prior = EnergyPrior(audio, config.prior_energy, config.prior_floor)
+        return cls(config.training_betas(), prior=prior,
+                   continuous=config.conditioning == "noise_level")
+
+    def noise_std(self, mel: Tensor, dtype: Optional[torch.dtype] = None) -> Optional[Tensor]:
+        """The prior's per-sample std for ``mel`` ``(B, n_mels, F)``: ``(B, F * hop)``, or
+        None for the standard normal prior."""
+        return None if self.prior is None else self.prior.std(mel, dtype)
 
     @property
     def num_steps(self) -> int:
@@ -84,11 +108,45 @@ class GaussianDiffusion:
         return self._q_sample(x0, t, noise)
 
     def _q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        shape = (-1,) + (1,) * (x0.dim() - 1)
-        abar = self.alpha_bar.to(device=x0.device)[t.to(x0.device)]
-        signal = abar.sqrt().to(x0.dtype).view(shape)
-        sigma = (1.0 - abar).sqrt().to(x0.dtype).view(shape)
+        signal, sigma = self._coefficients(t, x0)
         return signal * x0 + sigma * noise
+
+    def _coefficients(self, t: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
+        """``sqrt(abar_t)`` and ``sqrt(1 - abar_t)`` shaped to broadcast over ``x0``.
+
+        Integer ``t`` indexes the schedule; fractional ``t`` (continuous noise levels)
+        interpolates ``sqrt(abar)`` linearly between the neighbouring steps, the rule by
+        which fast sampling places its levels (:func:`align_fast_schedule`).
+        """
+        shape = (-1,) + (1,) * (x0.dim() - 1)
+        abar = self.alpha_bar.to(device=x0.device)
+        if t.dtype.is_floating_point:
+            t = t.to(device=x0.device, dtype=torch.float64).clamp(0, self.num_steps - 1)
+            low = t.floor().long()
+            high = (low + 1).clamp(max=self.num_steps - 1)
+            levels = abar.sqrt()
+            level = levels[low] + (levels[high] - levels[low]) * (t - low)
+            abar = level.square()
+        else:
+            abar = abar[t.to(x0.device)]
+        signal, sigma = abar.sqrt(), (1.0 - abar).sqrt()
+        return signal.to(x0.dtype).view(shape), sigma.to(x0.dtype).view(shape)
+
+    def draw_steps(self, n: int, generator: Optional[torch.Generator],
+                   device: torch.device) -> Tensor:
+        """Training steps for ``n`` samples: ``t ~ U{0..T-1}`` (int64); for continuous
+        noise levels ``t + u`` with ``t ~ U{0..T-2}`` and a second draw ``u ~ U[0, 1)``
+        (float64): uniform on ``[0, T-1)``, so the level lies uniformly between
+        ``sqrt(abar_t)`` and its neighbour ``sqrt(abar_{t+1})``."""
+        if not self.continuous or self.num_steps == 1:
+            return randint(self.num_steps, (n,), generator, device)
+        t = randint(self.num_steps - 1, (n,), generator, device)
+        if generator is None:
+            u = torch.rand((n,), device=device, dtype=torch.float64)
+        else:
+            u = torch.rand((n,), generator=generator, device=generator.device,
+                           dtype=torch.float64).to(device)
+        return t.to(torch.float64) + u
 
     # ------------------------------------------------------------------ training loss
     def loss(
@@ -101,6 +159,9 @@ class GaussianDiffusion:
         generator: Optional[torch.Generator] = None,
         t: Optional[Tensor] = None,
         noise: Optional[Tensor] = None,
+        aux_loss: Optional[AuxLoss] = None,
+        aux_weight: float = 0.0,
+        aux_target: str = "x0",
     ) -> Tensor:
         """The eps-prediction loss (Ho et al. 2020, alg. 1; DiffWave alg. 1).
 
@@ -113,6 +174,14 @@ class GaussianDiffusion:
         ``noise`` (``x0``'s shape) given by the caller are used instead of drawing them
         (distributed training draws them for a whole global batch and slices).
 
+        With PriorGrad's prior the added noise is ``std * noise`` (``std`` from the mel,
+        :meth:`noise_std`), the denoiser predicts it and the error is divided by ``std``.
+        With continuous noise levels, ``t`` is fractional (:meth:`draw_steps`).
+        ``aux_loss(reference, estimate)`` with ``aux_weight > 0`` adds an auxiliary term on
+        ``x0`` against the denoiser's estimate ``x0_hat = (x_t - sqrt(1 - abar) eps_hat) /
+        sqrt(abar)`` (``aux_target="x0"``) or on the added noise against its prediction
+        (``"noise"``).
+
         Args:
             x0: clean audio crops, ``(B, T_wav)``.
             mel: their mels, ``(B, n_mels, F)`` with ``F * hop = T_wav``.
@@ -124,17 +193,30 @@ class GaussianDiffusion:
         if x0.dim() != 2:
             raise ValueError(f"x0 must have shape (B, T_wav), got {tuple(x0.shape)}")
         if t is None:
-            t = randint(self.num_steps, (x0.shape[0],), generator, x0.device)
+            t = self.draw_steps(x0.shape[0], generator, x0.device)
         if noise is None:
             noise = randn(x0.shape, generator, x0.device, x0.dtype)
-        x_t = self._q_sample(x0, t, noise)
+        std = self.noise_std(mel, x0.dtype)
+        if std is not None:
+            noise = noise * std
+        signal, sigma = self._coefficients(t, x0)
+        x_t = signal * x0 + sigma * noise
         eps = denoiser(x_t, t.to(step_dtype(x0.dtype)), mel)
         if eps.shape != noise.shape:
             raise ValueError(
                 f"the denoiser returned shape {tuple(eps.shape)}, expected {tuple(noise.shape)}"
             )
-        err = eps.to(x0.dtype) - noise
-        return err.abs().mean() if loss_type == "l1" else err.square().mean()
+        eps = eps.to(x0.dtype)
+        err = eps - noise
+        if std is not None:
+            err = err / std
+        loss = err.abs().mean() if loss_type == "l1" else err.square().mean()
+        if aux_loss is not None and aux_weight > 0.0:
+            if aux_target == "x0":
+                loss = loss + aux_weight * aux_loss(x0, (x_t - sigma * eps) / signal)
+            else:
+                loss = loss + aux_weight * aux_loss(noise, eps)
+        return loss
 
 
 def randn(

@@ -7,7 +7,8 @@ All share one signature::
 
 ``mel`` is ``(B, n_mels, F)``; the audio is computed in ``mel``'s device and dtype. The
 starting point ``x_T`` is ``noise`` when given (shape ``(B, F * hop)``), else drawn with
-``torch.randn`` from ``generator``. Random numbers are drawn from ``generator`` in this
+``torch.randn`` from ``generator``. With a data-dependent prior (``diffusion.prior``,
+PriorGrad) ``x_T`` and every per-step draw are scaled by the prior's std of ``mel``. Random numbers are drawn from ``generator`` in this
 order: ``x_T`` first (unless ``noise`` is given), then one ``(B, F * hop)`` standard normal
 per step that adds noise, drawn right after that step's denoiser call; steps that add no
 noise (the last step, every DDIM step with ``eta = 0``) draw nothing. Draws happen on the
@@ -56,7 +57,7 @@ def sample_ddpm(
             f"got {schedule!r}; use sample_fast or sample_ddim for a shorter one"
         )
     betas = diffusion.betas.tolist()
-    return _ancestral(denoiser, mel, betas, [float(t) for t in range(len(betas))],
+    return _ancestral(denoiser, diffusion, mel, betas, [float(t) for t in range(len(betas))],
                       generator, noise, callback)
 
 
@@ -82,7 +83,7 @@ def sample_fast(
     """
     betas = list(DIFFWAVE_FAST_SCHEDULE if schedule is None else schedule)
     steps = align_fast_schedule(diffusion.betas, betas).tolist()
-    return _ancestral(denoiser, mel, betas, steps, generator, noise, callback)
+    return _ancestral(denoiser, diffusion, mel, betas, steps, generator, noise, callback)
 
 
 def sample_ddim(
@@ -114,7 +115,7 @@ def sample_ddim(
     timesteps = _ddim_schedule(schedule, diffusion.num_steps)
     abar = diffusion.alpha_bar.tolist()
     with torch.inference_mode():
-        x = _start(denoiser, mel, generator, noise)
+        x, std = _start(denoiser, diffusion, mel, generator, noise)
         n = len(timesteps)
         for i, t in enumerate(reversed(timesteps)):
             a_t = abar[t]
@@ -124,7 +125,7 @@ def sample_ddim(
             sigma = eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
             x = math.sqrt(a_prev) * x0_hat + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
             if sigma > 0.0:
-                x = x + sigma * randn(x.shape, generator, x.device, x.dtype)
+                x = x + sigma * _draw(x, std, generator)
             if callback is not None:
                 callback(i, n, x)
         return x.clamp(-1.0, 1.0)
@@ -146,6 +147,7 @@ def get_sampler(name: str) -> Sampler:
 # ---------------------------------------------------------------------- shared parts
 def _ancestral(
     denoiser: Denoiser,
+    diffusion: GaussianDiffusion,
     mel: Tensor,
     betas: list[float],
     steps: list[float],
@@ -156,23 +158,40 @@ def _ancestral(
     """The DDPM/DiffWave reverse chain over ``betas``, the denoiser run at ``steps``."""
     abar = alpha_bar(betas).tolist()
     with torch.inference_mode():
-        x = _start(denoiser, mel, generator, noise)
+        x, std = _start(denoiser, diffusion, mel, generator, noise)
         n = len(betas)
         for i, s in enumerate(reversed(range(n))):
             eps = _eps(denoiser, x, steps[s], mel)
             x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])
             if s > 0:
                 sigma = math.sqrt((1.0 - abar[s - 1]) / (1.0 - abar[s]) * betas[s])
-                x = x + sigma * randn(x.shape, generator, x.device, x.dtype)
+                x = x + sigma * _draw(x, std, generator)
             if callback is not None:
                 callback(i, n, x)
         return x.clamp(-1.0, 1.0)
 
 
+def _draw(x: Tensor, std: Optional[Tensor], generator: Optional[torch.Generator]) -> Tensor:
+    """One noise draw of ``x``'s shape from the prior: standard normal, times ``std``."""
+    z = randn(x.shape, generator, x.device, x.dtype)
+    return z if std is None else z * std
+
+
 def _start(
+    denoiser: Denoiser, diffusion: GaussianDiffusion, mel: Tensor,
+    generator: Optional[torch.Generator], noise: Optional[Tensor]
+) -> tuple[Tensor, Optional[Tensor]]:
+    """``x_T`` and the prior's std (None for ``N(0, I)``): ``noise`` (checked to be
+    ``(B, F * hop)``) or a fresh standard normal, times the prior's std."""
+    x = _start_noise(denoiser, mel, generator, noise)
+    std = diffusion.noise_std(mel, x.dtype)
+    return (x, None) if std is None else (x * std, std)
+
+
+def _start_noise(
     denoiser: Denoiser, mel: Tensor, generator: Optional[torch.Generator], noise: Optional[Tensor]
 ) -> Tensor:
-    """``x_T``: ``noise`` (checked to be ``(B, F * hop)``) or a fresh standard normal."""
+    """A standard normal ``x_T``: ``noise`` (checked to be ``(B, F * hop)``) or a fresh draw."""
     if mel.dim() != 3:
         raise MelError(f"mel must have shape (B, n_mels, frames), got {tuple(mel.shape)}")
     hop = getattr(denoiser, "hop_length", None)

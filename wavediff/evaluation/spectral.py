@@ -19,7 +19,7 @@ import torch
 from wavediff.errors import AudioError
 
 __all__ = [
-    "STFT_RESOLUTIONS", "multi_resolution_stft_distance", "log_mel_l1", "snr", "si_sdr",
+    "STFT_RESOLUTIONS", "multi_resolution_stft_distance", "multi_resolution_stft_loss", "log_mel_l1", "snr", "si_sdr",
     "MAX_DB",
 ]
 
@@ -50,7 +50,8 @@ def _stft_magnitude(x: torch.Tensor, n_fft: int, hop: int, win: int) -> torch.Te
     window = torch.hann_window(win, device=x.device, dtype=x.dtype)
     spec = torch.stft(x, n_fft, hop_length=hop, win_length=win, window=window,
                       center=True, pad_mode="reflect", return_complex=True)
-    return spec.abs().clamp(min=1e-7)
+    # |z| floored at 1e-7, written so that the gradient is finite at z = 0 (silence)
+    return (spec.real.square() + spec.imag.square()).clamp(min=1e-14).sqrt()
 
 
 def multi_resolution_stft_distance(
@@ -69,16 +70,38 @@ def multi_resolution_stft_distance(
     _check_pair(r, g)
     if r.dim() == 1:
         r, g = r[None], g[None]
-    total = 0.0
     with torch.no_grad():
-        for n_fft, hop, win in resolutions:
-            if r.shape[-1] <= n_fft // 2:  # too short for reflect padding at this size
-                n_fft, win = _shrink(r.shape[-1], n_fft, win)
-            sr_, sg = _stft_magnitude(r, n_fft, hop, win), _stft_magnitude(g, n_fft, hop, win)
-            sc = torch.linalg.vector_norm(sr_ - sg, dim=(-2, -1)) / \
-                torch.linalg.vector_norm(sr_, dim=(-2, -1)).clamp(min=1e-7)
-            mag = (sr_.log() - sg.log()).abs().mean(dim=(-2, -1))
-            total += float((sc + mag).mean())
+        return float(np.mean([float(multi_resolution_stft_loss(a, b, resolutions))
+                              for a, b in zip(r, g)]))
+
+
+def multi_resolution_stft_loss(
+    ref: torch.Tensor, gen: torch.Tensor,
+    resolutions: Sequence[tuple[int, int, int]] = STFT_RESOLUTIONS,
+) -> torch.Tensor:
+    """The multi-resolution STFT loss as a differentiable scalar tensor (training's
+    auxiliary loss; :func:`multi_resolution_stft_distance` is its value).
+
+    Per resolution, spectral convergence ``||S_ref - S_gen||_F / ||S_ref||_F`` with the
+    norms taken over the whole batch (as Parallel WaveGAN does, so a silent crop cannot
+    blow it up) plus the mean absolute log-magnitude difference; then averaged over the
+    resolutions. ``ref``, ``gen``: ``(T,)`` or ``(B, T)`` float tensors of one shape;
+    computed in float32 at least.
+    """
+    if ref.shape != gen.shape:
+        _check_pair(ref, gen)
+    dtype = torch.promote_types(ref.dtype, torch.float32)
+    r, g = ref.to(dtype), gen.to(dtype)
+    if r.dim() == 1:
+        r, g = r[None], g[None]
+    total = r.new_zeros(())
+    for n_fft, hop, win in resolutions:
+        if r.shape[-1] <= n_fft // 2:  # too short for reflect padding at this size
+            n_fft, win = _shrink(r.shape[-1], n_fft, win)
+        sr_, sg = _stft_magnitude(r, n_fft, hop, win), _stft_magnitude(g, n_fft, hop, win)
+        sc = torch.linalg.vector_norm(sr_ - sg) / torch.linalg.vector_norm(sr_).clamp(min=1e-7)
+        mag = (sr_.log() - sg.log()).abs().mean()
+        total = total + sc + mag
     return total / len(resolutions)
 
 

@@ -162,9 +162,18 @@ def build_gta_dump(feats_scp: PathLike, wav_scp: PathLike, dumpdir: PathLike,
 
 # ---------------------------------------------------------------------- fine-tuning
 def load_init_checkpoint(path: PathLike) -> dict[str, Any]:
-    """The state of the checkpoint (file or experiment dir) a fine-tuning run starts from."""
+    """The state a fine-tuning or warm-started run starts from: a checkpoint (file or
+    experiment dir), a pretrained folder or the name of a shipped model (``joe``)."""
+    from wavediff import pretrained
     from wavediff.train.checkpoint import load_checkpoint
 
+    folder = None if os.path.exists(path) else pretrained.resolve_named(str(path))
+    if folder is None and pretrained.is_pretrained_dir(path):
+        folder = Path(path)
+    if folder is not None:
+        weights, config, meta = pretrained.load_pretrained(folder)
+        return {"config": config, "model": weights, "ema": None,
+                "step": int(meta.get("step", -1))}
     return load_checkpoint(path, map_location="cpu")
 
 

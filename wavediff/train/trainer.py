@@ -32,9 +32,10 @@ from tqdm import tqdm
 from wavediff.audio.mel import MelSpectrogram
 from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion
-from wavediff.diffusion.process import randint as _randint
 from wavediff.diffusion.process import randn as _randn
 from wavediff.errors import WavediffError
+from wavediff.evaluation.spectral import multi_resolution_stft_loss
+from wavediff.hardware import resolve_precision
 from wavediff.model import DiffWave, count_parameters
 from wavediff.train import checkpoint as ckpt
 from wavediff.train import distributed as distrib
@@ -81,14 +82,15 @@ class Trainer:
         opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.model.parameters(), lr=tc.learning_rate,
                                  betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
-        cuda = self.device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp) if cuda else None
+        self.amp_dtype, self.amp_reason = resolve_precision(tc.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
-        self.diffusion = GaussianDiffusion.from_config(config.diffusion)
         self.noise_gen = torch.Generator(self.device).manual_seed(tc.seed)
+        self.diffusion: Optional[GaussianDiffusion] = None  # after resume: it may hold the prior
         self.step = 0
         self.nonfinite_total = 0
         self.nonfinite_run = 0
+        self.train_seconds = 0.0  # training time so far (evaluation and saving excluded)
+        self._budget_spent = False  # agreed by every rank: train.max_minutes is used up
         self._stop_requested = False  # agreed by every rank: stop after this step
         self._sigterm = False  # this process received SIGTERM
         self.stopped_by_signal = False
@@ -115,6 +117,8 @@ class Trainer:
             )
         elif resume:
             log.info("no checkpoint in %s: starting from scratch", self.outdir)
+        if self.diffusion is None:
+            self.diffusion = self._build_diffusion(config)
         self.outdir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
             config.save(self.outdir / "config.yaml")
@@ -144,11 +148,30 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng,
             "nonfinite_steps": self.nonfinite_total,
+            "train_seconds": self.train_seconds,
         }
+
+    def _build_diffusion(self, config: Config) -> GaussianDiffusion:
+        """The diffusion process; PriorGrad's energy range is measured on the training set
+        when the config does not carry it yet (and then stored in the config)."""
+        d = config.diffusion
+        if d.prior == "priorgrad" and d.prior_energy is None:
+            from wavediff.diffusion.prior import energy_range
+
+            lo, hi = energy_range((load_record(p)[1] for p in self.train_records), config.audio)
+            d.prior_energy = [lo, hi]
+            if self.is_main:
+                log.info("PriorGrad prior: frame energy %.4g..%.4g over %d training records, "
+                         "std floor %g", lo, hi, len(self.train_records), d.prior_floor)
+        return GaussianDiffusion.from_config(d, config.audio)
 
     def _restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
         stored: Config = state["config"]
+        if (self.config.diffusion.prior_energy is None
+                and stored.diffusion.prior == self.config.diffusion.prior):
+            # the statistics were measured when the run started: keep them
+            self.config.diffusion.prior_energy = stored.diffusion.prior_energy
         for section in ("audio", "model", "diffusion"):
             if getattr(stored, section) != getattr(self.config, section):
                 raise WavediffError(
@@ -172,6 +195,7 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
         self.step = int(state["step"])
         self.nonfinite_total = int(state.get("nonfinite_steps", 0))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         log.info("resumed from %s at step %d", path, self.step)
 
     def save(self) -> Path:
@@ -226,7 +250,7 @@ class Trainer:
         else:
             total, offsets = sum(sizes), [sum(sizes[:i]) for i in range(len(sizes))]
         length, dtype = micro[0][0].shape[-1], micro[0][0].dtype
-        t_all = _randint(self.diffusion.num_steps, (total,), self.noise_gen, self.device)
+        t_all = self.diffusion.draw_steps(total, self.noise_gen, self.device)
         noise_all = _randn((total, length), self.noise_gen, self.device, dtype)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
@@ -245,7 +269,9 @@ class Trainer:
                                     enabled=self.amp_dtype is not None):
                     loss = self.diffusion.loss(self.ddp_model, wave, mel, loss_type=tc.loss,
                                                generator=self.noise_gen, t=t_all[off:off + n],
-                                               noise=noise_all[off:off + n])
+                                               noise=noise_all[off:off + n],
+                                               aux_loss=multi_resolution_stft_loss, aux_weight=tc.aux_loss_weight,
+                                               aux_target=tc.aux_loss_target)
                 # DDP averages gradients over ranks: weight n * world / total makes the sum
                 # over ranks and micro-steps the mean over the global batch.
                 weight = n * self.dist.world_size / total
@@ -255,15 +281,19 @@ class Trainer:
                 else:
                     scaled.backward()
             loss_sum += loss.detach().double() * n
-        if self.dist.enabled:  # one collective: the global loss and any rank's SIGTERM
+        budget = tc.max_minutes is not None and self.train_seconds >= 60.0 * tc.max_minutes
+        if self.dist.enabled:  # one collective: the global loss, any rank's SIGTERM or budget
             import torch.distributed as tdist
 
-            reduced = torch.stack([loss_sum, torch.tensor(float(self._sigterm), dtype=torch.float64,
-                                                          device=self.device)])
+            flags = torch.tensor([float(self._sigterm), float(budget)], dtype=torch.float64,
+                                 device=self.device)
+            reduced = torch.cat([loss_sum.reshape(1), flags])
             tdist.all_reduce(reduced)
             loss_sum = reduced[0]
             if float(reduced[1]) > 0:
                 self._stop_requested = True
+            budget = float(reduced[2]) > 0
+        self._budget_spent = budget
         loss_value = float(loss_sum) / total
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -309,8 +339,10 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _loader(self) -> DataLoader:
         tc, hop = self.config.train, self.config.audio.hop_length
+        # Without worker processes the records are read once and kept in memory (a corpus
+        # of an hour is about 0.3 GB), so the step never waits for the disk.
         dataset = CropDataset(self.train_records, crop_frames_for(tc.crop_samples, hop), hop,
-                              pad_value=self.config.audio.floor)
+                              pad_value=self.config.audio.floor, cache=tc.num_workers == 0)
         sampler = distrib.RankBatchSampler(
             StepBatchSampler(len(dataset), tc.batch_size, tc.seed, self.step, tc.max_steps),
             self.plan, self.dist.rank)
@@ -319,59 +351,96 @@ class Trainer:
                           persistent_workers=tc.num_workers > 0)
 
     def run(self) -> Path:
-        """Train to ``train.max_steps``; returns the last checkpoint written."""
+        """Train to ``train.max_steps`` (or ``train.max_minutes`` of training time); returns
+        the last checkpoint written."""
         tc = self.config.train
         from torch.utils.tensorboard import SummaryWriter
 
         writer = (SummaryWriter(str(self.outdir / "logs"), purge_step=self.step or None)
                   if self.is_main else _NullWriter())
+        file_log = _attach_file_log(self.outdir / "train.log") if self.is_main else None
         if self.is_main:
             log.info("DiffWave with %.2fM parameters on %s; step %d of %d",
                      count_parameters(self.model) / 1e6, self.device, self.step, tc.max_steps)
+            log.info("precision: %s", self.amp_reason)
+            if self.diffusion.prior is not None or self.diffusion.continuous or tc.aux_loss_weight:
+                log.info("diffusion: %s, prior %s, %s conditioning; aux STFT loss weight %g on %s",
+                         self.diffusion, self.config.diffusion.prior,
+                         self.config.diffusion.conditioning, tc.aux_loss_weight,
+                         tc.aux_loss_target)
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
         last = None
         bar = tqdm(total=tc.max_steps, initial=self.step, disable=not self.progress,
                    desc="train", unit="step", dynamic_ncols=True)
+        redirect = _tqdm_logging() if self.progress else contextlib.nullcontext()
         try:
-            t0, samples = time.perf_counter(), 0
-            for micro in self._step_batches():
-                out = self.train_accumulated(micro)
-                samples += self.plan.global_batch * micro[0][0].shape[-1] if self.dist.enabled \
-                    else sum(w.numel() for w, _ in micro)
-                bar.update(1)
-                if self.is_main and (self.step % tc.log_interval == 0 or self.step == tc.max_steps):
-                    elapsed = max(time.perf_counter() - t0, 1e-9)
-                    log.debug("step %d: loss %.4f, gradient norm %.3f, %.2f steps/s", self.step,
-                              out["loss"], out["grad_norm"], tc.log_interval / elapsed)
-                    writer.add_scalar("train/loss", out["loss"], self.step)
-                    writer.add_scalar("train/grad_norm", out["grad_norm"], self.step)
-                    writer.add_scalar("train/learning_rate", out["lr"], self.step)
-                    writer.add_scalar("train/nonfinite_steps", self.nonfinite_total, self.step)
-                    writer.add_scalar("speed/steps_per_second", tc.log_interval / elapsed, self.step)
-                    writer.add_scalar("speed/samples_per_second", samples / elapsed, self.step)
-                    bar.set_postfix(loss=f"{out['loss']:.4f}", gnorm=f"{out['grad_norm']:.2f}")
-                    t0, samples = time.perf_counter(), 0
-                paused = time.perf_counter()
-                if self.is_main and self.dev_records and (self.step % tc.eval_interval == 0
-                                                          or self.step == tc.max_steps):
-                    self.evaluate(writer)
-                if self.step % tc.save_interval == 0 or self.step == tc.max_steps:
-                    last = self.save()
-                t0 += time.perf_counter() - paused  # speed counts training time only
-                if self._stop_requested:
-                    if last is None or last.name != ckpt.checkpoint_name(self.step):
-                        last = self.save()
-                    self.stopped_by_signal = True
-                    if self.is_main:
-                        log.warning("SIGTERM: saved %s at step %d; exiting", last.name, self.step)
-                    break
+            with redirect:
+                last = self._loop(writer, bar)
         finally:
             bar.close()
             writer.close()
+            if file_log is not None:
+                logging.getLogger("wavediff").removeHandler(file_log)
+                file_log.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         if last is None:
             last = ckpt.latest_checkpoint(self.outdir) or self.save()
+        return last
+
+    def _loop(self, writer: Any, bar: Any) -> Optional[Path]:
+        tc = self.config.train
+        last = None
+        if tc.max_minutes is not None and self.train_seconds >= 60.0 * tc.max_minutes:
+            if self.is_main:
+                log.info("the training time budget (train.max_minutes %g) was used up at step "
+                         "%d; raise it to train on", tc.max_minutes, self.step)
+            return None
+        t0, samples = time.perf_counter(), 0
+        clock = time.perf_counter()  # training time since the last look, evaluation excluded
+        for micro in self._step_batches():
+            out = self.train_accumulated(micro)
+            samples += self.plan.global_batch * micro[0][0].shape[-1] if self.dist.enabled \
+                else sum(w.numel() for w, _ in micro)
+            now = time.perf_counter()
+            self.train_seconds += now - clock
+            bar.update(1)
+            done = self.step >= tc.max_steps or self._budget_spent
+            if self.is_main and (self.step % tc.log_interval == 0 or done):
+                elapsed = max(now - t0, 1e-9)
+                steps_done = tc.log_interval if self.step % tc.log_interval == 0 else \
+                    self.step % tc.log_interval
+                log.info("(steps: %d) train/loss = %.4f, grad_norm = %.3g, %.2f steps/s, "
+                         "%.0f samples/s, %.1f min of training", self.step, out["loss"],
+                         out["grad_norm"], steps_done / elapsed, samples / elapsed,
+                         self.train_seconds / 60)
+                writer.add_scalar("train/loss", out["loss"], self.step)
+                writer.add_scalar("train/grad_norm", out["grad_norm"], self.step)
+                writer.add_scalar("train/learning_rate", out["lr"], self.step)
+                writer.add_scalar("train/nonfinite_steps", self.nonfinite_total, self.step)
+                writer.add_scalar("speed/steps_per_second", steps_done / elapsed, self.step)
+                writer.add_scalar("speed/samples_per_second", samples / elapsed, self.step)
+                bar.set_postfix(loss=f"{out['loss']:.4f}", gnorm=f"{out['grad_norm']:.2f}")
+                t0, samples = time.perf_counter(), 0
+            paused = time.perf_counter()
+            if self.is_main and self.dev_records and (self.step % tc.eval_interval == 0 or done):
+                self.evaluate(writer)
+            if self.step % tc.save_interval == 0 or done:
+                last = self.save()
+            clock = time.perf_counter()
+            t0 += clock - paused  # speed counts training time only
+            if self._budget_spent and self.is_main:
+                log.info("training time budget of %g min reached at step %d; saved %s",
+                         tc.max_minutes, self.step, last.name if last else "")
+            if self._stop_requested:
+                if last is None or last.name != ckpt.checkpoint_name(self.step):
+                    last = self.save()
+                self.stopped_by_signal = True
+                if self.is_main:
+                    log.warning("SIGTERM: saved %s at step %d; exiting", last.name, self.step)
+                break
+            if done:
+                break
         return last
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
@@ -403,8 +472,10 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, writer: Any) -> dict[str, float]:
         """Dev loss (fixed noise) and fast-sampler decodes of a few dev utterances."""
-        from wavediff.diffusion import get_sampler
+        from wavediff.diffusion import align_fast_schedule, get_sampler
         from wavediff.evaluation.spectral import multi_resolution_stft_distance
+        from wavediff.inference.denoisers import EngineDenoiser
+        from wavediff.inference.engine import InferenceEngine
         from wavediff.train.plots import mel_figure
 
         tc, audio_cfg = self.config.train, self.config.audio
@@ -420,14 +491,18 @@ class Trainer:
             w = torch.from_numpy(wave).to(self.device)[None]
             m = torch.from_numpy(mel).to(self.device)[None]
             losses.append(float(self.diffusion.loss(model, w, m, loss_type=tc.loss, generator=gen)))
-        metrics = {"dev/loss": float(np.mean(losses))}
+        metrics = {"dev/loss": float(np.mean(losses)), "time/train_minutes": self.train_seconds / 60}
         mel_fn = MelSpectrogram(audio_cfg).to(self.device)
         sampler = get_sampler("fast")
+        schedule = self.config.diffusion.fast_schedule
+        engine = InferenceEngine(model)  # the decoding engine, as wavediff vocode runs it
+        steps = align_fast_schedule(self.diffusion.betas, schedule).tolist()
         l1s, mr_stft = [], []
         for i, path in enumerate(self.dev_records[:tc.num_dev_utterances]):
             wave, mel = load_record(path)
             m = torch.from_numpy(mel).to(self.device)[None]
-            gen_wave = sampler(model, self.diffusion, m, schedule=self.config.diffusion.fast_schedule,
+            gen_wave = sampler(EngineDenoiser(engine, m, steps=steps), self.diffusion, m,
+                               schedule=schedule,
                                generator=torch.Generator(self.device).manual_seed(tc.seed + i))
             gen_mel = mel_fn(gen_wave)[..., : mel.shape[-1]]
             l1s.append(float((gen_mel - m[..., : gen_mel.shape[-1]]).abs().mean()))
@@ -478,3 +553,26 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+def _attach_file_log(path: Path) -> logging.Handler:
+    """Copy wavediff's log records, with timestamps, into ``path`` (appending)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%Y-%m-%d %H:%M:%S"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("wavediff")
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:  # --quiet: the file still gets INFO lines
+        logger.setLevel(logging.INFO)
+        for h in logging.getLogger().handlers:
+            h.setLevel(max(h.level, logging.WARNING))
+    return handler
+
+
+def _tqdm_logging() -> Any:
+    """Log lines printed above the progress bar instead of through it."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm(loggers=[logging.getLogger()])
+

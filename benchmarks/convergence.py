@@ -1,0 +1,183 @@
+"""Convergence per CPU-minute: which training switches make wavediff sound like speech soonest.
+
+Trains each configuration for the same budget of training time (evaluation excluded) on a
+corpus in LJSpeech layout minus a held-out dev set, decodes the dev set by copy-synthesis
+at 6 steps, scores it with ``wavediff evaluate`` and prints one table of score against
+CPU-minutes, with each run's curve of dev log-mel L1 (the trainer's dev evaluation every
+``--eval-minutes``). Results: ``benchmarks/results/convergence-<machine>.json``.
+
+    python benchmarks/convergence.py --corpus ../shared/corpora/joe --workdir /tmp/conv \\
+        --minutes 10 --runs plain,priorgrad,aux,noise_level,all
+
+A run directory that already holds a checkpoint continues (``--resume``) until the budget,
+so a longer budget extends earlier runs. The dev set is the first ``--n-dev`` utterance IDs
+in sorted order (JOE001-0001 .. JOE001-0015 for joe), the split of ``recipes/joe``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from wavediff.hardware import machine_summary  # noqa: E402
+
+# A small model that trains at useful speed on two CPU cores: 12 layers of 32 channels with
+# dilations 1..512 (receptive field 2,053 samples, longer than a pitch period at 85 Hz).
+BASE = {
+    "audio": {"preset": "hifigan"},
+    "model": {"residual_layers": 12, "residual_channels": 32, "dilation_cycle": 10},
+    "train": {"batch_size": 16, "crop_samples": 4096, "learning_rate": 1.0e-3,
+              "max_steps": 1_000_000, "log_interval": 50, "save_interval": 500,
+              "num_dev_utterances": 3, "dev_crop_samples": 22050, "num_workers": 0},
+}
+# Each run: config overrides on BASE (``section.key=value``, as ``--set``).
+RUNS = {
+    "plain": [],
+    "priorgrad": ["diffusion.prior=priorgrad"],
+    "aux": ["train.aux_loss_weight=0.1"],
+    "noise_level": ["diffusion.conditioning=noise_level"],
+    "priorgrad+aux": ["diffusion.prior=priorgrad", "train.aux_loss_weight=0.1"],
+    "all": ["diffusion.prior=priorgrad", "train.aux_loss_weight=0.1",
+            "diffusion.conditioning=noise_level"],
+}
+EVAL_LINE = re.compile(r"step (\d+): (.*)$")
+
+
+def sh(cmd: list[str], log: Path) -> None:
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        raise SystemExit(f"command failed ({rc}); see {log}: {' '.join(cmd)}")
+
+
+def prepare(corpus: Path, work: Path, n_dev: int) -> tuple[Path, Path, Path]:
+    """data/{train,dev}/wav.scp and dump/{train,dev} (skipped when present)."""
+    wavs = sorted((corpus / "wavs").glob("*.*"))
+    if not wavs:
+        raise SystemExit(f"{corpus}/wavs holds no audio")
+    data = work / "data"
+    for name, items in (("dev", wavs[:n_dev]), ("train", wavs[n_dev:])):
+        (data / name).mkdir(parents=True, exist_ok=True)
+        (data / name / "wav.scp").write_text("".join(f"{p.stem} {p}\n" for p in items))
+    conf = work / "audio.yaml"
+    conf.write_text(yaml.safe_dump({"audio": BASE["audio"]}))
+    for name in ("train", "dev"):
+        dump = work / "dump" / name
+        if not (dump / "audio.yaml").exists() or len(list(dump.glob("*.npz"))) < 2:
+            sh([sys.executable, "-m", "wavediff", "preprocess", "--config", str(conf), "--scp",
+                str(data / name / "wav.scp"), "--dumpdir", str(dump), "--nj", "2", "-q"],
+               work / "prepare.log")
+    return data / "dev" / "wav.scp", work / "dump" / "train", work / "dump" / "dev"
+
+
+def curve(train_log: Path) -> list[dict]:
+    """The dev evaluations of a run: step, training minutes, dev metrics."""
+    points = []
+    if not train_log.exists():
+        return points
+    for line in train_log.read_text().splitlines():
+        m = EVAL_LINE.search(line)
+        if not m or "dev/" not in m.group(2):
+            continue
+        point = {"step": int(m.group(1))}
+        for part in m.group(2).split(", "):
+            key, _, value = part.rpartition(" ")
+            try:
+                point[key] = float(value)
+            except ValueError:
+                pass
+        points.append(point)
+    return points
+
+
+def run_one(name: str, overrides: list[str], args: argparse.Namespace, dumps: tuple) -> dict:
+    dev_scp, train_dump, dev_dump = dumps
+    exp = args.workdir / "exp" / name
+    conf = args.workdir / "base.yaml"
+    conf.write_text(yaml.safe_dump(BASE, sort_keys=False))
+    log = args.workdir / f"{name}.log"
+    eval_steps = max(50, int(args.eval_minutes * 60 * args.steps_per_second_guess))
+    sets = [*overrides, f"train.max_minutes={args.minutes}", f"train.eval_interval={eval_steps}"]
+    cmd = [sys.executable, "-m", "wavediff", "train", "--config", str(conf), "--train-dumpdir",
+           str(train_dump), "--dev-dumpdir", str(dev_dump), "--outdir", str(exp), "--resume", "-q"]
+    for item in sets:
+        cmd += ["--set", item]
+    t0 = time.time()
+    sh(cmd, log)
+    wall = time.time() - t0
+    out = args.workdir / "decoded" / name
+    sh([sys.executable, "-m", "wavediff", "vocode", "--checkpoint", str(exp), "--outdir", str(out),
+        "--scp", str(dev_scp), "--steps", "6", "--seed", "0", "-q"], log)
+    scores = args.workdir / "decoded" / f"{name}.json"
+    sh([sys.executable, "-m", "wavediff", "evaluate", "--ref-scp", str(dev_scp), "--gen-dir",
+        str(out), "--json", str(scores), "--metrics", args.metrics, "--nj", "2", "-q"], log)
+    summary = json.loads(scores.read_text())
+    points = curve(exp / "train.log")
+    return {"name": name, "overrides": overrides, "wall_seconds": wall,
+            "curve": points, "scores": summary["systems"][0]["summary"]}
+
+
+def mean_of(scores: dict, key: str) -> float:
+    value = scores.get(key) or {}
+    mean = value.get("mean") if isinstance(value, dict) else value
+    return float("nan") if mean is None else float(mean)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", type=Path, required=True, help="LJSpeech-layout corpus folder")
+    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--minutes", type=float, default=10.0, help="training minutes per run")
+    p.add_argument("--runs", default="plain,priorgrad,aux,noise_level,all",
+                   help=f"comma list of: {', '.join(RUNS)}")
+    p.add_argument("--n-dev", type=int, default=15)
+    p.add_argument("--eval-minutes", type=float, default=2.0, help="minutes between dev points")
+    p.add_argument("--steps-per-second-guess", type=float, default=0.8,
+                   help="to turn --eval-minutes into a step interval")
+    p.add_argument("--metrics",
+                   default="log_mel_l1,mr_stft,pesq,stoi,f0_rmse,vuv_error,dnsmos_p808")
+    p.add_argument("--out", type=Path, default=None, help="result JSON (default: results/)")
+    args = p.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    unknown = [r for r in args.runs.split(",") if r not in RUNS]
+    if unknown:
+        raise SystemExit(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
+    dumps = prepare(args.corpus, args.workdir, args.n_dev)
+    results = [run_one(r, RUNS[r], args, dumps) for r in args.runs.split(",")]
+    machine = machine_summary()
+    slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-")
+    out = args.out or REPO / "benchmarks" / "results" / f"convergence-{slug}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, "base": BASE, "minutes": args.minutes,
+                               "runs": results}, indent=1))
+    print(f"machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}")
+    cols = ["log_mel_l1", "mr_stft", "pesq", "stoi", "f0_rmse", "vuv_error", "dnsmos_p808"]
+    print("| run | steps | train min | " + " | ".join(cols) + " | dev log-mel L1 curve (min: value) |")
+    print("|" + "---|" * (len(cols) + 4))
+    for r in results:
+        c = r["curve"]
+        steps = c[-1]["step"] if c else 0
+        minutes = c[-1].get("time/train_minutes", float("nan")) if c else float("nan")
+        trend = ", ".join(f"{pt.get('time/train_minutes', 0):.0f}: {pt.get('dev/log_mel_l1', 0):.2f}"
+                          for pt in c)
+        vals = " | ".join(f"{mean_of(r['scores'], k):.3f}" for k in cols)
+        print(f"| {r['name']} | {steps} | {minutes:.1f} | {vals} | {trend} |")
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()

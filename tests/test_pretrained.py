@@ -1,0 +1,97 @@
+"""Pretrained folders (config.yaml + model.safetensors), named models, export, umask."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+from conftest import wavediff_cli
+from test_checkpoint import mel_input, random_model, state_of, tiny_config
+from wavediff import pretrained
+from wavediff.errors import CheckpointError
+from wavediff.train.checkpoint import save_checkpoint
+from wavediff.vocoder import Vocoder
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    config = tiny_config()
+    voc = Vocoder(random_model(config), config, step=42, precision="fp32")
+    out = voc.save_pretrained(tmp_path / "m", card={"description": "test"})
+    assert sorted(p.name for p in out.iterdir()) == ["card.json", "config.yaml", "model.safetensors"]
+    back = Vocoder.from_pretrained(out, precision="fp32")
+    assert back.step == 42 and back.config == config
+    for k, v in voc.model.state_dict().items():
+        assert torch.equal(back.model.state_dict()[k], v), k
+    mel = mel_input(config)
+    torch.testing.assert_close(back.decode(mel, seed=1), voc.decode(mel, seed=1), rtol=0, atol=0)
+    # the weight file holds no pickle: its first 8 bytes are the JSON header's length
+    raw = (out / "model.safetensors").read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert header["__metadata__"]["format"] == pretrained.FORMAT
+
+
+def test_fp16_storage_halves_the_file_and_decodes_close(tmp_path):
+    config = tiny_config()
+    voc = Vocoder(random_model(config), config, precision="fp32")
+    a = voc.save_pretrained(tmp_path / "a") / "model.safetensors"
+    b = voc.save_pretrained(tmp_path / "b", dtype="fp16") / "model.safetensors"
+    assert b.stat().st_size < 0.6 * a.stat().st_size
+    half = Vocoder.from_pretrained(tmp_path / "b", precision="fp32")
+    assert next(half.model.parameters()).dtype == torch.float32  # stored fp16, run fp32
+    mel = mel_input(config)
+    ref, got = voc.decode(mel, seed=3), half.decode(mel, seed=3)
+    assert float((ref - got).abs().max()) < 0.05
+
+
+def test_foreign_or_damaged_folders_are_refused(tmp_path):
+    config = tiny_config()
+    out = Vocoder(random_model(config), config).save_pretrained(tmp_path / "m")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(out / "model.safetensors"))  # no wavediff marker
+    with pytest.raises(CheckpointError, match="not a wavediff model"):
+        Vocoder.from_pretrained(out)
+    save_file({"x": torch.zeros(2)}, str(out / "model.safetensors"),
+              metadata={"format": pretrained.FORMAT})
+    with pytest.raises(CheckpointError, match="do not fit"):
+        Vocoder.from_pretrained(out)
+    (out / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        Vocoder.from_pretrained(out)
+
+
+def test_names_are_never_paths():
+    for name in ("../joe", "/etc", "joe/..", "", "a b"):
+        assert pretrained.resolve_named(name) is None
+    with pytest.raises(CheckpointError, match="no shipped model"):
+        pretrained.model_info("no-such-model")
+
+
+def test_export_cli_and_vocode_from_the_folder(tmp_path):
+    config = tiny_config()
+    model = random_model(config)
+    save_checkpoint(tmp_path / "exp" / "checkpoint-5steps.pt",
+                    state_of(model, config, step=5, ema=model.state_dict()))
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"description": "tiny"}))
+    r = wavediff_cli("export", "--checkpoint", tmp_path / "exp", "--outdir", tmp_path / "m",
+                     "--dtype", "fp16", "--card", card)
+    assert r.returncode == 0, r.stderr
+    assert "exported step 5" in r.stdout
+    assert pretrained.read_card(tmp_path / "m") == {"description": "tiny"}
+    assert Vocoder.from_pretrained(tmp_path / "m").step == 5
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_checkpoints_follow_the_umask(tmp_path, umask):
+    config = tiny_config()
+    old = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "c.pt", state_of(random_model(config), config))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "c.pt").stat().st_mode) == 0o666 & ~umask

@@ -1,0 +1,43 @@
+"""Export a trained model as a pretrained folder: config.yaml + model.safetensors (+ card.json).
+
+The folder holds the EMA weights (or the raw ones with --no-ema) in float32 or float16 and
+the full config; `Vocoder.from_pretrained(FOLDER)` and `wavediff vocode --checkpoint FOLDER`
+read it. No optimizer state and no pickle: it is the form in which to share a model.
+
+example:
+  wavediff export --checkpoint exp/joe --outdir models/joe --card card.json
+  wavediff export --checkpoint exp/joe/checkpoint-20000steps.pt --outdir joe16 --dtype fp16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or experiment directory")
+    p.add_argument("--outdir", required=True, help="the pretrained folder to write")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
+                   help="storage precision of the weights (default: fp32)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights, not the EMA")
+    p.add_argument("--card", help="a JSON model card to store beside the weights")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from wavediff.errors import WavediffError
+    from wavediff.vocoder import Vocoder
+
+    card = None
+    if args.card:
+        try:
+            card = json.loads(Path(args.card).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise WavediffError(f"--card {args.card} is not a readable JSON file ({e})") from None
+    voc = Vocoder.from_pretrained(args.checkpoint, use_ema=not args.no_ema)
+    out = voc.save_pretrained(args.outdir, dtype=args.dtype, card=card)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(f"exported step {voc.step} to {out} ({size / 1e6:.2f} MB, {args.dtype} weights)")
+    return 0
