@@ -29,7 +29,8 @@ setup(
     include_package_data=True,
     package_data={"wavediff": ["py.typed", "pretrained_models/*/config.yaml",
                               "pretrained_models/*/model.safetensors",
-                              "pretrained_models/*/card.json"]},
+                              "pretrained_models/*/card.json",
+                              "pretrained_models/*/schedules.yaml"]},
     install_requires=requirements("base"),
     extras_require={
         "eval": requirements("eval"),

@@ -33,7 +33,8 @@ from wavediff.inference.denoisers import ChunkedDenoiser, EngineDenoiser
 from wavediff.inference.engine import InferenceEngine
 from wavediff.model import DiffWave
 from wavediff.pretrained import DEFAULT_MODEL
-from wavediff.train.checkpoint import load_checkpoint
+from wavediff.inference.schedules import read_schedules
+from wavediff.train.checkpoint import load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger("wavediff.vocoder")
 PathLike = Union[str, os.PathLike]
@@ -95,6 +96,7 @@ class Vocoder:
         self.config = config
         self.step = step
         self.source: Optional[str] = None  # where from_pretrained loaded it
+        self.schedules: dict[str, list[float]] = {}  # named fast schedules stored with it
         self.diffusion = GaussianDiffusion.from_config(config.diffusion, config.audio)
         self._mel: Optional[MelSpectrogram] = None
         self.engine_name = engine
@@ -145,17 +147,30 @@ class Vocoder:
             ) from None
         voc = cls(model, config, device, step=step if step >= 0 else None, **options)
         voc.source = str(folder or path_or_name)
+        voc.schedules = read_schedules(folder or resolve_checkpoint(path_or_name))
         return voc
+
+    def named_schedule(self, name: str) -> list[float]:
+        """The stored fast schedule ``name`` (see :attr:`schedules`)."""
+        if name not in self.schedules:
+            known = ", ".join(sorted(self.schedules)) or "none"
+            raise ConfigError(f"this model has no schedule named {name!r} (stored: {known}); "
+                              f"find one with wavediff tune-schedule")
+        return list(self.schedules[name])
 
     def save_pretrained(self, directory: PathLike, *, dtype: str = "fp32",
                         card: Optional[dict] = None) -> Path:
         """Write this model as ``config.yaml`` + ``model.safetensors`` (weights stored in
         ``dtype``, fp32 or fp16) + ``card.json`` when given; :meth:`from_pretrained` reads
         the folder back."""
+        from wavediff.inference.schedules import write_schedule
         from wavediff.pretrained import save_pretrained
 
-        return save_pretrained(directory, self.model, self.config, step=self.step, dtype=dtype,
-                               card=card)
+        out = save_pretrained(directory, self.model, self.config, step=self.step, dtype=dtype,
+                              card=card)
+        for name, betas in self.schedules.items():
+            write_schedule(out, name, betas)
+        return out
 
     # ------------------------------------------------------------------ properties
     @property
@@ -214,7 +229,8 @@ class Vocoder:
                callback: Optional[Callable[[int, int, Tensor], None]] = None,
                input_preset: Optional[Union[str, MelConfig]] = None,
                stats: Optional[object] = None,
-               chunk_seconds: Union[float, None, str] = "default") -> Tensor:
+               chunk_seconds: Union[float, None, str] = "default",
+               schedule: Union[None, str, Sequence[float]] = None) -> Tensor:
         """Mel ``(B, n_mels, F)`` or ``(n_mels, F)`` in the model's convention -> waveform.
 
         Returns ``(B, F * hop)`` (or ``(F * hop,)``) float32 in [-1, 1] on the vocoder's
@@ -226,11 +242,20 @@ class Vocoder:
         ``input_preset`` (``"auto"``, a preset name or a MelConfig) converts a mel of another
         convention first (a single mel may then be in any stored layout); ``stats`` (a stats
         file or ``(mean, scale)``) de-normalises per-bin normalised input features.
+        ``schedule``: the fast sampler's betas, or the name of a schedule stored with the
+        model (``schedules``, e.g. one found by ``wavediff tune-schedule``); it replaces
+        ``steps``.
         """
         if input_preset is not None or stats is not None:
             from wavediff.audio.convert import convert_batch
 
             mel = convert_batch(mel, self.preset, input_preset, stats=stats)
+        if schedule is not None:
+            if sampler not in (None, "fast"):
+                raise ConfigError(f"a schedule of betas is for the fast sampler, not {sampler!r}")
+            sampler = "fast"
+            schedule = self.named_schedule(schedule) if isinstance(schedule, str) else [
+                float(b) for b in schedule]
         sampler = sampler or self.config.diffusion.sampler
         mel = torch.as_tensor(mel, dtype=torch.float32).to(self.device)
         single = mel.dim() == 2
@@ -249,7 +274,8 @@ class Vocoder:
                 generator.seed()
             else:
                 generator.manual_seed(seed)
-        schedule = self.schedule_for(sampler, steps)
+        if schedule is None:
+            schedule = self.schedule_for(sampler, steps)
         denoiser = self.denoiser_for(mel, sampler, schedule, chunk_seconds)
         wav = get_sampler(sampler)(denoiser, self.diffusion, mel, schedule=schedule,
                                    generator=generator, callback=callback)

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "import-lmnt": ("wavediff.cli.import_lmnt", "convert an lmnt-com/diffwave checkpoint"),
     "export": ("wavediff.cli.export", "write a model as config.yaml + model.safetensors"),
     "models": ("wavediff.cli.models", "list the models shipped with wavediff"),
+    "tune-schedule": ("wavediff.cli.tune_schedule", "search an N-step inference schedule"),
     "toy-corpus": ("wavediff.cli.toy_corpus", "write a small synthetic speech-like corpus"),
 }
 

@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outdir", required=True, help="directory for the .wav outputs")
     p.add_argument("--steps", type=int, default=None,
                    help="inference steps (default: the model's schedule, 6 for the fast sampler)")
+    p.add_argument("--schedule", default=None,
+                   help="a fast schedule stored with the model by name (wavediff "
+                        "tune-schedule), e.g. searched-4; replaces --steps")
     p.add_argument("--sampler", choices=("fast", "ddim", "ddpm"), default=None,
                    help="default: the model's (fast)")
     p.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
@@ -161,6 +164,14 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
                                   chunk_seconds=args.chunk_seconds or None,
                                   precision=args.precision, autocast=args.autocast,
                                   cuda_graphs=args.cuda_graphs)
+    # the schedule is checked here, once, before any file is read
+    if args.schedule and args.sampler not in (None, "fast"):
+        raise WavediffError(f"--schedule is a fast-sampler schedule; drop --sampler {args.sampler}")
+    sampler = "fast" if args.schedule else (args.sampler or voc.config.diffusion.sampler)
+    plan = (voc.named_schedule(args.schedule) if args.schedule
+            else voc.schedule_for(sampler, args.steps))
+    n_steps = (len(plan) if isinstance(plan, list) else plan if isinstance(plan, int)
+               else voc.diffusion.num_steps)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     prep = MelPreparer(voc.preset, args.input_preset, layout=args.input_layout,
@@ -219,7 +230,8 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
             t_batch = time.perf_counter()
             try:
                 wavs = voc.decode_batch([m for _, m, _ in batch], steps=args.steps,
-                                        sampler=args.sampler, generator=generator)
+                                        sampler=args.sampler, generator=generator,
+                                        schedule=args.schedule)
             except WavediffError as e:
                 failures += [(name, f"{name}: {e}") for name, _, _ in batch]
                 bar.update(len(batch))
@@ -245,7 +257,8 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
         _write_decode_stats(outdir, timings, dist.rank if dist.enabled else None,
                             {"device": str(voc.device), "checkpoint_step": voc.step,
                              "sampler": args.sampler or voc.config.diffusion.sampler,
-                             "steps": args.steps, "batch_size": args.batch_size})
+                             "steps": n_steps, "schedule": args.schedule,
+                             "batch_size": args.batch_size})
     if dist.enabled:
         gathered = distrib.gather_objects(dist, (failures, written, audio_seconds))
         failures = sorted((f for g in gathered for f in g[0]), key=lambda f: f[0])
