@@ -91,6 +91,23 @@ def test_compute_statistics_matches_numpy(tmp_path):
     assert stats.shape == (2, 80)
     np.testing.assert_allclose(stats[0], allmel.mean(axis=1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(stats[1], allmel.std(axis=1), rtol=1e-4, atol=1e-5)
+    # .h5 is real HDF5 (ParallelWaveGAN's mean/scale datasets), which --stats reads back
+    import h5py
+
+    from wavediff.audio.formats import read_stats
+
+    h5 = tmp_path / "stats.h5"
+    assert main(["compute-statistics", "--dumpdir", str(tmp_path / "d"), "--out", str(h5), "-q"]) == 0
+    with h5py.File(h5, "r") as f:
+        np.testing.assert_allclose(f["mean"][()], stats[0])
+        np.testing.assert_allclose(f["scale"][()], stats[1])
+    np.testing.assert_allclose(read_stats(h5)[0], stats[0], rtol=1e-6)
+    for bad in ("stats.txt", "folder"):
+        if bad == "folder":
+            (tmp_path / bad).mkdir()
+        assert main(["compute-statistics", "--dumpdir", str(tmp_path / "d"), "--out",
+                     str(tmp_path / bad), "-q"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_train_writes_experiment_and_refuses_to_overwrite(trained_exp, tmp_path):

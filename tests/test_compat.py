@@ -69,8 +69,12 @@ def test_lmnt_style_predict(trained_exp, vocoder: Vocoder) -> None:
     audio, rate = predict(spec, trained_exp["exp"], fast_sampling=True, device="cpu", seed=0)
     assert rate == 22050 and audio.shape == (1, 29 * HOP)
     assert float(audio.abs().max()) <= 1.0
-    again, _ = predict(spec[None], vocoder, seed=0)  # a loaded Vocoder is reused
+    again, _ = predict(spec[None], vocoder, fast_sampling=True, seed=0)  # a loaded Vocoder
     assert torch.allclose(audio, again, atol=1e-5)
+    import inspect
+
+    # lmnt's signature and default: the full chain unless fast_sampling=True
+    assert inspect.signature(predict).parameters["fast_sampling"].default is False
     with pytest.raises(MelError, match="params"):
         predict(spec, vocoder, params={"n_mels": 80})
 

@@ -151,3 +151,19 @@ def test_existing_output_needs_force(lmnt_checkpoint, tmp_path):
     r = wavediff_cli("import-lmnt", path, "--outdir", tmp_path / "e")
     assert r.returncode == 1 and "--force" in r.stderr
     assert wavediff_cli("import-lmnt", path, "--outdir", tmp_path / "e", "--force").returncode == 0
+
+
+def test_wavediff_checkpoint_and_existing_experiment_are_refused(lmnt_checkpoint, trained_exp,
+                                                                 tmp_path):
+    ckpt = sorted(trained_exp["exp"].glob("checkpoint-*steps.pt"))[-1]
+    r = wavediff_cli("import-lmnt", ckpt, "--outdir", tmp_path / "o")
+    assert r.returncode == 1 and "already a wavediff checkpoint" in r.stderr
+    assert not (tmp_path / "o").exists()
+    # an experiment of another step: its config.yaml is not overwritten without --force
+    _, _, path = lmnt_checkpoint
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "config.yaml").write_text("model: {}\n")
+    r = wavediff_cli("import-lmnt", path, "--outdir", exp)
+    assert r.returncode == 1 and "config.yaml" in r.stderr and "--force" in r.stderr
+    assert (exp / "config.yaml").read_text() == "model: {}\n"

@@ -98,7 +98,7 @@ class ESPnetVocoder(torch.nn.Module):
 
 def predict(spectrogram: Union[torch.Tensor, np.ndarray, None] = None,
             model_dir: Union[PathLike, Vocoder, None] = None, params: Any = None,
-            device: Union[str, torch.device, None] = None, fast_sampling: bool = True, *,
+            device: Union[str, torch.device, None] = None, fast_sampling: bool = False, *,
             input_preset: Union[str, MelConfig] = "diffwave-lmnt", seed: Optional[int] = None,
             ) -> tuple[torch.Tensor, int]:
     """lmnt-com/diffwave's ``predict``: spectrogram -> ``(audio (B, T * hop), sample_rate)``.
@@ -109,7 +109,7 @@ def predict(spectrogram: Union[torch.Tensor, np.ndarray, None] = None,
     :class:`Vocoder` (pass one to avoid reloading the weights on every call). The model is
     always rebuilt from the config stored in the checkpoint; ``params`` is accepted for
     call compatibility and must be None. ``fast_sampling``: the model's fast schedule
-    (6 steps by default) instead of the full chain. ``device`` defaults to CUDA when
+    (6 steps by default) instead of the full chain (False by default, as lmnt's). ``device`` defaults to CUDA when
     available. The audio is clamped to [-1, 1].
     """
     if spectrogram is None or model_dir is None:

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("weights", help="lmnt weights .pt file (or a model directory with weights.pt)")
     p.add_argument("--outdir", required=True, help="experiment directory to write")
     p.add_argument("--force", action="store_true",
-                   help="overwrite a checkpoint of the same step in OUTDIR")
+                   help="write into an OUTDIR that already holds an experiment")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     step = int(state.get("step") or 0)
     outdir = Path(args.outdir)
     path = outdir / checkpoint_name(step)
-    if path.exists() and not args.force:
-        raise WavediffError(f"{path} exists; use --force to overwrite it or another --outdir")
+    existing = [p.name for p in (path, outdir / "config.yaml") if p.exists()]
+    if existing and not args.force:
+        raise WavediffError(f"{outdir} already holds {', '.join(existing)}; choose another "
+                            f"--outdir or pass --force to overwrite")
     outdir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, {"config": config.to_dict(), "step": step,
                            "model": model.state_dict(), "ema": None,

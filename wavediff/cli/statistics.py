@@ -1,10 +1,13 @@
 """Per-bin mean and scale (population standard deviation) of the mels of dump directories.
 
-Writes a (2, n_mels) float32 .npy file, [mean; scale], the layout ParallelWaveGAN and
-ESPnet use, so `(mel - mean) / scale` normalises features.
+--out decides the format by its name: .npy writes a (2, n_mels) float32 array
+[mean; scale]; .h5 writes HDF5 with float32 datasets 'mean' and 'scale' (ParallelWaveGAN's
+stats.h5). Either way `(mel - mean) / scale` normalises features, and `wavediff vocode
+--stats` reads both. Other names are refused.
 
 example:
   wavediff compute-statistics --dumpdir dump/train --out dump/train/stats.npy
+  wavediff compute-statistics --dumpdir dump/train --out dump/train/stats.h5
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dumpdir", required=True, nargs="+", help="dump directories to pool")
-    p.add_argument("--out", required=True, help="output .npy path")
+    p.add_argument("--out", required=True, help="output file: stats.npy or stats.h5")
 
 
 def compute_statistics(dumpdirs: list[str]):
@@ -43,12 +46,30 @@ def compute_statistics(dumpdirs: list[str]):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    mean, scale = compute_statistics(args.dumpdir)
+    from wavediff.errors import WavediffError
+
     out = Path(args.out)
+    kind = out.suffix.lower()
+    if kind not in (".npy", ".h5", ".hdf5"):
+        raise WavediffError(f"--out {out}: name it .npy (a [mean; scale] array) or .h5 "
+                            f"(HDF5 datasets mean and scale)")
+    if out.is_dir():
+        raise WavediffError(f"--out {out} is a folder; give a file name such as {out}/stats.npy")
+    mean, scale = compute_statistics(args.dumpdir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.stack([mean, scale]).astype(np.float32))
-    tmp.replace(out)
+    try:
+        if kind == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, np.stack([mean, scale]).astype(np.float32))
+        else:
+            import h5py
+
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("mean", data=mean.astype(np.float32))
+                f.create_dataset("scale", data=scale.astype(np.float32))
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"wrote {out}: mean of means {mean.mean():.4f}, mean scale {scale.mean():.4f}")
     return 0

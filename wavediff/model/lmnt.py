@@ -50,6 +50,9 @@ def read_lmnt_checkpoint(path: PathLike) -> dict[str, Any]:
         path, "cpu",
         refused="re-save it with the model state and params as plain dicts",
         unreadable="download or copy it again")
+    if isinstance(state, dict) and state.get("format") == "wavediff-checkpoint":
+        raise CheckpointError(f"{path} is already a wavediff checkpoint, not lmnt's; use it "
+                              f"directly (wavediff vocode --checkpoint {path})")
     if isinstance(state, dict) and "model" not in state and any(
             str(k).startswith(("residual_layers.", "module.residual_layers.")) for k in state):
         state = {"model": state}  # a bare state dict

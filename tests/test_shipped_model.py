@@ -1,0 +1,80 @@
+"""The model shipped in the package: found by name, its config, a golden output, the CLI.
+
+The golden output catches an accidental change of the shipped weights or of the decoding
+engine. After deliberately replacing the weights, regenerate it with
+``python tests/test_shipped_model.py --regenerate``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import wavediff_cli
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "data" / "joe_golden.npz"
+DEMO = REPO / "egs" / "demo"
+
+
+def golden_input() -> np.ndarray:
+    """A fixed short mel: 24 frames of the demo clip's Tacotron 2 mel (hifigan values)."""
+    return np.load(DEMO / "JOE001-0007_tacotron2.npy")[:, 100:124].astype(np.float32)
+
+
+def decode_golden() -> np.ndarray:
+    from wavediff.vocoder import Vocoder
+
+    voc = Vocoder.from_pretrained("joe", precision="fp32")
+    return voc.decode(golden_input(), seed=1234).numpy()
+
+
+def test_shipped_model_loads_by_name_with_its_config():
+    from wavediff.pretrained import list_models, model_info
+    from wavediff.vocoder import Vocoder
+
+    assert "joe" in [m.name for m in list_models()]
+    info = model_info("joe")
+    assert info.size_bytes < 12e6
+    voc = Vocoder.from_pretrained("joe", precision="fp32")
+    cfg = voc.config
+    assert (voc.sample_rate, cfg.audio.preset, cfg.audio.n_mels, voc.hop_length) == (
+        22050, "hifigan", 80, 256)
+    assert cfg.diffusion.prior == "priorgrad" and cfg.diffusion.prior_energy is not None
+    assert voc.step is not None and voc.step > 0
+    assert sum(p.numel() for p in voc.model.parameters()) == info.card["parameters"]
+    for key in ("description", "training", "dev_set", "quality", "limits", "status"):
+        assert key in info.card, key
+
+
+def test_golden_output():
+    expected = np.load(GOLDEN)
+    got = decode_golden()
+    assert got.shape == expected["audio"].shape
+    np.testing.assert_allclose(got, expected["audio"], atol=2e-4, rtol=0)
+
+
+def test_vocode_without_checkpoint_uses_the_shipped_model(tmp_path):
+    r = wavediff_cli("vocode", "--outdir", tmp_path, "--seed", "0", DEMO / "JOE001-0007.flac",
+                     DEMO / "JOE001-0007_espnet.npy")
+    assert r.returncode == 0, r.stderr
+    assert "using the shipped model 'joe'" in r.stderr
+    import soundfile as sf
+
+    wav, sr = sf.read(tmp_path / "JOE001-0007.wav")
+    assert sr == 22050 and len(wav) == sf.info(DEMO / "JOE001-0007.flac").frames
+    assert (tmp_path / "JOE001-0007_espnet.wav").exists()
+    assert "espnet" in r.stderr  # the convention was detected and converted
+    r = wavediff_cli("models")
+    assert r.returncode == 0 and "joe (default)" in r.stdout and "22050 Hz" in r.stdout
+
+
+if __name__ == "__main__":
+    if "--regenerate" in sys.argv:
+        torch.set_num_threads(1)
+        np.savez(GOLDEN, audio=decode_golden())
+        print(f"wrote {GOLDEN}")
