@@ -24,7 +24,7 @@ setup(
     long_description=(here / "README.md").read_text() if (here / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=["wavediff", "wavediff.*"]),
     include_package_data=True,
     package_data={"wavediff": ["py.typed", "pretrained_models/*/config.yaml",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,9 @@ import pytest
 import torch
 
 torch.set_num_threads(1)  # tests run in parallel processes on small machines
+# float32 wherever a precision is "auto", in this process and the commands it starts: the
+# tests compare decodes at float32 tolerances on any CPU (bf16 is tested where asked for)
+os.environ["WAVEDIFF_PRECISION"] = "fp32"
 
 TINY_MODEL = {"residual_layers": 4, "residual_channels": 16, "dilation_cycle": 2,
               "step_embedding_dim": 32, "step_hidden_dim": 64}

@@ -191,3 +191,16 @@ def test_template_recipe_prepares_a_folder_of_audio(tmp_path):
     assert len((tmp_path / "data/train_nodev/wav.scp").read_text().splitlines()) == 4
     r = run_recipe(tmp_path, "--stage", "0", script=script)
     assert r.returncode != 0 and "--db-root" in r.stderr
+
+
+def test_joe_recipe_holds_out_the_first_ids_as_dev_and_eval(tmp_path):
+    corpus = tmp_path / "joe"
+    paths = make_corpus(corpus / "wavs", n=18, seconds=0.3, prefix="JOE001-00")
+    (corpus / "metadata.csv").write_text("".join(f"{p.stem}|t|t\n" for p in paths))
+    r = run_recipe(tmp_path, "--db-root", corpus, "--stop-stage", "1",
+                   script=REPO / "recipes" / "joe" / "run.sh")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ids = {name: [line.split()[0] for line in (tmp_path / f"data/{name}/wav.scp").read_text().splitlines()]
+           for name in ("train_nodev", "dev", "eval")}
+    assert ids["dev"] == [f"JOE001-00{i:02d}" for i in range(15)] == ids["eval"]
+    assert ids["train_nodev"] == ["JOE001-0015", "JOE001-0016", "JOE001-0017"]

@@ -5,7 +5,7 @@ runs on CPUs with native bf16 arithmetic (AVX512_BF16, AMX), where bf16 matrix p
 several times faster than float32, and on CPUs without it, where torch emulates bf16 and
 it is slower than float32. :func:`resolve_precision` turns a user's choice (``auto``,
 ``fp32``, ``bf16``, ``fp16``) into a dtype for a device, with the reason in words for the
-log. :func:`machine_summary` is the line every benchmark result carries.
+log; the environment variable ``WAVEDIFF_PRECISION=fp32|bf16`` fixes what ``auto`` means. :func:`machine_summary` is the line every benchmark result carries.
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def resolve_precision(choice: Optional[str], device: Union[str, torch.device],
     if choice not in PRECISIONS:
         raise ConfigError(f"{what} must be one of {', '.join(PRECISIONS)}, got {choice!r}")
     where = describe_device(device)
+    if choice == "auto" and auto_override():
+        return resolve_precision(auto_override(), device, what)
     if choice == "auto":
         if native_bf16(device):
             return torch.bfloat16, f"bf16 autocast: {where} computes bf16 natively ({what}=auto)"
@@ -106,6 +108,17 @@ def resolve_precision(choice: Optional[str], device: Union[str, torch.device],
         return torch.bfloat16, (f"bf16 autocast as configured, but {where} has no native bf16: "
                                 f"it is emulated and usually slower than float32 (use auto)")
     return _DTYPES[choice], f"{choice} autocast (as configured)"
+
+
+def auto_override() -> Optional[str]:
+    """``fp32`` or ``bf16`` from the environment variable ``WAVEDIFF_PRECISION``: what
+    ``auto`` means in this process (e.g. ``fp32`` for bit-stable test runs), else None."""
+    value = os.environ.get("WAVEDIFF_PRECISION", "").strip().lower()
+    if not value or value == "auto":
+        return None
+    if value not in ("fp32", "bf16"):
+        raise ConfigError(f"WAVEDIFF_PRECISION must be auto, fp32 or bf16, got {value!r}")
+    return value
 
 
 def describe_device(device: Union[str, torch.device]) -> str:

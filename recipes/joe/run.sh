@@ -12,9 +12,10 @@
 # 660 are trained on. Training stops at train.max_steps or after train.max_minutes of
 # training time and continues from its newest checkpoint when rerun (raise either to
 # train longer). Stage 6 exports exp/joe/pretrained (config.yaml + model.safetensors),
-# the layout of the shipped model. To warm-start from the shipped weights instead of
-# from scratch, put them in the experiment first:
-#   wavediff train --init-checkpoint joe ... (see wavediff train --help)
+# the layout of the shipped model; local/make_card.py writes its card.json from the
+# stage-5 scores. To warm-start from the shipped weights instead of from scratch:
+#   wavediff train --init-checkpoint joe --config conf/joe.yaml --train-dumpdir \
+#       dump/train_nodev --dev-dumpdir dump/dev --outdir exp/joe_more
 set -euo pipefail
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 exec bash "$recipe_dir/../ljspeech/run.sh" --conf "$recipe_dir/conf/joe.yaml" \

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -187,11 +188,14 @@ class MelSpectrogram(torch.nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _check_wav(self, wav: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """``wav`` as a ``(B, T)`` float32/float64 tensor, and whether it was 1-D."""
+        """``wav`` as a ``(B, T)`` float32/float64 tensor, and whether it was 1-D.
+
+        A numpy array (what ``soundfile.read`` returns) is taken as it is."""
+        if isinstance(wav, np.ndarray):
+            wav = torch.from_numpy(np.ascontiguousarray(wav))
         if not isinstance(wav, torch.Tensor):
             raise AudioError(
-                f"waveform must be a torch.Tensor, got {type(wav).__name__}; "
-                "convert with torch.from_numpy(x)"
+                f"waveform must be a torch.Tensor or numpy array, got {type(wav).__name__}"
             )
         if not wav.is_floating_point():
             raise AudioError(

@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from wavediff.errors import ConfigError
-from wavediff.hardware import cpu_flags, cpu_name, cpu_native_bf16, native_bf16
+from wavediff.hardware import auto_override, cpu_flags, cpu_name, cpu_native_bf16, native_bf16
 from wavediff.model import DiffWave
 
 log = logging.getLogger("wavediff.inference")
@@ -42,6 +42,8 @@ def resolve_decode_precision(precision: str, model: DiffWave,
     """The engine's ``autocast`` (None: float32) for ``precision`` and why, in words."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto" and auto_override():
+        precision = auto_override()
     if precision == "fp32":
         return None, "float32 (as asked)"
     if precision == "fp16" and device.type != "cuda":
