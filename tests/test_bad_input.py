@@ -275,3 +275,65 @@ def test_override_of_the_wrong_type_is_one_line(corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == "error: train.grad_accum must be an integer, got 'two'\n"
 
+
+
+def test_vocode_refuses_size_bombs_and_files_that_read_other_files(corpus, tmp_path, capsys):
+    """Declared sizes are checked before reading; HDF5 data must live in the file itself."""
+    import zipfile
+
+    import h5py
+    from numpy.lib import format as npformat
+
+    good = load_record(list_records(corpus["dump"])[0])[1]
+    d = tmp_path / "in"
+    d.mkdir()
+    np.save(d / "mel_good.npy", good)
+    with open(d / "header_bomb.npy", "wb") as f:  # 1 KB claiming 3 TB
+        npformat.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                            "shape": (80, 10 ** 10)})
+    with zipfile.ZipFile(d / "zip_bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("mel.npy", "w", force_zip64=True) as m:  # ~1 MB expanding to 1 GB
+            npformat.write_array_header_1_0(m, {"descr": "<f4", "fortran_order": False,
+                                                "shape": (80, 3_300_000)})
+            for _ in range(64):
+                m.write(b"\0" * (1 << 24))
+    secret = tmp_path / "secret.bin"
+    np.full((80, 50), -3.0, np.float32).tofile(secret)
+    with h5py.File(d / "external.h5", "w") as h:
+        h.create_dataset("feats", shape=(80, 50), dtype="f4",
+                         external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
+    layout = h5py.VirtualLayout(shape=(80, 50), dtype="f4")
+    with h5py.File(tmp_path / "source.h5", "w") as h:
+        h.create_dataset("x", data=np.full((80, 50), -3.0, np.float32))
+    layout[:] = h5py.VirtualSource(str(tmp_path / "source.h5"), "x", shape=(80, 50))
+    with h5py.File(d / "virtual.h5", "w") as h:
+        h.create_virtual_dataset("feats", layout)
+    assert (d / "zip_bomb.npz").stat().st_size < 2 * 2 ** 20
+
+    out = tmp_path / "out"
+    assert main(["vocode", "--checkpoint", str(corpus["exp"]), "--outdir", str(out), "--seed",
+                 "0", "-q", *map(str, sorted(d.iterdir()))]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert "beyond the limit" in line_for(lines, "header_bomb.npy")
+    assert "--max-frames" in line_for(lines, "zip_bomb.npz")
+    assert "external files" in line_for(lines, "external.h5")
+    assert "virtual dataset" in line_for(lines, "virtual.h5")
+    assert sorted(p.name for p in out.glob("*.wav")) == ["mel_good.wav"]
+
+
+@pytest.mark.parametrize("utt", ["/tmp/evil", "../escape", "sub/dir", "..", "a\\b", "-rf",
+                                 "bell\x07"])
+def test_utterance_ids_never_become_paths(corpus, tmp_path, capsys, utt):
+    good = load_record(list_records(corpus["dump"])[0])[1]
+    np.save(tmp_path / "m.npy", good)
+    scp = tmp_path / "list.scp"
+    scp.write_text(f"ok {tmp_path / 'm.npy'}\n{utt} {tmp_path / 'm.npy'}\n")
+    out = tmp_path / "out"
+    before = set(tmp_path.parent.rglob("*"))
+    assert main(["vocode", "--checkpoint", str(corpus["exp"]), "--outdir", str(out),
+                 "--scp", str(scp), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{scp}:2" in err[0] and "plain name" in err[0]
+    assert set(tmp_path.parent.rglob("*")) == before  # nothing written anywhere
+    assert main(["preprocess", "--scp", str(scp), "--dumpdir", str(tmp_path / "d"), "-q"]) == 1
+    assert "plain name" in capsys.readouterr().err

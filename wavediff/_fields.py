@@ -3,11 +3,57 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from typing import Any, Union
 
+import yaml
+
 from wavediff.errors import ConfigError
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; anything this large is not one
+MAX_INT = 2 ** 63 - 1
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """yaml's safe loader without anchors and aliases: a few hundred bytes of nested aliases
+    can expand to gigabytes, and a config has no use for them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"YAML aliases (*{str(event.anchor)[:40]}) are not allowed in a "
+                              f"config; write the values out")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse untrusted YAML ``text`` safely: no tags that build objects, no aliases, bounded
+    size; errors become one :class:`ConfigError` line naming ``where``."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where} is {len(text)} bytes, far too large for a config")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{where} is not valid YAML: {first[:160]}") from None
+    except ValueError as e:  # e.g. an integer of thousands of digits
+        raise ConfigError(f"{where}: a value is out of range ({str(e)[:100]})") from None
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """A bounded repr of an untrusted value for an error message (never expands it whole)."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother = 2, 4, 4, limit, limit
+    r.maxlong = limit
+    try:
+        text = r.repr(value)
+    except Exception:  # e.g. an integer too long to print
+        text = f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_dataclass(cls: type, data: Any, section: str) -> Any:
@@ -45,23 +91,31 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
         return check_type(value, inner[0], where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where} must be a list, got {type(value).__name__} {short(value)}")
         items = [check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
+            raise ConfigError(f"{where} must be true or false, got {short(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {short(value)}")
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{where} = {short(value)} is out of range (at most {MAX_INT})")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{where} must be a number, got {short(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ConfigError(f"{where} = {short(value)} is out of range") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, got {number}")
+        return number
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
+            raise ConfigError(f"{where} must be a string, got {short(value)}")
         return value
     return value

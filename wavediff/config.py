@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from wavediff._fields import MAX_CONFIG_BYTES, load_yaml, short
 from wavediff._fields import build_dataclass as _build
 from wavediff.audio.presets import MelConfig
 from wavediff.errors import ConfigError
@@ -216,13 +217,15 @@ class Config:
     def load(cls, path: Union[str, os.PathLike]) -> "Config":
         path = Path(path)
         try:
-            text = path.read_text()
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{path} is {path.stat().st_size} bytes, far too large for a "
+                                  f"config")
+            text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a text file; a config is YAML text") from None
+        data = load_yaml(text, str(path))
         if data is not None and not isinstance(data, dict):
             raise ConfigError(f"{path}: a config must be a YAML mapping of sections")
         try:
@@ -236,12 +239,16 @@ class Config:
     def override(self, dotted: list[str]) -> "Config":
         """A copy with ``section.key=value`` overrides (values parsed as YAML)."""
         data = self.to_dict()
+        new_preset = [i for i in dotted if i.partition("=")[0].strip() == "audio.preset"]
+        if new_preset:
+            # a new preset brings its own values: only the audio fields named here override it
+            data["audio"] = {}
         for item in dotted:
             key, sep, raw = item.partition("=")
             section, dot, name = key.partition(".")
             if not sep or not dot or section not in data:
-                raise ConfigError(f"override {item!r} must look like section.key=value")
-            data[section][name] = yaml.safe_load(raw)
+                raise ConfigError(f"override {short(item)} must look like section.key=value")
+            data[section][name] = load_yaml(raw, f"--set {short(item)}")
         return Config.from_dict(data)
 
 

@@ -85,10 +85,59 @@ def read_mel_scp(path: PathLike) -> list[tuple[str, str]]:
     return entries
 
 
-# ---------------------------------------------------------------------- loading
-def _load_npy(path: Path) -> np.ndarray:
+# ---------------------------------------------------------------------- size limits
+# The longest mel read by default: a bit over an hour of frames at 22,050 Hz and hop 256
+# (or 40 minutes at 24 kHz, hop 256 ... ), far beyond any TTS utterance; larger declared
+# sizes are refused before anything is allocated.
+DEFAULT_MAX_FRAMES = 320_000
+MAX_BINS = 512  # no mel convention has more bins; bounds the elements of an array
+
+
+def check_declared_shape(source: str, shape: Sequence[int], itemsize: int = 4,
+                         max_frames: int = DEFAULT_MAX_FRAMES) -> None:
+    """Refuse an array whose declared shape is out of bounds, before reading its data."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) > 4:
+        raise MelError(f"{source}: a {len(shape)}-D array is not a mel spectrogram")
+    frames = max(shape, default=0)
+    elements = int(np.prod(shape, dtype=np.float64)) if shape else 1
+    if frames > max_frames or elements > max_frames * MAX_BINS:
+        raise MelError(
+            f"{source}: declared shape {shape} ({elements * itemsize / 2**30:.1f} GiB) is beyond "
+            f"the limit of {max_frames} frames (about {max_frames * 256 / 22050 / 60:.0f} min); "
+            f"split the utterance or raise --max-frames"
+        )
+
+
+def _npy_header(fp, source: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The declared ``(shape, dtype)`` of an open .npy stream (the header only)."""
+    from numpy.lib import format as npformat
+
     try:
+        version = npformat.read_magic(fp)
+        read = npformat.read_array_header_1_0 if version == (1, 0) else \
+            npformat.read_array_header_2_0
+        shape, _, dtype = read(fp)
+    except (ValueError, EOFError, OSError, SyntaxError) as e:
+        raise MelError(f"{source} is not a readable .npy file ({str(e)[:120]}); it is truncated "
+                       f"or corrupt: write it again with np.save") from None
+    if dtype.hasobject:
+        raise MelError(
+            f"{source} holds pickled Python objects, which wavediff does not load; "
+            f"save the mel as a plain float array (np.save(path, mel.astype('float32')))"
+        )
+    return shape, dtype
+
+
+# ---------------------------------------------------------------------- loading
+def _load_npy(path: Path, max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
+    try:
+        with open(path, "rb") as fp:
+            shape, dtype = _npy_header(fp, str(path))
+        check_declared_shape(str(path), shape, dtype.itemsize, max_frames)
         return np.load(path, allow_pickle=False)
+    except MelError:
+        raise
     except ValueError as e:
         if "pickle" in str(e).lower():
             raise MelError(
@@ -118,7 +167,7 @@ def _choose_key(path: Path, names: list[str], key: Optional[str], preferred: Seq
         raise MelError(f"{path} has no {what} {key!r} (it has: {', '.join(names[:8])})")
     return key
 
-def _load_npz(path: Path, key: Optional[str]) -> MelFile:
+def _load_npz(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAMES) -> MelFile:
     import zipfile
 
     try:
@@ -127,8 +176,20 @@ def _load_npz(path: Path, key: Optional[str]) -> MelFile:
             key = _choose_key(path, names, key, _NPZ_KEYS, "array",
                               f"holds several arrays ({', '.join(names[:8])}) and none is "
                               f"called {'/'.join(_NPZ_KEYS)}; name one as {path}:<name>")
+            # the declared sizes first: a small compressed file may expand to gigabytes
+            info = data.zip.getinfo(f"{key}.npy")
+            limit = max_frames * MAX_BINS * 8 + 65536  # float64 values and a header
+            if info.file_size > limit:
+                raise MelError(
+                    f"{path}:{key} expands to {info.file_size / 2**30:.1f} GiB, beyond the "
+                    f"limit of {max_frames} frames; split the utterance or raise --max-frames")
+            with data.zip.open(info) as member:
+                shape, dtype = _npy_header(member, f"{path}:{key}")
+            check_declared_shape(f"{path}:{key}", shape, dtype.itemsize, max_frames)
             array = data[key]
             is_record = key == "mel" and "wave" in names
+    except MelError:
+        raise
     except ValueError as e:
         if "pickle" in str(e).lower():
             raise MelError(
@@ -182,7 +243,23 @@ def _load_pt(path: Path) -> np.ndarray:
     return obj.detach().float().cpu().numpy()
 
 
-def _load_h5(path: Path, key: Optional[str]) -> np.ndarray:
+def _check_h5_storage(data, source: str) -> None:
+    """Only data stored inside the file itself is read: external raw storage and virtual
+    datasets (which make HDF5 read other files) are refused."""
+    import h5py
+
+    if data.is_virtual:
+        raise MelError(f"{source} is a virtual dataset that maps other files; wavediff reads "
+                       f"only data stored in the file itself")
+    if data.external:
+        raise MelError(f"{source} keeps its data in external files ({len(data.external)}); "
+                       f"wavediff reads only data stored in the file itself")
+    layout = data.id.get_create_plist().get_layout()
+    if layout not in (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT):
+        raise MelError(f"{source} has an unsupported storage layout; rewrite it with h5py")
+
+
+def _load_h5(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
     import h5py
 
     try:
@@ -195,28 +272,32 @@ def _load_h5(path: Path, key: Optional[str]) -> np.ndarray:
             data = f[key]
             if data.dtype.kind not in "fiu":
                 raise MelError(f"{path}:{key} holds {data.dtype}, not numbers")
+            _check_h5_storage(data, f"{path}:{key}")
+            check_declared_shape(f"{path}:{key}", data.shape, data.dtype.itemsize, max_frames)
             return np.asarray(data[()])
     except OSError as e:
         raise MelError(f"{path} is not a readable HDF5 file ({e})") from None
 
 
-def load_mel_file(spec: PathLike) -> MelFile:
+def load_mel_file(spec: PathLike, max_frames: int = DEFAULT_MAX_FRAMES) -> MelFile:
     """Read a mel file as stored (any layout); ``spec`` may name an h5/npz entry as ``path:key``.
 
-    Raises :class:`MelError` for missing, unreadable, unsafe (pickled) or unsupported files.
+    Declared sizes are checked against ``max_frames`` before any data is read. Raises
+    :class:`MelError` for missing, unreadable, unsafe (pickled), oversized or unsupported
+    files, and for HDF5 datasets whose data lives in other files.
     """
     path, key = split_spec(spec)
     if not path.is_file():
         raise MelError(f"{path} does not exist; check the path")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return MelFile(_load_npy(path), str(path))
+        return MelFile(_load_npy(path, max_frames), str(path))
     if suffix == ".npz":
-        return _load_npz(path, key)
+        return _load_npz(path, key, max_frames)
     if suffix == ".pt":
         return MelFile(_load_pt(path), str(path))
     if suffix in H5_SUFFIXES:
-        array = _load_h5(path, key)
+        array = _load_h5(path, key, max_frames)
         return MelFile(array, f"{path}:{key}" if key else str(path))
     raise MelError(
         f"{path}: unsupported mel file type {path.suffix!r}; use {', '.join(MEL_SUFFIXES)}"

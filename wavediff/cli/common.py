@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Iterable, Optional
@@ -62,6 +63,11 @@ def read_scp(path: str) -> list[tuple[str, str]]:
             raise WavediffError(
                 f"{p}:{lineno}: command pipes are not supported; give a file path for {utt}"
             )
+        why = unsafe_id(utt)
+        if why:
+            raise WavediffError(
+                f"{p}:{lineno}: utterance id {utt[:80]!r} {why}; ids become file names in the "
+                f"output folder, so use a plain name (letters, digits, '-', '_', '.')")
         if utt in seen:
             raise WavediffError(f"{p}:{lineno}: utterance id {utt} appears twice")
         seen.add(utt)
@@ -69,6 +75,25 @@ def read_scp(path: str) -> list[tuple[str, str]]:
     if not entries:
         raise WavediffError(f"scp file {p} lists no utterances")
     return entries
+
+
+def unsafe_id(utt: str) -> Optional[str]:
+    """Why ``utt`` cannot be used as a file name inside an output folder, or None.
+
+    An id is a name, never a path: no separators, not ``.``/``..``, no leading ``-`` (it
+    would read as an option), no control characters, at most 200 characters.
+    """
+    if utt in (".", ".."):
+        return "is a directory reference"
+    if "/" in utt or "\\" in utt or os.sep in utt:
+        return "contains a path separator"
+    if utt.startswith("-"):
+        return "starts with '-'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in utt):
+        return "contains control characters"
+    if len(utt) > 200:
+        return f"is {len(utt)} characters long (at most 200)"
+    return None
 
 
 def report_failures(failures: Iterable[tuple[str, str]], total: int, what: str) -> int:

@@ -89,6 +89,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", default=None,
                    help="per-bin statistics the input features were normalised with "
                         "(stats.h5, stats.npy or ESPnet feats_stats.npz)")
+    from wavediff.audio.formats import DEFAULT_MAX_FRAMES
+
+    p.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES,
+                   help="refuse mel files declaring more frames than this, before reading them "
+                        f"(default {DEFAULT_MAX_FRAMES}, about an hour at hop 256 and 22.05 kHz)")
     p.add_argument("--to-mono", action="store_true",
                    help="average the channels of multi-channel copy-synthesis audio")
 
@@ -194,7 +199,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
                 mel = voc.mel(torch.from_numpy(wav)).cpu().numpy()
                 jobs.append((name, mel, len(wav)))
             else:
-                f = load_mel_file(path)
+                f = load_mel_file(path, max_frames=args.max_frames)
                 try:
                     ready = prep(f.array, f.source, known=f.known)
                 except NormalisedMelError:
