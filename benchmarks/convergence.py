@@ -48,6 +48,7 @@ RUNS = {
     "aux": ["train.aux_loss_weight=0.1"],
     "noise_level": ["diffusion.conditioning=noise_level"],
     "priorgrad+aux": ["diffusion.prior=priorgrad", "train.aux_loss_weight=0.1"],
+    "priorgrad+noise_level": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level"],
     "all": ["diffusion.prior=priorgrad", "train.aux_loss_weight=0.1",
             "diffusion.conditioning=noise_level"],
 }

@@ -212,7 +212,9 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.quick:
         vocode = [(1.0, 1), (1.0, 4)]
     else:
-        vocode = [(1.0, 1), (10.0, 1), (60.0, 1), (1.0, 16)]
+        vocode = [(float(x), 1) for x in args.lengths.split(",") if x.strip()]
+        if args.batch_case:
+            vocode.append((1.0, args.batch_case))
     cases = []
     for seconds, batch in vocode:
         long = seconds * batch > 5
@@ -228,11 +230,11 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.train_batch:
         for precision in args.train_precisions.split(","):
             cases.append({"system": "wavediff", "kind": "train", "batch": args.train_batch,
-                          "crop": args.train_crop, "runs": 1 if args.quick else 2,
+                          "crop": args.train_crop, "runs": args.train_runs,
                           "train_precision": precision})
         if not args.no_lmnt:
             cases.append({"system": "lmnt", "kind": "train", "batch": args.train_batch,
-                          "crop": args.train_crop, "runs": 1 if args.quick else 2})
+                          "crop": args.train_crop, "runs": args.train_runs})
     return cases
 
 
@@ -327,12 +329,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--quick", action="store_true", help="1 s and a batch of 4, one run each")
     p.add_argument("--runs", type=int, default=3, help="timed runs per short case (median)")
+    p.add_argument("--lengths", default="1,10,60", help="seconds of the batch-1 vocode cases")
+    p.add_argument("--batch-case", type=int, default=16,
+                   help="batch size of the 1 s batch case (0: none)")
     p.add_argument("--lmnt-max-seconds", type=float, default=10.0,
                    help="skip lmnt beyond this length (default 10: lmnt at 60 s takes many "
                         "minutes on a small CPU)")
     p.add_argument("--no-lmnt", action="store_true", help="wavediff only")
     p.add_argument("--train-batch", type=int, default=16, help="0: no training case")
     p.add_argument("--train-crop", type=int, default=16000)
+    p.add_argument("--train-runs", type=int, default=2, help="timed training steps (median)")
     p.add_argument("--autocast", choices=("bf16", "fp16"), default=None,
                    help="force wavediff's decoding precision (older spelling of --precision)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",

@@ -86,7 +86,7 @@ def _write_json(path: Path, data: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     import shutil
 
-    from wavediff.cli.common import report_failures
+    from wavediff.cli.common import progress_wanted, report_failures
     from wavediff.errors import WavediffError
     from wavediff.evaluation.metrics import select_metrics
     from wavediff.evaluation.pairing import list_audio, pair_files, reference_files
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
              len(gen_dirs), args.nj)
     try:
         result = run_evaluation(utterances, gen_dirs, settings, reference=reference, jobs=args.nj,
-                                progress=not args.quiet, problems=problems, notes=notes)
+                                progress=progress_wanted(args.quiet), problems=problems, notes=notes)
         for note in result.notes[:20]:
             log.warning("%s", note)
         if len(result.notes) > 20:

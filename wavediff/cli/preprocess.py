@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-from wavediff.cli.common import read_scp, report_failures
+from wavediff.cli.common import progress_wanted, read_scp, report_failures
 
 log = logging.getLogger("wavediff.preprocess")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".w64")
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     init = (audio.to_dict(), args.resample, args.to_mono, str(dumpdir), args.allow_low_quality)
     failures = []
     bar = tqdm(total=len(entries), desc=f"preprocess {dumpdir.name}", unit="utt",
-               disable=args.quiet)
+               disable=not progress_wanted(args.quiet))
     if args.nj > 1:
         with ProcessPoolExecutor(min(args.nj, os.cpu_count() or 1), initializer=_init_worker,
                                  initargs=init) as pool:

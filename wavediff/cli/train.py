@@ -107,6 +107,7 @@ def _gta_dump(args: argparse.Namespace, config, dist) -> str:
     wait); returns the dump directory."""
     from pathlib import Path
 
+    from wavediff.cli.common import progress_wanted
     from wavediff.errors import WavediffError
     from wavediff.train import distributed as distrib
     from wavediff.train.gta import build_gta_dump
@@ -117,7 +118,7 @@ def _gta_dump(args: argparse.Namespace, config, dist) -> str:
         if dist.is_main:
             build_gta_dump(args.train_feats_scp, args.train_wav_scp, gta_dir, config.audio,
                            input_preset=args.input_preset, stats=args.stats,
-                           progress=not args.quiet)
+                           progress=progress_wanted(args.quiet))
         ok = True
     finally:
         if not distrib.all_agree(dist, ok) and ok:

@@ -148,7 +148,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     from wavediff.audio.convert import MelPreparer, NormalisedMelError
     from wavediff.audio.formats import load_mel_file, read_stats
     from wavediff.audio.io import load_audio, save_audio
-    from wavediff.cli.common import report_failures
+    from wavediff.cli.common import progress_wanted, report_failures
     from wavediff.errors import WavediffError
     from wavediff.train import distributed as distrib
     from wavediff.inference.batching import length_buckets
@@ -228,7 +228,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     audio_seconds, written, t0 = 0.0, 0, time.perf_counter()
     timings: dict[str, tuple[float, float]] = {}  # name -> (audio seconds, decode seconds)
     with tqdm(total=len(jobs), desc="vocode", unit="file",
-              disable=args.quiet or not dist.is_main) as bar:
+              disable=not progress_wanted(args.quiet) or not dist.is_main) as bar:
         for batch in batches:
             if args.seed is not None:
                 generator.manual_seed(distrib.file_seed(args.seed, batch[0][0]))
