@@ -103,3 +103,35 @@ def test_overfit_one_utterance_beats_untrained(tmp_path):
     assert trained < 0.6 * untrained, (
         f"log-mel L1 of copy-synthesis: untrained {untrained:.3f}, trained {trained:.3f}")
     assert np.isfinite(trained)
+
+
+def test_train_log_is_plain_timestamped_lines(trained_exp):
+    """Through the CLI with stderr not a terminal: no progress bar, plain lines in train.log."""
+    import re
+
+    text = (trained_exp["exp"] / "train.log").read_text()
+    assert "\r" not in text
+    lines = text.splitlines()
+    step_lines = [ln for ln in lines if "train/loss = " in ln]
+    assert len(step_lines) == 4  # log_interval 5, 20 steps
+    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO wavediff\.train: "
+    assert all(re.match(stamp + r"\(steps: \d+\) train/loss = [\d.]+, grad_norm = ", ln)
+               for ln in step_lines), step_lines
+    assert any("step 20: dev/loss" in ln for ln in lines)
+    assert any("precision: float32" in ln for ln in lines)
+
+
+def test_training_time_budget_stops_and_resume_respects_it(dumps, tmp_path):
+    cfg = _config(max_steps=50, save_interval=50, log_interval=50, max_minutes=1e-6)
+    trainer = Trainer(cfg, dumps, None, tmp_path / "b", progress=False)
+    last = trainer.run()
+    assert trainer.step == 2  # the budget is seen after the first step, the second stops
+    assert last.name == "checkpoint-2steps.pt"
+    state = load_checkpoint(last)
+    assert 0 < state["train_seconds"] < 60
+    again = Trainer(cfg, dumps, None, tmp_path / "b", resume=True, progress=False)
+    assert again.run() == last and again.step == 2  # used up: no step is trained
+    more = Trainer(_config(max_steps=3, save_interval=50, log_interval=50), dumps, None,
+                   tmp_path / "b", resume=True, progress=False)
+    more.run()
+    assert more.step == 3 and more.train_seconds > state["train_seconds"]
