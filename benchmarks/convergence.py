@@ -49,6 +49,8 @@ RUNS = {
     "noise_level": ["diffusion.conditioning=noise_level"],
     "priorgrad+aux": ["diffusion.prior=priorgrad", "train.aux_loss_weight=0.1"],
     "priorgrad+noise_level": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level"],
+    "priorgrad+noise_level+subbands": ["diffusion.prior=priorgrad",
+                                       "diffusion.conditioning=noise_level", "model.subbands=2"],
     "all": ["diffusion.prior=priorgrad", "train.aux_loss_weight=0.1",
             "diffusion.conditioning=noise_level"],
 }

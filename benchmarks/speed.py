@@ -115,7 +115,7 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.manual_seed(SEED)
     device = args.device
-    if args.system == "wavediff":  # as the wavediff command does at start
+    if args.system == "wavediff" and not args.default_allocator:  # as `wavediff` does
         from wavediff.hardware import keep_freed_memory
 
         keep_freed_memory()
@@ -232,6 +232,10 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             cases.append({"system": "wavediff", "kind": "train", "batch": args.train_batch,
                           "crop": args.train_crop, "runs": args.train_runs,
                           "train_precision": precision})
+        if args.allocator_case:  # the same step with glibc's default malloc thresholds
+            cases.append({"system": "wavediff", "kind": "train", "batch": args.train_batch,
+                          "crop": args.train_crop, "runs": args.train_runs,
+                          "train_precision": "fp32", "default_allocator": True})
         if not args.no_lmnt:
             cases.append({"system": "lmnt", "kind": "train", "batch": args.train_batch,
                           "crop": args.train_crop, "runs": args.train_runs})
@@ -249,6 +253,8 @@ def spawn(case: dict[str, Any], args: argparse.Namespace, ckpt: Path) -> dict[st
         cmd += ["--crop", str(case["crop"])]
         if case.get("train_precision"):
             cmd += ["--train-precision", case["train_precision"]]
+        if case.get("default_allocator"):
+            cmd += ["--default-allocator"]
     cmd += ["--precision", args.precision]
     if args.autocast:
         cmd += ["--autocast", args.autocast]
@@ -280,7 +286,9 @@ def table(results: list[dict[str, Any]]) -> str:
     rows = ["| case | wavediff | lmnt | wavediff/lmnt |", "|---|---|---|---|"]
     by = {}
     for r in results:
-        key = (r["kind"], r.get("seconds"), r["batch"], r.get("train_precision"))
+        key = (r["kind"], r.get("seconds"), r["batch"],
+               (r.get("train_precision") or "") + (", default malloc" if r.get("default_allocator")
+                                                   else "") or None)
         by.setdefault(key, {})[r["system"]] = r
     lmnt_train = next((r for r in results if r["kind"] == "train" and r["system"] == "lmnt"), {})
     for (kind, _, _, precision), pair in by.items():
@@ -346,6 +354,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--train-precisions", default="auto,fp32,bf16",
                    help="train.amp values of the wavediff training cases (comma list)")
     p.add_argument("--train-precision", default="auto", help=argparse.SUPPRESS)
+    p.add_argument("--allocator-case", action="store_true",
+                   help="also time the fp32 training step with glibc's default malloc settings")
+    p.add_argument("--default-allocator", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cuda-graphs", action="store_true")
     p.add_argument("--chunk-seconds", type=float, default=4.0)
     p.add_argument("--out", default=None, help="JSON path (default results/<machine>.json)")

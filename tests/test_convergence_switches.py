@@ -201,3 +201,42 @@ def test_priorgrad_training_stores_statistics_and_decodes(tmp_path):
         assert wav.shape == (mel.shape[-1] * HOP,) and torch.isfinite(wav).all()
     long = voc.decode(mel, seed=0, chunk_seconds=0.05)  # chunked: same audio
     torch.testing.assert_close(long, voc.decode(mel, seed=0, chunk_seconds=0), atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------------- wavelet sub-bands
+def test_haar_split_is_orthonormal_and_perfectly_reconstructs():
+    from wavediff.model.diffwave import haar_analysis, haar_synthesis
+
+    x = torch.randn(3, 1024, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    z = haar_analysis(x)
+    assert z.shape == (3, 2, 512)
+    torch.testing.assert_close(haar_synthesis(z), x, rtol=0, atol=1e-12)
+    torch.testing.assert_close(z.square().sum(dim=(1, 2)), x.square().sum(dim=1))  # energy kept
+    # a constant signal is all low band: (c + c) / sqrt(2)
+    z = haar_analysis(torch.ones(1, 8))
+    torch.testing.assert_close(z[0, 0], torch.full((4,), math.sqrt(2.0)))
+    assert float(z[0, 1].abs().max()) == 0.0
+
+
+def test_subband_model_runs_at_half_rate_and_decodes(tmp_path):
+    from wavediff.config import ModelConfig
+    from wavediff.model import DiffWave
+
+    cfg = ModelConfig(residual_layers=2, residual_channels=8, dilation_cycle=2,
+                      step_embedding_dim=16, step_hidden_dim=32, subbands=2)
+    model = DiffWave(80, HOP, cfg)
+    mel = torch.randn(2, 80, 3) - 5
+    conds = model.conditioning(mel)
+    assert conds[0].shape == (2, 16, 3 * HOP // 2)  # the layers run at half the rate
+    with torch.no_grad():
+        model.output_projection.weight.normal_()
+    eps = model(torch.randn(2, 3 * HOP), torch.tensor([3.0, 7.0]), mel)
+    assert eps.shape == (2, 3 * HOP) and torch.isfinite(eps).all()
+    config = Config.from_dict({**tiny_config_dict(), "model": {
+        "residual_layers": 2, "residual_channels": 8, "dilation_cycle": 2,
+        "step_embedding_dim": 16, "step_hidden_dim": 32, "subbands": 2}})
+    voc = Vocoder(DiffWave.from_config(config), config, precision="fp32")
+    assert voc.engine_name == "reference"
+    assert voc.decode(mel[0], seed=0).shape == (3 * HOP,)
+    with pytest.raises(ConfigError, match="subbands"):
+        DiffWave(80, 255, ModelConfig(subbands=2))

@@ -45,6 +45,8 @@ class ModelConfig:
     # Factors of the transposed-conv mel upsampler; their product must equal the hop.
     # None: two factors chosen from the hop (16 x 16 for 256).
     upsample_factors: Optional[list[int]] = None
+    # 2: the layers run on a 2-band Haar wavelet split at half the sample rate (FreGrad)
+    subbands: int = 1
 
 
 @dataclass

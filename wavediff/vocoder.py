@@ -99,6 +99,8 @@ class Vocoder:
         self.schedules: dict[str, list[float]] = {}  # named fast schedules stored with it
         self.diffusion = GaussianDiffusion.from_config(config.diffusion, config.audio)
         self._mel: Optional[MelSpectrogram] = None
+        if engine == "fast" and model.subbands != 1:
+            engine = "reference"  # the blocked engine runs single-band models only
         self.engine_name = engine
         # an explicit autocast wins over precision (the older spelling of the same choice)
         if autocast is not None:

@@ -56,6 +56,8 @@ def resolve_decode_precision(precision: str, model: DiffWave,
         return None, "float32: the GPU has no bf16 (precision auto)"
     if device.type != "cpu" or not cpu_native_bf16():
         return None, "float32: this CPU has no native bf16 (precision auto)"
+    if model.subbands != 1:
+        return None, "float32: sub-band models decode on the reference code (precision auto)"
     return _calibrated_cpu_choice(model)
 
 

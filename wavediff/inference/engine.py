@@ -99,6 +99,9 @@ class InferenceEngine:
             raise ConfigError(f"autocast must be none, bf16 or fp16, got {autocast!r}")
         if block_size < 1:
             raise ConfigError(f"block_size must be positive, got {block_size}")
+        if getattr(model, "subbands", 1) != 1:
+            raise ConfigError("the inference engine runs single-band models; decode a "
+                              "sub-band model with engine='reference'")
         self.model = model
         self.autocast = None if autocast in (None, "none") else autocast
         self.block_size = int(block_size)

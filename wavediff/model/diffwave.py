@@ -10,12 +10,35 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wavediff.config import Config, ModelConfig
-from wavediff.errors import MelError
+from wavediff.errors import ConfigError, MelError
 from wavediff.model.layers import MelUpsampler, ResidualBlock, StepEmbedding, upsample_factors_for
+
+
+def haar_analysis(x: Tensor) -> Tensor:
+    """One level of the orthonormal Haar DWT: ``(B, T)`` -> ``(B, 2, T/2)`` (low, high band).
+
+    ``low = (x[2k] + x[2k+1]) / sqrt(2)``, ``high = (x[2k] - x[2k+1]) / sqrt(2)``; orthonormal,
+    so white Gaussian noise stays white Gaussian noise of the same variance in each band.
+    """
+    pairs = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
+    even, odd = pairs[..., 0], pairs[..., 1]
+    return torch.stack([even + odd, even - odd], dim=-2) * (1.0 / math.sqrt(2.0))
+
+
+def haar_synthesis(z: Tensor) -> Tensor:
+    """The inverse of :func:`haar_analysis`: ``(B, 2, T/2)`` -> ``(B, T)``."""
+    low, high = z[..., 0, :], z[..., 1, :]
+    even, odd = (low + high) * (1.0 / math.sqrt(2.0)), (low - high) * (1.0 / math.sqrt(2.0))
+    return torch.stack([even, odd], dim=-1).reshape(*z.shape[:-2], -1)
 
 
 class DiffWave(nn.Module):
     """``forward(x_t, steps, mel) -> eps``: the network only; it knows no noise schedule.
+
+    With ``subbands: 2`` (FreGrad, Nguyen et al. 2024) the waveform is split by a Haar DWT
+    into two half-rate bands that the layers process together as two channels, and the
+    prediction is put back together by the inverse DWT: the layers run at half the sample
+    rate, so a step costs about half. Input and output stay waveforms either way.
 
     Args (constructor):
         n_mels: mel bins of the conditioning spectrogram.
@@ -30,10 +53,14 @@ class DiffWave(nn.Module):
         self.n_mels = n_mels
         self.hop_length = hop_length
         channels = config.residual_channels
-        self.input_projection = nn.Conv1d(1, channels, 1)
+        bands = self.subbands = config.subbands
+        if bands not in (1, 2) or hop_length % bands:
+            raise ConfigError(f"model.subbands must be 1 or 2 and divide the hop ({hop_length}), "
+                              f"got {bands}")
+        self.input_projection = nn.Conv1d(bands, channels, 1)
         self.diffusion_embedding = StepEmbedding(config.step_embedding_dim, config.step_hidden_dim)
-        self.spectrogram_upsampler = MelUpsampler(
-            upsample_factors_for(hop_length, config.upsample_factors)
+        self.spectrogram_upsampler = MelUpsampler(  # to the rate the layers run at
+            upsample_factors_for(hop_length // bands, config.upsample_factors)
         )
         self.residual_layers = nn.ModuleList(
             ResidualBlock(n_mels, channels, 2 ** (i % config.dilation_cycle),
@@ -41,7 +68,7 @@ class DiffWave(nn.Module):
             for i in range(config.residual_layers)
         )
         self.skip_projection = nn.Conv1d(channels, channels, 1)
-        self.output_projection = nn.Conv1d(channels, 1, 1)
+        self.output_projection = nn.Conv1d(channels, bands, 1)
         nn.init.kaiming_normal_(self.input_projection.weight)
         nn.init.kaiming_normal_(self.skip_projection.weight)
         nn.init.zeros_(self.output_projection.weight)
@@ -59,7 +86,8 @@ class DiffWave(nn.Module):
             )
 
     def conditioning(self, mel: Tensor) -> list[Tensor]:
-        """Everything that depends only on the mel: one ``(B, 2C, F*hop)`` tensor per layer."""
+        """Everything that depends only on the mel: one ``(B, 2C, F*hop/subbands)`` tensor
+        per layer."""
         self.check_mel(mel)
         mel_up = self.spectrogram_upsampler(mel)
         return [layer.condition(mel_up) for layer in self.residual_layers]
@@ -74,7 +102,8 @@ class DiffWave(nn.Module):
         Returns:
             ``(B, T)`` predicted noise.
         """
-        h = F.relu(self.input_projection(x.unsqueeze(1)))
+        z = x.unsqueeze(1) if self.subbands == 1 else haar_analysis(x)
+        h = F.relu(self.input_projection(z))
         step = self.diffusion_embedding(steps)
         skip = None
         for layer, cond in zip(self.residual_layers, conds):
@@ -82,7 +111,8 @@ class DiffWave(nn.Module):
             skip = s if skip is None else skip + s
         h = skip * (1.0 / math.sqrt(len(self.residual_layers)))
         h = F.relu(self.skip_projection(h))
-        return self.output_projection(h).squeeze(1)
+        out = self.output_projection(h)
+        return out.squeeze(1) if self.subbands == 1 else haar_synthesis(out)
 
     def forward(self, x: Tensor, steps: Tensor, mel: Tensor) -> Tensor:
         """``x`` ``(B, F*hop)``, ``steps`` ``(B,)``, ``mel`` ``(B, n_mels, F)`` -> ``(B, F*hop)``."""

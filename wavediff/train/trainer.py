@@ -396,9 +396,10 @@ class Trainer:
                 log.info("the training time budget (train.max_minutes %g) was used up at step "
                          "%d; raise it to train on", tc.max_minutes, self.step)
             return None
-        t0, samples = time.perf_counter(), 0
+        t0, samples, waited = time.perf_counter(), 0, 0.0
         clock = time.perf_counter()  # training time since the last look, evaluation excluded
         for micro in self._step_batches():
+            waited += time.perf_counter() - clock  # time the step waited for its batch
             out = self.train_accumulated(micro)
             samples += self.plan.global_batch * micro[0][0].shape[-1] if self.dist.enabled \
                 else sum(w.numel() for w, _ in micro)
@@ -411,9 +412,10 @@ class Trainer:
                 steps_done = tc.log_interval if self.step % tc.log_interval == 0 else \
                     self.step % tc.log_interval
                 log.info("(steps: %d) train/loss = %.4f, grad_norm = %.3g, %.2f steps/s, "
-                         "%.0f samples/s, %.1f min of training", self.step, out["loss"],
-                         out["grad_norm"], steps_done / elapsed, samples / elapsed,
-                         self.train_seconds / 60)
+                         "%.0f samples/s, data wait %.1f%%, %.1f min of training", self.step,
+                         out["loss"], out["grad_norm"], steps_done / elapsed, samples / elapsed,
+                         100.0 * waited / elapsed, self.train_seconds / 60)
+                writer.add_scalar("speed/data_wait_fraction", waited / elapsed, self.step)
                 writer.add_scalar("train/loss", out["loss"], self.step)
                 writer.add_scalar("train/grad_norm", out["grad_norm"], self.step)
                 writer.add_scalar("train/learning_rate", out["lr"], self.step)
@@ -421,7 +423,7 @@ class Trainer:
                 writer.add_scalar("speed/steps_per_second", steps_done / elapsed, self.step)
                 writer.add_scalar("speed/samples_per_second", samples / elapsed, self.step)
                 bar.set_postfix(loss=f"{out['loss']:.4f}", gnorm=f"{out['grad_norm']:.2f}")
-                t0, samples = time.perf_counter(), 0
+                t0, samples, waited = time.perf_counter(), 0, 0.0
             paused = time.perf_counter()
             if self.is_main and self.dev_records and (self.step % tc.eval_interval == 0 or done):
                 self.evaluate(writer)
@@ -495,13 +497,15 @@ class Trainer:
         mel_fn = MelSpectrogram(audio_cfg).to(self.device)
         sampler = get_sampler("fast")
         schedule = self.config.diffusion.fast_schedule
-        engine = InferenceEngine(model)  # the decoding engine, as wavediff vocode runs it
+        # the decoding engine, as wavediff vocode runs it (sub-band models: the model itself)
+        engine = InferenceEngine(model) if model.subbands == 1 else None
         steps = align_fast_schedule(self.diffusion.betas, schedule).tolist()
         l1s, mr_stft = [], []
         for i, path in enumerate(self.dev_records[:tc.num_dev_utterances]):
             wave, mel = load_record(path)
             m = torch.from_numpy(mel).to(self.device)[None]
-            gen_wave = sampler(EngineDenoiser(engine, m, steps=steps), self.diffusion, m,
+            denoiser = model if engine is None else EngineDenoiser(engine, m, steps=steps)
+            gen_wave = sampler(denoiser, self.diffusion, m,
                                schedule=schedule,
                                generator=torch.Generator(self.device).manual_seed(tc.seed + i))
             gen_mel = mel_fn(gen_wave)[..., : mel.shape[-1]]
