@@ -25,7 +25,7 @@ from wavediff.cli.main import main
 from wavediff.diffusion.process import GaussianDiffusion
 from wavediff.train.checkpoint import checkpoint_name, list_checkpoints, load_checkpoint
 
-STEP_LINE = re.compile(r"wavediff\.train: step (\d+): loss")
+STEP_LINE = re.compile(r"wavediff\.train: \(steps: (\d+)\) train/loss")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
@@ -179,7 +179,8 @@ def test_full_disk_keeps_previous_checkpoint_removes_temp_and_says_so(dump, tmp_
                           f"No space left on device; its temporary file was removed and the "
                           f"newest intact checkpoint is {checkpoint_name(5)} (free disk space, "
                           f"then continue with --resume)")
-    assert sorted(p.name for p in exp.iterdir()) == [checkpoint_name(5), "config.yaml", "logs"]
+    assert sorted(p.name for p in exp.iterdir()) == [checkpoint_name(5), "config.yaml", "logs",
+                                                     "train.log"]
     assert every_checkpoint_loads(exp) == [5]
 
     monkeypatch.undo()  # space freed
@@ -204,7 +205,8 @@ def test_nonfinite_steps_are_skipped_counted_logged_and_stored(dump, tmp_path, m
     out, err = capsys.readouterr()
     assert "2 non-finite steps were skipped" in out
     warned = [ln for ln in err.splitlines() if "non-finite loss" in ln]
-    assert [ln.split(":")[1].strip() for ln in warned] == ["step 2", "step 3"], err
+    assert [ln.split("wavediff.train: ")[1].split(":")[0] for ln in warned] == [
+        "step 2", "step 3"], err
     assert "(2 in a row, 2 in all; the run stops after 3 in a row)" in warned[1]
     state = load_checkpoint(tmp_path / "exp")
     assert state["nonfinite_steps"] == 2 and state["step"] == 8
