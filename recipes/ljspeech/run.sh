@@ -235,8 +235,12 @@ if run_stage 6; then
     status=$(python "$utils/train_status.py" "$conf" "$exp")
     read -r state _ _ ckpt <<< "$status"
     [[ $state != none ]] || die "$exp holds no checkpoint; run stage 3"
-    wavediff export --checkpoint "$exp/$ckpt.pt" --outdir "$exp/pretrained"
-    echo "stage 6: Vocoder.from_pretrained(\"$exp/pretrained\") loads it"
+    if [[ $exp/pretrained/model.safetensors -nt $exp/$ckpt.pt ]]; then
+        echo "stage 6: $exp/pretrained is up to date; skip"
+    else
+        wavediff export --checkpoint "$exp/$ckpt.pt" --outdir "$exp/pretrained"
+        echo "stage 6: Vocoder.from_pretrained(\"$exp/pretrained\") loads it"
+    fi
     finished 6
 fi
 echo "done: $exp"
