@@ -87,11 +87,13 @@ def test_export_cli_and_vocode_from_the_folder(tmp_path):
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
-def test_checkpoints_follow_the_umask(tmp_path, umask):
+def test_checkpoints_and_exports_follow_the_umask(tmp_path, umask):
     config = tiny_config()
     old = os.umask(umask)
     try:
         save_checkpoint(tmp_path / "c.pt", state_of(random_model(config), config))
+        Vocoder(random_model(config), config).save_pretrained(tmp_path / "m")
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "c.pt").stat().st_mode) == 0o666 & ~umask
+    for path in (tmp_path / "c.pt", tmp_path / "m" / "model.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path

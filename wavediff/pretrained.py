@@ -142,6 +142,9 @@ def save_pretrained(directory: PathLike, model: torch.nn.Module, config: Config,
     tmp = out / f".{WEIGHTS_NAME}.tmp"
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # readable as the umask says, like any other file
         os.replace(tmp, out / WEIGHTS_NAME)
     finally:
         tmp.unlink(missing_ok=True)

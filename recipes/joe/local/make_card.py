@@ -44,8 +44,11 @@ def main() -> None:
     m, a = config.model, config.audio
     card = {
         "name": args.pretrained.name,
-        "description": (f"DiffWave {m.residual_layers} x {m.residual_channels} with PriorGrad's "
-                        f"prior, trained on the joe voice (synthetic US-English male, ~85 Hz)"),
+        "description": (f"DiffWave {m.residual_layers} x {m.residual_channels}"
+                        + (" with PriorGrad's prior" if config.diffusion.prior == "priorgrad" else "")
+                        + (", continuous noise levels" if config.diffusion.conditioning == "noise_level"
+                           else "")
+                        + ", trained on the joe voice (synthetic US-English male, ~85 Hz)"),
         "status": "ready" if speech else "experimental",
         "parameters": count_parameters(model),
         "step": int(meta.get("step", -1)),
