@@ -89,7 +89,11 @@ def main() -> None:
             src = args.refdir / system
             if not src.is_dir():
                 continue
-            files = sorted(f for f in src.iterdir() if f.stem in ids and f.suffix in (".npy", ".h5"))
+            by_id: dict = {}  # one file per clip: .npy when both .npy and .h5 exist
+            for f in sorted(src.iterdir(), key=lambda f: (f.stem, f.suffix != ".npy")):
+                if f.stem in ids and f.suffix in (".npy", ".h5"):
+                    by_id.setdefault(f.stem, f)
+            files = [by_id[k] for k in sorted(by_id)]
             if not files:
                 continue
             out = args.workdir / f"conv_{system}"
