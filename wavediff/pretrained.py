@@ -130,7 +130,7 @@ def save_pretrained(directory: PathLike, model: torch.nn.Module, config: Config,
     """
     from safetensors.torch import save_file
 
-    from wavediff._files import atomic_write_text
+    from wavediff._files import atomic_write_text, current_umask
 
     if dtype not in STORAGE_DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
@@ -142,9 +142,7 @@ def save_pretrained(directory: PathLike, model: torch.nn.Module, config: Config,
     tmp = out / f".{WEIGHTS_NAME}.tmp"
     try:
         save_file(tensors, str(tmp), metadata=meta)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # readable as the umask says, like any other file
+        os.chmod(tmp, 0o666 & ~current_umask())  # readable as the umask says, like any file
         os.replace(tmp, out / WEIGHTS_NAME)
     finally:
         tmp.unlink(missing_ok=True)

@@ -149,15 +149,14 @@ def log_mel_objective(voc, waves: Sequence[np.ndarray], seed: int = 0) -> Object
     """Mean log-mel L1 between ``waves`` and their copy-synthesis by ``voc`` with a
     candidate fast schedule, each utterance decoded with the same noise for every
     candidate (``seed``)."""
-    mels = [voc.mel(w) for w in waves]
-    refs = [m for m in mels]
+    mels = [voc.mel(w) for w in waves]  # also the references the decodes are scored against
 
     def objective(betas: list[float]) -> float:
         errs = []
-        for i, (mel, ref) in enumerate(zip(mels, refs)):
+        for i, mel in enumerate(mels):
             wav = voc.decode(mel, sampler="fast", schedule=betas, seed=seed + i)
-            got = voc.mel(wav)[..., : ref.shape[-1]]
-            errs.append(float((got - ref[..., : got.shape[-1]]).abs().mean()))
+            got = voc.mel(wav)[..., : mel.shape[-1]]
+            errs.append(float((got - mel[..., : got.shape[-1]]).abs().mean()))
         return float(np.mean(errs))
 
     return objective

@@ -19,6 +19,7 @@ from typing import Any, Optional, Union
 
 import torch
 
+from wavediff._files import current_umask
 from wavediff.config import Config
 from wavediff.errors import CheckpointError, ConfigError
 from wavediff.version import __version__
@@ -104,7 +105,7 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; follow the umask as open() does
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask as open() does
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
@@ -182,12 +183,6 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         raise CheckpointError(f"{path} holds an invalid config: {e}") from None
     state["path"] = path
     return state
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _first_line(e: BaseException) -> str:
