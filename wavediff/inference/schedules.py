@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
-import torch
 import yaml
 
-from wavediff.diffusion.schedule import align_fast_schedule, alpha_bar
+from wavediff.diffusion.schedule import align_fast_schedule
 from wavediff.errors import ConfigError
 
 log = logging.getLogger("wavediff.inference")
@@ -160,13 +159,3 @@ def log_mel_objective(voc, waves: Sequence[np.ndarray], seed: int = 0) -> Object
         return float(np.mean(errs))
 
     return objective
-
-
-def aligned_steps(train_betas: Sequence[float], betas: Sequence[float]) -> list[float]:
-    """The fractional training steps of a fast schedule (for logs)."""
-    return align_fast_schedule(train_betas, betas).tolist()
-
-
-def total_noise(betas: Sequence[float]) -> float:
-    """``1 - alpha_bar`` at the end of the schedule (how much noise it removes)."""
-    return float(1.0 - alpha_bar(torch.tensor(list(betas), dtype=torch.float64))[-1])
