@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavediff.audio.convert import MelConverter, MelPreparer, detect, error_stats
+from wavediff.audio.convert import MelConverter, error_stats
+from wavediff.audio.detect import detect
+from wavediff.audio.prepare import MelPreparer
 from wavediff.audio.formats import apply_layout, load_mel_file, read_stats
 from wavediff.audio.mel import MelSpectrogram
 from wavediff.audio.presets import get_preset

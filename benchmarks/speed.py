@@ -67,7 +67,7 @@ def load_systems(ckpt: Path, device: str, which: str, args: argparse.Namespace):
         model.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True)["model"])
         return model.eval()
     from wavediff.model import DiffWave
-    from wavediff.model.lmnt import convert_lmnt_state, read_lmnt_checkpoint
+    from wavediff.importers.lmnt import convert_lmnt_state, read_lmnt_checkpoint
     from wavediff.vocoder import Vocoder
 
     config, weights = convert_lmnt_state(read_lmnt_checkpoint(ckpt))

@@ -18,7 +18,7 @@ import soundfile as sf
 from conftest import write_tiny_config
 from wavediff.audio.synth import toy_utterance
 from wavediff.cli.main import main
-from wavediff.train.data import list_records, load_record
+from wavediff.audio.dump import list_records, load_record
 
 SR = 22050
 

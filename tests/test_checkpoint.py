@@ -15,8 +15,8 @@ from wavediff.audio.presets import MelConfig
 from wavediff.config import Config, DiffusionConfig, ModelConfig
 from wavediff.errors import CheckpointError
 from wavediff.model import DiffWave
-from wavediff.train import checkpoint as ckpt
-from wavediff.train.checkpoint import (
+from wavediff import checkpoint as ckpt
+from wavediff.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     checkpoint_name,

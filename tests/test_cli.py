@@ -9,7 +9,7 @@ import soundfile as sf
 from conftest import make_corpus, wavediff_cli, write_tiny_config
 from wavediff.audio.presets import get_preset
 from wavediff.cli.main import SUBCOMMANDS, main
-from wavediff.train.data import list_records, load_record
+from wavediff.audio.dump import list_records, load_record
 from wavediff.version import __version__
 
 

@@ -350,3 +350,26 @@ def test_num_frames_by_padding():
 
 def test_fast_schedule_constant():
     assert DIFFWAVE_FAST_SCHEDULE == (1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5)
+
+
+def test_learning_rate_decay_schedule():
+    from types import SimpleNamespace
+
+    from wavediff.train.trainer import Trainer
+
+    cfg = Config.from_dict({"train": {"learning_rate": 1e-3, "lr_decay": 0.5,
+                                      "lr_decay_steps": 1000, "lr_min": 2e-4}})
+
+    def lr(step):
+        return Trainer._lr(SimpleNamespace(config=cfg, step=step))
+
+    assert lr(0) == pytest.approx(1e-3)
+    assert lr(1000) == pytest.approx(5e-4)
+    assert lr(1500) == pytest.approx(1e-3 * 0.5 ** 1.5)
+    assert lr(5000) == pytest.approx(2e-4)  # floored
+    constant = Config.from_dict({"train": {"learning_rate": 1e-3}})
+    assert Trainer._lr(SimpleNamespace(config=constant, step=10**6)) == pytest.approx(1e-3)
+    for bad in ({"lr_decay": 0.0}, {"lr_decay": 1.5}, {"lr_decay_steps": 0},
+                {"lr_min": 1.0}, {"lr_min": -1e-5}):
+        with pytest.raises(ConfigError, match="lr_"):
+            Config.from_dict({"train": {"learning_rate": 1e-3, **bad}})

@@ -18,7 +18,7 @@ from wavediff.diffusion import GaussianDiffusion, sample_ddim, sample_fast
 from wavediff.diffusion.prior import EnergyPrior, energy_range, frame_energy
 from wavediff.errors import ConfigError
 from wavediff.evaluation.spectral import multi_resolution_stft_loss
-from wavediff.train.checkpoint import load_checkpoint
+from wavediff.checkpoint import load_checkpoint
 from wavediff.train.trainer import Trainer
 from wavediff.vocoder import Vocoder
 

@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from wavediff.audio.convert import (
-    AmbiguousMelError, MelConverter, MelPreparer, NormalisedMelError, detect, error_stats,
-    prepare_mel,
-)
+from wavediff.audio.convert import MelConverter, error_stats
+from wavediff.audio.detect import AmbiguousMelError, NormalisedMelError, detect
+from wavediff.audio.prepare import MelPreparer, prepare_mel
 from wavediff.audio.formats import apply_layout
 from wavediff.audio.io import load_audio
 from wavediff.audio.mel import MelSpectrogram
-from wavediff.audio.presets import get_preset
+from wavediff.audio.presets import PRESET_NAMES, get_preset
 from wavediff.errors import MelError
 
 DATA = Path(__file__).parent / "data" / "reference_mels"
@@ -155,3 +154,22 @@ def test_given_preset_is_used_even_if_values_disagree(caplog) -> None:
         prepared = prepare_mel(mel, get_preset("hifigan"), "coqui")
     assert prepared.detection.preset.preset == "coqui"
     assert "do not look like coqui" in caplog.text
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_NAMES))
+def test_one_decompression_for_numpy_and_torch(name):
+    # detection's numpy helpers go through audio/mel.py's maths: no second copy to drift
+    from wavediff.audio.detect import compress, decompress, to_db
+    from wavediff.audio.mel import compress_mel, decompress_mel
+
+    cfg = get_preset(name)
+    linear = np.geomspace(max(cfg.clamp_min, 1e-4) * 2, 50.0, 97)
+    y = compress(cfg, linear)
+    y_torch = compress_mel(cfg, torch.from_numpy(linear)).numpy()
+    np.testing.assert_array_equal(y, y_torch)
+    inside = (y > (cfg.clip[0] if cfg.clip else -np.inf)) & (y < (cfg.clip[1] if cfg.clip else np.inf))
+    assert inside.sum() > 10
+    np.testing.assert_allclose(decompress(cfg, y)[inside], linear[inside], rtol=1e-9)
+    np.testing.assert_allclose(decompress(cfg, y), decompress_mel(cfg, torch.from_numpy(y)).numpy(),
+                               rtol=1e-12)
+    np.testing.assert_allclose(to_db(cfg, y)[inside], 20 * np.log10(linear[inside]), atol=1e-9)

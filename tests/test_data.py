@@ -8,18 +8,16 @@ import numpy as np
 import pytest
 
 from wavediff.audio.presets import get_preset
-from wavediff.train.data import (
-    CropDataset,
+from wavediff.audio.dump import (
     DumpError,
-    StepBatchSampler,
     check_dump_matches,
-    crop_frames_for,
     list_records,
     load_record,
     read_audio_config,
     save_record,
     write_audio_config,
 )
+from wavediff.train.data import CropDataset, StepBatchSampler, crop_frames_for
 
 HOP = 8
 N_MELS = 3

@@ -21,9 +21,10 @@ from wavediff.audio.io import load_audio
 from wavediff.cli.main import main
 from wavediff.config import Config
 from wavediff.errors import ConfigError
-from wavediff.train.checkpoint import list_checkpoints, load_checkpoint
-from wavediff.train.data import StepBatchSampler, list_records, load_record
-from wavediff.train.distributed import (
+from wavediff.checkpoint import list_checkpoints, load_checkpoint
+from wavediff.audio.dump import list_records, load_record
+from wavediff.train.data import StepBatchSampler
+from wavediff.distributed import (
     BatchPlan, DistInfo, RankBatchSampler, file_seed, shard, split_sizes,
 )
 from wavediff.train.trainer import Trainer

@@ -23,7 +23,7 @@ import torch
 from conftest import make_dump, write_tiny_config
 from wavediff.cli.main import main
 from wavediff.diffusion.process import GaussianDiffusion
-from wavediff.train.checkpoint import checkpoint_name, list_checkpoints, load_checkpoint
+from wavediff.checkpoint import checkpoint_name, list_checkpoints, load_checkpoint
 
 STEP_LINE = re.compile(r"wavediff\.train: \(steps: (\d+)\) train/loss")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

@@ -15,7 +15,7 @@ from wavediff.audio.formats import (
 )
 from wavediff.audio.presets import get_preset
 from wavediff.errors import MelError
-from wavediff.train.data import save_record, write_audio_config
+from wavediff.audio.dump import save_record, write_audio_config
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ from conftest import make_corpus, wavediff_cli
 from wavediff.audio.io import load_audio
 from wavediff.audio.mel import MelSpectrogram
 from wavediff.audio.presets import get_preset
-from wavediff.train.data import load_record, read_audio_config
+from wavediff.audio.dump import load_record, read_audio_config
 from wavediff.train.gta import GtaError, apply_init_checkpoint, build_gta_dump, pair_scps
 
 HOP = 256

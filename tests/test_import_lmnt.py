@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import wavediff_cli
 from wavediff.errors import CheckpointError
-from wavediff.model.lmnt import convert_lmnt_state, read_lmnt_checkpoint
+from wavediff.importers.lmnt import convert_lmnt_state, read_lmnt_checkpoint
 from wavediff.vocoder import Vocoder
 
 lmnt_model = pytest.importorskip("diffwave.model")

@@ -15,7 +15,7 @@ from wavediff.inference import InferenceEngine
 from wavediff.inference.batching import length_buckets
 from wavediff.inference.denoisers import ChunkedDenoiser, _ramp, receptive_field
 from wavediff.model import DiffWave
-from wavediff.train.checkpoint import save_checkpoint
+from wavediff.checkpoint import save_checkpoint
 from wavediff.vocoder import Vocoder
 
 HOP = 16

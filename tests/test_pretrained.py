@@ -13,7 +13,7 @@ from conftest import wavediff_cli
 from test_checkpoint import mel_input, random_model, state_of, tiny_config
 from wavediff import pretrained
 from wavediff.errors import CheckpointError
-from wavediff.train.checkpoint import save_checkpoint
+from wavediff.checkpoint import save_checkpoint
 from wavediff.vocoder import Vocoder
 
 

@@ -12,7 +12,7 @@ from conftest import make_corpus, tiny_config_dict
 from wavediff.audio.io import load_audio
 from wavediff.cli.main import main
 from wavediff.config import Config
-from wavediff.train.checkpoint import load_checkpoint
+from wavediff.checkpoint import load_checkpoint
 from wavediff.train.trainer import Trainer, TrainingError
 from wavediff.vocoder import Vocoder
 

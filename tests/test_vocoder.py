@@ -10,8 +10,9 @@ from wavediff.audio.presets import MelConfig
 from wavediff.config import Config, DiffusionConfig, ModelConfig
 from wavediff.diffusion import align_fast_schedule, alpha_bar, get_sampler
 from wavediff.errors import ConfigError, MelError
+from wavediff.diffusion.schedule import subsampled_betas as _subsampled_betas
 from wavediff.model import DiffWave
-from wavediff.vocoder import ConditionedDenoiser, Vocoder, _subsampled_betas
+from wavediff.vocoder import ConditionedDenoiser, Vocoder
 
 HOP = 16
 N_MELS = 8
@@ -238,3 +239,80 @@ def test_mel_uses_the_model_convention():
     assert mel.shape == (N_MELS, 1000 // HOP + 1)
     assert torch.allclose(mel, torch.full_like(mel, voc.preset.floor))
     assert voc.preset.padding == "center" and voc.sample_rate == 8000
+
+
+def test_one_plan_for_every_sampler(vocoder):
+    from wavediff.diffusion.schedule import ddim_timesteps, plan
+
+    d = vocoder.config.diffusion
+    fast = plan("fast", d)
+    assert fast.schedule == list(d.fast_schedule)
+    np.testing.assert_allclose(fast.network_steps,
+                               align_fast_schedule(d.training_betas(), d.fast_schedule).numpy())
+    assert plan("ddim", d, 5).network_steps == [float(t) for t in ddim_timesteps(50, 5)]
+    assert plan("ddim", d, schedule=[3, 20, 49]).network_steps == [3.0, 20.0, 49.0]
+    assert plan("ddpm", d).network_steps == [float(t) for t in range(50)]
+    with pytest.raises(ConfigError, match="ddpm"):
+        plan("ddpm", d, 6)
+    # the facade and the engine use the same plan: the denoiser precomputes its steps
+    assert vocoder.plan("ddim", 7).network_steps == plan("ddim", d, 7).network_steps
+    with pytest.raises(ConfigError, match="fast sampler"):
+        vocoder.plan("ddim", schedule=[0.1, 0.5])
+
+
+def test_vocoder_leaves_the_callers_model_alone_and_engine_is_a_snapshot():
+    from wavediff.inference.engine import InferenceEngine
+
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    model = DiffWave.from_config(cfg)
+    with torch.no_grad():
+        model.output_projection.weight.normal_(0.0, 0.5)
+    model.train()
+    voc = Vocoder(model, cfg)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    mel = random_mel(1, 3)
+    before = voc.decode(mel, seed=0)
+    engine = InferenceEngine(model)
+    cond = engine.conditioning(mel)
+    steps = engine.step_bias(torch.tensor([10.0]))
+    x = torch.randn(1, mel.shape[-1] * model.hop_length, generator=torch.Generator().manual_seed(1))
+    snap = engine.denoise(x, steps, cond)
+    with torch.no_grad():  # the caller trains on: every weight moves
+        for p in model.parameters():
+            p.add_(0.05)
+    # the engine answers as before, for every part of the network
+    torch.testing.assert_close(engine.denoise(x, steps, engine.conditioning(mel)), snap)
+    torch.testing.assert_close(engine.step_bias(torch.tensor([10.0])).step, steps.step)
+    # the vocoder sees the new weights (its engine is rebuilt)
+    assert not torch.allclose(voc.decode(mel, seed=0), before)
+
+
+def test_converted_batch_keeps_each_items_length():
+    # tacotron2 mels (centred frames) carry one frame more than the hifigan model's own
+    from wavediff.audio.mel import MelSpectrogram
+    from wavediff.audio.presets import get_preset
+    from wavediff.audio.prepare import convert_batch
+
+    target = get_preset("hifigan")
+    wav = 0.1 * torch.randn(2, 8192, generator=torch.Generator().manual_seed(0))
+    foreign = MelSpectrogram(get_preset("tacotron2"))(wav)
+    assert foreign.shape[-1] == MelSpectrogram(target)(wav).shape[-1] + 1
+    mel, frames = convert_batch(foreign, target, "tacotron2")
+    assert frames == [foreign.shape[-1] - 1] * 2 and mel.shape[-1] == frames[0]
+
+    cfg = Config.from_dict({"audio": {"preset": "hifigan"},
+                            "model": {"residual_layers": 2, "residual_channels": 4,
+                                      "dilation_cycle": 2}})
+    torch.manual_seed(0)
+    model = DiffWave.from_config(cfg)
+    with torch.no_grad():
+        model.output_projection.weight.normal_(0.0, 0.5)
+    voc = Vocoder(model, cfg)
+    given = [foreign.shape[-1], 20]  # the second item is padding after 20 frames
+    out = voc.decode(foreign, input_preset="tacotron2", lengths=given, seed=0, steps=2)
+    hop = target.hop_length
+    assert out.shape[-1] == frames[0] * hop
+    assert out[0, -hop:].abs().sum() > 0           # the whole first item is audio
+    assert out[1, 19 * hop:].abs().sum() == 0      # the second ends one frame earlier too
+    assert out[1, : 19 * hop].abs().sum() > 0

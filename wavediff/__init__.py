@@ -24,7 +24,7 @@ _EXPORTS = {
     "load_mel_file": "wavediff.audio.formats",
     "read_stats": "wavediff.audio.formats",
     "MelConverter": "wavediff.audio.convert",
-    "prepare_mel": "wavediff.audio.convert",
+    "prepare_mel": "wavediff.audio.prepare",
     "ESPnetVocoder": "wavediff.compat",
     "Config": "wavediff.config",
     "DiffWave": "wavediff.model",

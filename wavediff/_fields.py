@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import reprlib
 import types
 import typing
@@ -16,6 +17,8 @@ from wavediff.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; anything this large is not one
 MAX_INT = 2 ** 63 - 1
+# An exponent without a decimal point ("1e-4") is a float in YAML 1.2 but a string to PyYAML.
+_PLAIN_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -105,6 +108,8 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where} = {short(value)} is out of range (at most {MAX_INT})")
         return value
     if hint is float:
+        if isinstance(value, str) and _PLAIN_NUMBER.fullmatch(value.strip()):
+            value = float(value)  # "1e-4": a number in YAML 1.2 and to users, a string to PyYAML
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {short(value)}")
         try:

@@ -1,24 +1,56 @@
-"""Small file helpers shared by the commands."""
+"""File helpers shared by every layer: atomic writes, the umask, scp lists and safe ids."""
 
 from __future__ import annotations
 
 import os
-import uuid
+import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Callable, Optional, Union
+
+from wavediff.errors import WavediffError
 
 
-def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a
-    rename, so that ``path`` is either the old file or the whole new one; on failure the
-    temporary file is removed and the ``OSError`` propagates."""
+def atomic_write(path: Union[str, os.PathLike], write: Callable[[Path], None], *,
+                 durable: bool = False) -> Path:
+    """Write ``path`` through ``write(tmp)``, a writer given a temporary path in the same
+    folder, then a rename: ``path`` is either the old file or the whole new one, never half
+    of one. The temporary file gets the permissions ``open()`` would give (the umask's) and
+    is removed on any failure, whose exception propagates. ``durable`` also syncs the file
+    and its folder to disk before returning (checkpoints)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
+        write(tmp)
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    if durable:
+        _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
+    """:func:`atomic_write` of ``text`` as UTF-8."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def current_umask() -> int:
@@ -27,3 +59,53 @@ def current_umask() -> int:
     os.umask(mask)
     return mask
 
+
+def read_scp(path: str) -> list[tuple[str, str]]:
+    """``<utt_id> <path>`` lines (blank lines and ``#`` comments skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise WavediffError(f"scp file {p} does not exist")
+    entries, seen = [], set()
+    for lineno, line in enumerate(p.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2:
+            raise WavediffError(f"{p}:{lineno}: expected '<utt_id> <path>', got {line!r}")
+        utt, target = parts
+        if target.endswith("|"):
+            raise WavediffError(
+                f"{p}:{lineno}: command pipes are not supported; give a file path for {utt}"
+            )
+        why = unsafe_id(utt)
+        if why:
+            raise WavediffError(
+                f"{p}:{lineno}: utterance id {utt[:80]!r} {why}; ids become file names in the "
+                f"output folder, so use a plain name (letters, digits, '-', '_', '.')")
+        if utt in seen:
+            raise WavediffError(f"{p}:{lineno}: utterance id {utt} appears twice")
+        seen.add(utt)
+        entries.append((utt, target))
+    if not entries:
+        raise WavediffError(f"scp file {p} lists no utterances")
+    return entries
+
+
+def unsafe_id(utt: str) -> Optional[str]:
+    """Why ``utt`` cannot be used as a file name inside an output folder, or None.
+
+    An id is a name, never a path: no separators, not ``.``/``..``, no leading ``-`` (it
+    would read as an option), no control characters, at most 200 characters.
+    """
+    if utt in (".", ".."):
+        return "is a directory reference"
+    if "/" in utt or "\\" in utt or os.sep in utt:
+        return "contains a path separator"
+    if utt.startswith("-"):
+        return "starts with '-'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in utt):
+        return "contains control characters"
+    if len(utt) > 200:
+        return f"is {len(utt)} characters long (at most 200)"
+    return None

@@ -11,7 +11,7 @@
   returning ``(audio, sample_rate)``; the spectrogram is in lmnt's convention unless
   ``input_preset`` says otherwise.
 
-Both convert the input to the model's mel convention (see :mod:`wavediff.audio.convert`),
+Both convert the input to the model's mel convention (see :mod:`wavediff.audio.prepare`),
 so a model trained on any preset serves them.
 """
 
@@ -47,12 +47,12 @@ class ESPnetVocoder(torch.nn.Module):
                  stats: Any = None, steps: Optional[int] = None, sampler: Optional[str] = None,
                  seed: Optional[int] = None) -> None:
         super().__init__()
-        from wavediff.audio.convert import MelPreparer, _stats_arg
+        from wavediff.audio.prepare import MelPreparer, stats_arg
 
         self.vocoder = vocoder
         self.model = vocoder.model  # registers the weights, so .to()/.eval() reach them
         self.input_preset = input_preset
-        self.stats = _stats_arg(stats)
+        self.stats = stats_arg(stats)
         self.steps, self.sampler, self.seed = steps, sampler, seed
         self._raw = MelPreparer(vocoder.preset, input_preset, layout="frames-mels")
         self._normalised = (MelPreparer(vocoder.preset, input_preset, layout="frames-mels",
@@ -126,7 +126,7 @@ def predict(spectrogram: Union[torch.Tensor, np.ndarray, None] = None,
         spec = spec[None]
     if spec.ndim != 3:
         raise MelError(f"spectrogram must be (n_mels, T) or (B, n_mels, T), got {spec.shape}")
-    from wavediff.audio.convert import convert_each
+    from wavediff.audio.prepare import convert_each
 
     mels = convert_each(list(spec), vocoder.preset, input_preset, layout="mels-frames")
     sampler = "fast" if fast_sampling else "ddpm"

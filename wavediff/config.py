@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from wavediff._files import atomic_write_text
 from wavediff._fields import MAX_CONFIG_BYTES, load_yaml, short
 from wavediff._fields import build_dataclass as _build
 from wavediff.audio.presets import MelConfig
@@ -27,6 +28,8 @@ CONDITIONINGS = ("step", "noise_level")
 AUX_TARGETS = ("x0", "noise")
 # "none" is the older spelling of "fp32"
 AMP_CHOICES = ("auto", "fp32", "none", "bf16", "fp16")
+SAMPLER_NAMES = ("fast", "ddim", "ddpm")
+LOSS_TYPES = ("l1", "l2")
 
 # The fast 6-step inference schedule of DiffWave (Kong et al. 2021, table 1).
 DIFFWAVE_FAST_SCHEDULE = (1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5)
@@ -77,11 +80,15 @@ class DiffusionConfig:
     def training_betas(self) -> list[float]:
         if self.betas is not None:
             return [float(b) for b in self.betas]
-        n = self.num_steps
-        if n == 1:
-            return [float(self.beta_start)]
-        step = (self.beta_end - self.beta_start) / (n - 1)
-        return [self.beta_start + i * step for i in range(n)]
+        return linear_beta_values(self.num_steps, self.beta_start, self.beta_end)
+
+
+def linear_beta_values(num_steps: int, start: float, end: float) -> list[float]:
+    """The linear schedule of DDPM and DiffWave: ``start + i * (end - start) / (num_steps - 1)``."""
+    if num_steps == 1:
+        return [float(start)]
+    step = (end - start) / (num_steps - 1)
+    return [start + i * step for i in range(num_steps)]
 
 
 @dataclass
@@ -104,6 +111,12 @@ class TrainConfig:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    # Exponential learning-rate decay after warm-up: the rate is multiplied by lr_decay
+    # every lr_decay_steps steps (smoothly, counted from step 0, so a resumed run with a
+    # new decay continues on the same curve) and never falls below lr_min. 1.0 = constant.
+    lr_decay: float = 1.0
+    lr_decay_steps: int = 1000
+    lr_min: float = 0.0
     grad_clip: float = 1.0
     ema_decay: Optional[float] = 0.999
     # Autocast precision: "auto" (bf16 where the device computes it natively: CUDA with
@@ -137,8 +150,8 @@ class Config:
 
     def validate(self) -> None:
         t, d = self.train, self.diffusion
-        if t.loss not in ("l1", "l2"):
-            raise ConfigError(f"train.loss must be 'l1' or 'l2', got {t.loss!r}")
+        if t.loss not in LOSS_TYPES:
+            raise ConfigError(f"train.loss must be one of {', '.join(LOSS_TYPES)}, got {t.loss!r}")
         if t.optimizer not in ("adam", "adamw"):
             raise ConfigError(f"train.optimizer must be 'adam' or 'adamw', got {t.optimizer!r}")
         if t.amp not in AMP_CHOICES:
@@ -172,10 +185,19 @@ class Config:
         if t.max_minutes is not None and not (math.isfinite(t.max_minutes) and t.max_minutes > 0):
             raise ConfigError(f"train.max_minutes must be a positive number of minutes or null, "
                               f"got {t.max_minutes}")
+        if not (math.isfinite(t.learning_rate) and t.learning_rate > 0):
+            raise ConfigError(f"train.learning_rate must be a positive number, got {t.learning_rate}")
+        if not (math.isfinite(t.lr_decay) and 0.0 < t.lr_decay <= 1.0):
+            raise ConfigError(f"train.lr_decay must be in (0, 1] (1 = constant rate), got {t.lr_decay}")
+        if t.lr_decay_steps <= 0:
+            raise ConfigError(f"train.lr_decay_steps must be positive, got {t.lr_decay_steps}")
+        if not (math.isfinite(t.lr_min) and 0.0 <= t.lr_min <= t.learning_rate):
+            raise ConfigError(f"train.lr_min must lie in [0, train.learning_rate], got {t.lr_min}")
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
-        if d.sampler not in ("fast", "ddim", "ddpm"):
-            raise ConfigError(f"diffusion.sampler must be fast, ddim or ddpm, got {d.sampler!r}")
+        if d.sampler not in SAMPLER_NAMES:
+            raise ConfigError(f"diffusion.sampler must be one of {', '.join(SAMPLER_NAMES)}, "
+                              f"got {d.sampler!r}")
         betas = d.training_betas()
         if not betas or any(not 0.0 < b < 1.0 for b in betas):
             raise ConfigError("diffusion betas must all lie in (0, 1)")
@@ -236,7 +258,7 @@ class Config:
             raise ConfigError(f"{path}: {e}") from None
 
     def save(self, path: Union[str, os.PathLike]) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def override(self, dotted: list[str]) -> "Config":
         """A copy with ``section.key=value`` overrides (values parsed as YAML)."""

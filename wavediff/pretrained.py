@@ -130,7 +130,7 @@ def save_pretrained(directory: PathLike, model: torch.nn.Module, config: Config,
     """
     from safetensors.torch import save_file
 
-    from wavediff._files import atomic_write_text, current_umask
+    from wavediff._files import atomic_write, atomic_write_text
 
     if dtype not in STORAGE_DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
@@ -139,13 +139,7 @@ def save_pretrained(directory: PathLike, model: torch.nn.Module, config: Config,
     tensors = {k: v.detach().to("cpu", STORAGE_DTYPES[dtype]).contiguous()
                for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "step": str(step if step is not None else -1), "dtype": dtype}
-    tmp = out / f".{WEIGHTS_NAME}.tmp"
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.chmod(tmp, 0o666 & ~current_umask())  # readable as the umask says, like any file
-        os.replace(tmp, out / WEIGHTS_NAME)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     atomic_write_text(out / CONFIG_NAME, yaml.safe_dump(config.to_dict(), sort_keys=False))
     if card is not None:
         atomic_write_text(out / CARD_NAME, json.dumps(card, indent=1, ensure_ascii=False) + "\n")

@@ -25,7 +25,8 @@ from wavediff.audio.mel import MelSpectrogram
 from wavediff.audio.presets import MelConfig
 from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion, get_sampler
-from wavediff.diffusion.schedule import align_fast_schedule, alpha_bar, ddim_timesteps
+from wavediff.distributed import pick_device
+from wavediff.diffusion.schedule import SamplingPlan, plan
 from wavediff.errors import CheckpointError, ConfigError, MelError
 from wavediff.inference.batching import length_buckets
 from wavediff.inference.calibrate import PRECISIONS, resolve_decode_precision
@@ -34,7 +35,7 @@ from wavediff.inference.engine import InferenceEngine
 from wavediff.model import DiffWave
 from wavediff.pretrained import DEFAULT_MODEL
 from wavediff.inference.schedules import read_schedules
-from wavediff.train.checkpoint import load_checkpoint, resolve_checkpoint
+from wavediff.checkpoint import load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger("wavediff.vocoder")
 PathLike = Union[str, os.PathLike]
@@ -91,8 +92,11 @@ class Vocoder:
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
                               f"got {precision!r}")
-        self.device = _pick_device(device)
-        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.device = pick_device(device)
+        # the caller's model keeps its mode and requires_grad flags (it may still be
+        # training); decoding runs under inference_mode, and DiffWave has no layer that
+        # behaves differently in training mode
+        self.model = model.to(self.device)
         self.config = config
         self.step = step
         self.source: Optional[str] = None  # where from_pretrained loaded it
@@ -128,7 +132,7 @@ class Vocoder:
         """
         from wavediff import pretrained
 
-        device = _pick_device(device)
+        device = pick_device(device)
         named = None if os.path.exists(path_or_name) else pretrained.resolve_named(str(path_or_name))
         folder = named or (Path(path_or_name) if pretrained.is_pretrained_dir(path_or_name) else None)
         if folder is not None:
@@ -147,6 +151,7 @@ class Vocoder:
                 f"{path_or_name}: its weights do not fit the model its config describes "
                 f"({str(e).splitlines()[0][:160]}); the files are damaged or mismatched"
             ) from None
+        model.eval().requires_grad_(False)  # ours alone: frozen for inference
         voc = cls(model, config, device, step=step if step >= 0 else None, **options)
         voc.source = str(folder or path_or_name)
         voc.schedules = read_schedules(folder or resolve_checkpoint(path_or_name))
@@ -200,28 +205,22 @@ class Vocoder:
         return self._mel(wav)
 
     # ------------------------------------------------------------------ decoding
-    def schedule_for(self, sampler: str, steps: Optional[int]) -> Union[None, int, list[float]]:
-        """The ``schedule`` argument of ``sampler`` for ``steps`` inference steps.
+    def plan(self, sampler: Optional[str] = None, steps: Optional[int] = None,
+             schedule: Union[None, str, Sequence[float]] = None) -> SamplingPlan:
+        """The :class:`~wavediff.diffusion.schedule.SamplingPlan` for ``sampler`` (default:
+        the configured one) and ``steps``, or for ``schedule`` (fast-sampler betas, or the
+        name of a stored schedule, see :attr:`schedules`)."""
+        if schedule is not None:
+            if sampler not in (None, "fast"):
+                raise ConfigError(f"a schedule of betas is for the fast sampler, not {sampler!r}")
+            betas = self.named_schedule(schedule) if isinstance(schedule, str) else schedule
+            return plan("fast", self.config.diffusion, schedule=betas)
+        return plan(sampler or self.config.diffusion.sampler, self.config.diffusion, steps)
 
-        ``fast``: the configured schedule when ``steps`` is None or its length, otherwise
-        ``steps`` betas whose alpha-bars match evenly spaced training steps. ``ddim``: the
-        step count. ``ddpm``: the full chain only.
-        """
-        d = self.config.diffusion
-        if sampler == "fast":
-            if steps is None or steps == len(d.fast_schedule):
-                return list(d.fast_schedule)
-            return _subsampled_betas(self.diffusion.betas, steps)
-        if sampler == "ddim":
-            return d.ddim_steps if steps is None else int(steps)
-        if sampler == "ddpm":
-            if steps not in (None, self.diffusion.num_steps):
-                raise ConfigError(
-                    f"the ddpm sampler runs all {self.diffusion.num_steps} training steps; "
-                    f"use --sampler fast or ddim for {steps} steps"
-                )
-            return None
-        raise ConfigError(f"unknown sampler {sampler!r}; choose fast, ddim or ddpm")
+    def schedule_for(self, sampler: str, steps: Optional[int]) -> Union[None, int, list[float]]:
+        """The ``schedule`` argument of ``sampler`` for ``steps`` inference steps (see
+        :func:`~wavediff.diffusion.schedule.plan`)."""
+        return self.plan(sampler, steps).schedule
 
     @torch.inference_mode()
     def decode(self, mel: Union[Tensor, np.ndarray], *, steps: Optional[int] = None,
@@ -249,16 +248,15 @@ class Vocoder:
         ``steps``.
         """
         if input_preset is not None or stats is not None:
-            from wavediff.audio.convert import convert_batch
+            from wavediff.audio.prepare import convert_batch
 
-            mel = convert_batch(mel, self.preset, input_preset, stats=stats)
-        if schedule is not None:
-            if sampler not in (None, "fast"):
-                raise ConfigError(f"a schedule of betas is for the fast sampler, not {sampler!r}")
-            sampler = "fast"
-            schedule = self.named_schedule(schedule) if isinstance(schedule, str) else [
-                float(b) for b in schedule]
-        sampler = sampler or self.config.diffusion.sampler
+            given = int(mel.shape[-1]) if getattr(mel, "ndim", 0) == 3 else None
+            mel, frames = convert_batch(mel, self.preset, input_preset, stats=stats)
+            if given is not None:
+                # a conversion that added or dropped frames moves each item's end with it
+                lengths = ([int(n) + f - given for n, f in zip(lengths, frames)]
+                           if lengths is not None else frames)
+        chosen = self.plan(sampler, steps, schedule)
         mel = torch.as_tensor(mel, dtype=torch.float32).to(self.device)
         single = mel.dim() == 2
         if single:
@@ -276,11 +274,9 @@ class Vocoder:
                 generator.seed()
             else:
                 generator.manual_seed(seed)
-        if schedule is None:
-            schedule = self.schedule_for(sampler, steps)
-        denoiser = self.denoiser_for(mel, sampler, schedule, chunk_seconds)
-        wav = get_sampler(sampler)(denoiser, self.diffusion, mel, schedule=schedule,
-                                   generator=generator, callback=callback)
+        denoiser = self.denoiser_for(mel, chosen, chunk_seconds)
+        wav = get_sampler(chosen.sampler)(denoiser, self.diffusion, mel, schedule=chosen.schedule,
+                                          generator=generator, callback=callback)
         if lengths is not None:
             for i, n in enumerate(lengths):
                 wav[i, int(n) * self.hop_length:] = 0.0
@@ -306,27 +302,14 @@ class Vocoder:
             log.info("decoding precision: %s", self.precision_reason)
         return self._autocast
 
-    def training_steps(self, sampler: str, schedule: Union[None, int, list[float]]) -> list[float]:
-        """The (fractional) training steps at which ``sampler`` runs the network."""
-        train = self.diffusion.betas
-        if sampler == "fast":
-            return align_fast_schedule(train, schedule).tolist()
-        if sampler == "ddim":
-            if isinstance(schedule, int):
-                return [float(t) for t in ddim_timesteps(self.diffusion.num_steps, schedule)]
-            return []
-        return [float(t) for t in range(self.diffusion.num_steps)]
-
-    def denoiser_for(self, mel: Tensor, sampler: str = "fast",
-                     schedule: Union[None, int, list[float]] = None,
+    def denoiser_for(self, mel: Tensor, chosen: Optional[SamplingPlan] = None,
                      chunk_seconds: Union[float, None, str] = "default"):
-        """The sampler's denoiser for ``mel`` ``(B, n_mels, F)``: whole or chunked."""
+        """The denoiser for ``mel`` ``(B, n_mels, F)`` under a sampling plan (default: the
+        configured sampler's): whole or chunked, its step biases precomputed."""
         if self.engine_name == "reference":
             return ConditionedDenoiser(self.model, mel)
         engine = self.engine
-        if schedule is None:
-            schedule = self.schedule_for(sampler, None)
-        steps = self.training_steps(sampler, schedule)
+        steps = (chosen or self.plan()).network_steps
         if chunk_seconds == "default":
             chunk_seconds = self.chunk_seconds
         if chunk_seconds:
@@ -364,7 +347,7 @@ class Vocoder:
         ``input_preset`` / ``stats``: as in :meth:`decode`, applied to each mel first.
         """
         if input_preset is not None or stats is not None:
-            from wavediff.audio.convert import convert_each
+            from wavediff.audio.prepare import convert_each
 
             mels = convert_each(mels, self.preset, input_preset, stats=stats)
         frames = [m.shape[-1] for m in mels]
@@ -387,26 +370,3 @@ class Vocoder:
         if out.shape[-1] < n:
             out = torch.nn.functional.pad(out, (0, n - out.shape[-1]))
         return out[..., :n]
-
-
-def _subsampled_betas(train_betas: Tensor, steps: int) -> list[float]:
-    """``steps`` inference betas whose alpha-bars equal those of evenly spaced training steps."""
-    num = len(train_betas)
-    if not 1 <= steps <= num:
-        raise ConfigError(f"steps must be between 1 and {num} (the training steps), got {steps}")
-    abar = alpha_bar(train_betas).tolist()
-    idx = np.unique(np.round(np.linspace(0, num - 1, steps)).astype(int)).tolist()
-    picked = [abar[i] for i in idx]
-    return [1.0 - picked[0]] + [1.0 - picked[i] / picked[i - 1] for i in range(1, len(picked))]
-
-
-def _pick_device(device: Union[str, torch.device]) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; a CUDA device without CUDA is refused."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device} was asked for but CUDA is not available here; "
-                          f"use device='cpu' or 'auto'")
-    return device
-

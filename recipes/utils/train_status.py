@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from wavediff.config import Config
-from wavediff.train.checkpoint import list_checkpoints, load_checkpoint
+from wavediff.checkpoint import list_checkpoints, load_checkpoint
 
 
 def main() -> None:

@@ -73,7 +73,7 @@ def read_mel_scp(path: PathLike) -> list[tuple[str, str]]:
     Relative paths are kept as written (they are relative to the working directory, as in
     Kaldi and ESPnet).
     """
-    from wavediff.cli.common import read_scp
+    from wavediff._files import read_scp
     from wavediff.errors import WavediffError
 
     try:
@@ -202,7 +202,7 @@ def _load_npz(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAM
     known = None
     if is_record and (path.parent / "audio.yaml").is_file():
         from wavediff.errors import WavediffError
-        from wavediff.train.data import read_audio_config
+        from wavediff.audio.dump import read_audio_config
 
         try:
             known = read_audio_config(path.parent)

@@ -10,19 +10,20 @@ failed write never leaves a partial file under the target name.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import soundfile as sf
 
+from wavediff._files import atomic_write
 from wavediff.errors import AudioError
 
 __all__ = ["load_audio", "save_audio", "quality_problem"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
+# Extensions read as audio by the commands (libsndfile formats).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".w64")
 
 def load_audio(
     path: PathLike,
@@ -86,14 +87,12 @@ def load_audio(
         rate = sample_rate
     return x, int(rate)
 
-
 # Thresholds of quality_problem: a peak below -60 dBFS is silence; clipping is a run of at
 # least 3 samples at >= 0.999 full scale, and a file is refused when clipped runs hold at
 # least 0.1% of its samples.
 SILENCE_PEAK = 1e-3
 CLIP_LEVEL = 0.999
 CLIP_FRACTION = 1e-3
-
 
 def quality_problem(path: PathLike, samples: np.ndarray) -> str | None:
     """Why an audio file makes poor vocoder training data (one line), or None.
@@ -120,7 +119,6 @@ def quality_problem(path: PathLike, samples: np.ndarray) -> str | None:
                 f"vocoder learns; use a 16- or 24-bit source, {keep}")
     return None
 
-
 def _clipped_samples(x: np.ndarray) -> int:
     """Samples in runs of 3 or more consecutive samples at ``>= CLIP_LEVEL`` (same sign)."""
     total = 0
@@ -132,14 +130,12 @@ def _clipped_samples(x: np.ndarray) -> int:
         total += int(runs[runs >= 3].sum())
     return total
 
-
 def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     """``x`` (float32, ``(T,)``) from ``rate`` to ``target`` Hz, ``(round(T*target/rate),)``."""
     import soxr
 
     y = soxr.resample(x, rate, target, quality="VHQ")
     return np.ascontiguousarray(y, dtype=np.float32)
-
 
 def save_audio(
     path: PathLike,
@@ -175,19 +171,13 @@ def save_audio(
         )
     x = np.clip(x, -1.0, 1.0)
 
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(tmp), x, int(sample_rate), subtype=subtype, format=fmt)
-        os.replace(tmp, p)
+        atomic_write(p, lambda tmp: sf.write(str(tmp), x, int(sample_rate), subtype=subtype,
+                                             format=fmt))
     except (OSError, sf.SoundFileError, RuntimeError) as err:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
         raise AudioError(f"cannot write {p}: {_reason(err)}") from None
     return p
-
 
 def _reason(err: Exception) -> str:
     """The short cause of ``err``: strerror for OSError, libsndfile's own text otherwise."""
@@ -195,7 +185,6 @@ def _reason(err: Exception) -> str:
         return err.strerror
     text = getattr(err, "error_string", None) or str(err).strip()
     return text.splitlines()[-1] if text else type(err).__name__
-
 
 def _as_mono_float(wav: Any, p: Path) -> np.ndarray:
     """``wav`` as a float numpy array of shape ``(T,)``, checked finite and non-empty."""

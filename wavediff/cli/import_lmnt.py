@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 log = logging.getLogger("wavediff.import_lmnt")
@@ -31,8 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from wavediff.errors import WavediffError
     from wavediff.model import DiffWave, count_parameters
-    from wavediff.model.lmnt import convert_lmnt_state, read_lmnt_checkpoint
-    from wavediff.train.checkpoint import checkpoint_name, save_checkpoint
+    from wavediff.importers.lmnt import convert_lmnt_state, read_lmnt_checkpoint
+    from wavediff.checkpoint import checkpoint_name, save_checkpoint
 
     state = read_lmnt_checkpoint(args.weights)
     config, weights = convert_lmnt_state(state, source=str(args.weights))
@@ -54,9 +53,7 @@ def run(args: argparse.Namespace) -> int:
     save_checkpoint(path, {"config": config.to_dict(), "step": step,
                            "model": model.state_dict(), "ema": None,
                            "imported_from": "lmnt-com/diffwave"})
-    tmp = outdir / ".config.yaml.tmp"
-    config.save(tmp)
-    os.replace(tmp, outdir / "config.yaml")
+    config.save(outdir / "config.yaml")
     log.info("wrote %s (%d layers x %d channels, %.2fM parameters, step %d) and config.yaml",
              path, config.model.residual_layers, config.model.residual_channels,
              count_parameters(model) / 1e6, step)

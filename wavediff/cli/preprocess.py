@@ -20,10 +20,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-from wavediff.cli.common import progress_wanted, read_scp, report_failures
+from wavediff._files import read_scp
+from wavediff.audio.io import AUDIO_SUFFIXES
+from wavediff.cli.common import progress_wanted, report_failures
 
 log = logging.getLogger("wavediff.preprocess")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".w64")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,7 +87,7 @@ def process_one(item: tuple[str, str]) -> tuple[str, Optional[str]]:
 
     from wavediff.audio.io import load_audio, quality_problem
     from wavediff.errors import WavediffError
-    from wavediff.train.data import save_record
+    from wavediff.audio.dump import save_record
 
     utt, path = item
     st = _worker_state
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from wavediff.audio.presets import get_preset
     from wavediff.config import Config
     from wavediff.errors import WavediffError
-    from wavediff.train.data import read_audio_config, write_audio_config
+    from wavediff.audio.dump import read_audio_config, write_audio_config
 
     if args.config and args.preset:
         raise WavediffError("give either --config or --preset, not both")

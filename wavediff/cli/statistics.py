@@ -26,7 +26,7 @@ def compute_statistics(dumpdirs: list[str]):
     import numpy as np
     from tqdm import tqdm
 
-    from wavediff.train.data import list_records, load_record
+    from wavediff.audio.dump import list_records, load_record
 
     total, s1, s2 = 0, None, None
     records = [r for d in dumpdirs for r in list_records(d)]
@@ -46,6 +46,7 @@ def compute_statistics(dumpdirs: list[str]):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from wavediff._files import atomic_write
     from wavediff.errors import WavediffError
 
     out = Path(args.out)
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise WavediffError(f"--out {out} is a folder; give a file name such as {out}/stats.npy")
     mean, scale = compute_statistics(args.dumpdir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         if kind == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, np.stack([mean, scale]).astype(np.float32))
@@ -68,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("mean", data=mean.astype(np.float32))
                 f.create_dataset("scale", data=scale.astype(np.float32))
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(out, write)
     print(f"wrote {out}: mean of means {mean.mean():.4f}, mean scale {scale.mean():.4f}")
     return 0

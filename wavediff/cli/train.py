@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from wavediff.cli.common import progress_wanted
     from wavediff.config import Config
-    from wavediff.train import distributed as distrib
+    from wavediff import distributed as distrib
     from wavediff.train.trainer import Trainer
 
     from wavediff.errors import WavediffError
@@ -109,7 +109,7 @@ def _gta_dump(args: argparse.Namespace, config, dist) -> str:
 
     from wavediff.cli.common import progress_wanted
     from wavediff.errors import WavediffError
-    from wavediff.train import distributed as distrib
+    from wavediff import distributed as distrib
     from wavediff.train.gta import build_gta_dump
 
     gta_dir = args.gta_dumpdir or str(Path(args.outdir) / "dump_gta")

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from wavediff.errors import WavediffError
     from wavediff.inference.schedules import (
         log_mel_objective, search_schedule, write_schedule)
-    from wavediff.train.data import list_records, load_record
+    from wavediff.audio.dump import list_records, load_record
     from wavediff.vocoder import Vocoder
 
     if args.steps < 1 or args.utterances < 1:

@@ -38,10 +38,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wavediff.cli.preprocess import AUDIO_SUFFIXES
+from wavediff.audio.formats import MEL_SUFFIXES
+from wavediff.audio.io import AUDIO_SUFFIXES
+from wavediff.config import SAMPLER_NAMES
 
 log = logging.getLogger("wavediff.vocode")
-MEL_SUFFIXES = (".npy", ".npz", ".pt", ".h5", ".hdf5")
 STATS_NAMES = ("stats.h5", "stats.npy", "feats_stats.npz")
 
 
@@ -58,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", default=None,
                    help="a fast schedule stored with the model by name (wavediff "
                         "tune-schedule), e.g. searched-4; replaces --steps")
-    p.add_argument("--sampler", choices=("fast", "ddim", "ddpm"), default=None,
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
                    help="default: the model's (fast)")
     p.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
@@ -100,7 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def collect(args: argparse.Namespace) -> list[tuple[str, Path]]:
     """``(name, path)`` of every input; missing paths are kept and fail when read."""
-    from wavediff.cli.common import read_scp
+    from wavediff._files import read_scp
     from wavediff.errors import WavediffError
 
     items: list[tuple[str, Path]] = []
@@ -128,7 +129,7 @@ def collect(args: argparse.Namespace) -> list[tuple[str, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     from wavediff.errors import WavediffError
-    from wavediff.train import distributed as distrib
+    from wavediff import distributed as distrib
 
     if args.batch_size < 1:
         raise WavediffError("--batch-size must be at least 1")
@@ -145,12 +146,13 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     import torch
     from tqdm import tqdm
 
-    from wavediff.audio.convert import MelPreparer, NormalisedMelError
+    from wavediff.audio.detect import NormalisedMelError
+    from wavediff.audio.prepare import MelPreparer
     from wavediff.audio.formats import load_mel_file, read_stats
     from wavediff.audio.io import load_audio, save_audio
     from wavediff.cli.common import progress_wanted, report_failures
     from wavediff.errors import WavediffError
-    from wavediff.train import distributed as distrib
+    from wavediff import distributed as distrib
     from wavediff.inference.batching import length_buckets
     from wavediff.vocoder import Vocoder
 
@@ -173,10 +175,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     if args.schedule and args.sampler not in (None, "fast"):
         raise WavediffError(f"--schedule is a fast-sampler schedule; drop --sampler {args.sampler}")
     sampler = "fast" if args.schedule else (args.sampler or voc.config.diffusion.sampler)
-    plan = (voc.named_schedule(args.schedule) if args.schedule
-            else voc.schedule_for(sampler, args.steps))
-    n_steps = (len(plan) if isinstance(plan, list) else plan if isinstance(plan, int)
-               else voc.diffusion.num_steps)
+    n_steps = len(voc.plan(sampler, args.steps, args.schedule).network_steps)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     prep = MelPreparer(voc.preset, args.input_preset, layout=args.input_layout,

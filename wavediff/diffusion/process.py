@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from wavediff.audio.presets import MelConfig
-from wavediff.config import DiffusionConfig
+from wavediff.config import LOSS_TYPES, DiffusionConfig
 from wavediff.diffusion.prior import EnergyPrior
 from wavediff.diffusion.schedule import BetasLike, alpha_bar, as_betas, posterior_variance
 from wavediff.errors import ConfigError
@@ -23,7 +23,6 @@ Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
 # aux_loss(reference (B, T), estimate (B, T)) -> scalar
 AuxLoss = Callable[[Tensor, Tensor], Tensor]
 
-LOSS_TYPES = ("l1", "l2")
 
 
 def step_dtype(dtype: torch.dtype) -> torch.dtype:

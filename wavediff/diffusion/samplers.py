@@ -26,9 +26,9 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from wavediff.config import DIFFWAVE_FAST_SCHEDULE, DiffusionConfig
+from wavediff.config import DIFFWAVE_FAST_SCHEDULE, SAMPLER_NAMES
 from wavediff.diffusion.process import Denoiser, GaussianDiffusion, randn, step_dtype
-from wavediff.diffusion.schedule import align_fast_schedule, alpha_bar, ddim_timesteps
+from wavediff.diffusion.schedule import align_fast_schedule, alpha_bar, ddim_schedule
 from wavediff.errors import ConfigError, MelError
 
 Callback = Callable[[int, int, Tensor], None]
@@ -112,7 +112,7 @@ def sample_ddim(
     """
     if not 0.0 <= eta <= 1.0:
         raise ConfigError(f"DDIM eta must be in [0, 1], got {eta!r}")
-    timesteps = _ddim_schedule(schedule, diffusion.num_steps)
+    timesteps = ddim_schedule(schedule, diffusion.num_steps)
     abar = diffusion.alpha_bar.tolist()
     with torch.inference_mode():
         x, std = _start(denoiser, diffusion, mel, generator, noise)
@@ -131,7 +131,8 @@ def sample_ddim(
         return x.clamp(-1.0, 1.0)
 
 
-SAMPLERS: dict[str, Sampler] = {"ddpm": sample_ddpm, "fast": sample_fast, "ddim": sample_ddim}
+SAMPLERS: dict[str, Sampler] = {"fast": sample_fast, "ddim": sample_ddim, "ddpm": sample_ddpm}
+assert tuple(SAMPLERS) == SAMPLER_NAMES
 
 
 def get_sampler(name: str) -> Sampler:
@@ -214,26 +215,3 @@ def _eps(denoiser: Denoiser, x: Tensor, step: float, mel: Tensor) -> Tensor:
         raise ValueError(f"the denoiser returned shape {tuple(eps.shape)}, "
                          f"expected {tuple(x.shape)}")
     return eps.to(x.dtype)
-
-
-def _ddim_schedule(schedule: Union[int, Sequence[int], None], num_steps: int) -> list[int]:
-    """DDIM's increasing training-step indices from a step count or an explicit sequence."""
-    if schedule is None:
-        return ddim_timesteps(num_steps, min(DiffusionConfig.ddim_steps, num_steps))
-    if isinstance(schedule, int) and not isinstance(schedule, bool):
-        return ddim_timesteps(num_steps, schedule)
-    steps = list(schedule)
-    if not steps:
-        raise ConfigError("DDIM schedule is empty; give a step count or training-step indices")
-    for i, t in enumerate(steps):
-        if isinstance(t, bool) or int(t) != t or not 0 <= t < num_steps:
-            raise ConfigError(
-                f"DDIM schedule[{i}] = {t!r} is not a training step; valid: integers "
-                f"0..{num_steps - 1}"
-            )
-        if i and t <= steps[i - 1]:
-            raise ConfigError(
-                f"DDIM schedule must be strictly increasing, but schedule[{i}] = {t!r} "
-                f"follows {steps[i - 1]!r}"
-            )
-    return [int(t) for t in steps]

@@ -1,4 +1,5 @@
-"""Noise schedules: betas, alpha-bar, noise levels and the alignment of short schedules.
+"""Noise schedules: betas, alpha-bar, noise levels, the alignment of short schedules and
+the sampling plan (which schedule a sampler runs and where it evaluates the network).
 
 Notation (Ho et al. 2020, "Denoising Diffusion Probabilistic Models"): a schedule of
 ``T`` betas, ``alpha_t = 1 - beta_t`` and ``alpha_bar_t = prod_{i<=t} alpha_i``, indexed
@@ -8,10 +9,13 @@ Notation (Ho et al. 2020, "Denoising Diffusion Probabilistic Models"): a schedul
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
 
+import numpy as np
 import torch
 
+from wavediff.config import SAMPLER_NAMES, DiffusionConfig, linear_beta_values
 from wavediff.errors import ConfigError
 
 BetasLike = Union[Sequence[float], torch.Tensor]
@@ -42,10 +46,7 @@ def linear_betas(num_steps: int, start: float, end: float) -> torch.Tensor:
     """
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ConfigError(f"num_steps must be a positive integer, got {num_steps!r}")
-    if num_steps == 1:
-        return as_betas([start])
-    step = (end - start) / (num_steps - 1)
-    return as_betas([start + i * step for i in range(num_steps)])
+    return as_betas(linear_beta_values(num_steps, start, end))
 
 
 def alpha_bar(betas: BetasLike) -> torch.Tensor:
@@ -145,3 +146,83 @@ def ddim_timesteps(num_steps: int, n: int) -> list[int]:
         return [num_steps - 1]
     span, gaps = num_steps - 1, n - 1
     return [(2 * i * span + gaps) // (2 * gaps) for i in range(n)]
+
+
+def ddim_schedule(schedule: Union[int, Sequence[int], None], num_steps: int) -> list[int]:
+    """DDIM's increasing training-step indices from a step count (evenly spaced by
+    :func:`ddim_timesteps`; None: ``DiffusionConfig.ddim_steps``) or an explicit sequence."""
+    if schedule is None:
+        return ddim_timesteps(num_steps, min(DiffusionConfig.ddim_steps, num_steps))
+    if isinstance(schedule, int) and not isinstance(schedule, bool):
+        return ddim_timesteps(num_steps, schedule)
+    steps = list(schedule)
+    if not steps:
+        raise ConfigError("DDIM schedule is empty; give a step count or training-step indices")
+    for i, t in enumerate(steps):
+        if isinstance(t, bool) or int(t) != t or not 0 <= t < num_steps:
+            raise ConfigError(
+                f"DDIM schedule[{i}] = {t!r} is not a training step; valid: integers "
+                f"0..{num_steps - 1}"
+            )
+        if i and t <= steps[i - 1]:
+            raise ConfigError(
+                f"DDIM schedule must be strictly increasing, but schedule[{i}] = {t!r} "
+                f"follows {steps[i - 1]!r}"
+            )
+    return [int(t) for t in steps]
+
+
+def subsampled_betas(train_betas: BetasLike, steps: int) -> list[float]:
+    """``steps`` inference betas whose alpha-bars equal those of evenly spaced training steps."""
+    train = as_betas(train_betas, "training betas")
+    num = len(train)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num:
+        raise ConfigError(f"steps must be between 1 and {num} (the training steps), got {steps}")
+    abar = alpha_bar(train).tolist()
+    idx = np.unique(np.round(np.linspace(0, num - 1, steps)).astype(int)).tolist()
+    picked = [abar[i] for i in idx]
+    return [1.0 - picked[0]] + [1.0 - picked[i] / picked[i - 1] for i in range(1, len(picked))]
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """What a sampler runs: its ``schedule`` argument and the (fractional) training steps
+    at which it evaluates the network, in increasing order."""
+
+    sampler: str
+    schedule: Union[None, int, list[float], list[int]]
+    network_steps: list[float]
+
+
+def plan(sampler: str, diffusion: DiffusionConfig, steps: Optional[int] = None,
+         schedule: Union[None, int, Sequence[float]] = None) -> SamplingPlan:
+    """The one rule for turning a sampler name and a step count (or an explicit schedule)
+    into a schedule, used by the samplers' callers, the inference engine and the facade.
+
+    ``fast``: ``schedule`` (betas) when given; the configured ``fast_schedule`` when
+    ``steps`` is None or its length; otherwise ``steps`` betas whose alpha-bars match evenly
+    spaced training steps. ``ddim``: ``schedule`` or ``steps`` (a count) or the configured
+    ``ddim_steps``. ``ddpm``: the whole training chain only.
+    """
+    train = diffusion.training_betas()
+    num = len(train)
+    if sampler == "fast":
+        if schedule is not None:
+            betas = [float(b) for b in schedule]
+        elif steps is None or steps == len(diffusion.fast_schedule):
+            betas = list(diffusion.fast_schedule)
+        else:
+            betas = subsampled_betas(train, steps)
+        return SamplingPlan(sampler, betas, align_fast_schedule(train, betas).tolist())
+    if sampler == "ddim":
+        chosen = schedule if schedule is not None else (
+            diffusion.ddim_steps if steps is None else int(steps))
+        indices = ddim_schedule(chosen, num)
+        return SamplingPlan(sampler, chosen if isinstance(chosen, int) else indices,
+                            [float(t) for t in indices])
+    if sampler == "ddpm":
+        if schedule is not None or steps not in (None, num):
+            raise ConfigError(f"the ddpm sampler runs all {num} training steps; "
+                              f"use --sampler fast or ddim for {steps or schedule} steps")
+        return SamplingPlan(sampler, None, [float(t) for t in range(num)])
+    raise ConfigError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLER_NAMES)}")

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from wavediff.audio.io import AUDIO_SUFFIXES
 from wavediff.errors import AudioError, WavediffError
 
 __all__ = [
@@ -23,7 +24,6 @@ __all__ = [
     "reference_files", "pair_files", "load_pair", "read_decode_stats",
 ]
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".w64")
 GEN_SUFFIX = "_gen"
 
 
@@ -69,7 +69,7 @@ def list_audio(directory: Path, *, generated: bool) -> dict[str, Path]:
 def reference_files(ref_dir: Optional[str] = None, ref_scp: Optional[str] = None) -> dict[str, Path]:
     """``{utterance id: path}`` of the references, from a folder or a ``wav.scp``."""
     if ref_scp is not None:
-        from wavediff.cli.common import read_scp
+        from wavediff._files import read_scp
 
         return {uid: Path(p) for uid, p in read_scp(ref_scp)}
     if ref_dir is None:

@@ -5,8 +5,8 @@ computes the same function (up to float rounding) faster:
 
 * everything that depends only on the mel (the upsampler and every layer's conditioner
   projection, with the constant biases folded in) is computed once per utterance by
-  :meth:`InferenceEngine.conditioning`; the step embeddings of a schedule are computed
-  once by :meth:`InferenceEngine.step_table`;
+  :meth:`InferenceEngine.conditioning`; the step embedding of each denoising step is
+  turned into per-layer biases once by :meth:`InferenceEngine.step_bias`;
 * on CPU, activations are time-major ``(T, C)`` and each residual layer runs over blocks
   of ``block_size`` samples that fit in the L2 cache: the dilated convolution is ``k``
   accumulating GEMMs over shifted row ranges (no padding copies), followed by the gated
@@ -25,10 +25,11 @@ taps written out, ``conv(h + e) = conv(h) + sum_j W_j e`` except in the first an
 
 from __future__ import annotations
 
+import copy
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,10 @@ class InferenceEngine:
         if getattr(model, "subbands", 1) != 1:
             raise ConfigError("the inference engine runs single-band models; decode a "
                               "sub-band model with engine='reference'")
-        self.model = model
+        # a frozen copy: the folded weights, the upsampler, the step embedding and the
+        # CUDA path all read the same snapshot, so training the model on changes nothing here
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        model = self.model
         self.autocast = None if autocast in (None, "none") else autocast
         self.block_size = int(block_size)
         self.threads = max(1, int(threads if threads is not None else torch.get_num_threads()))
@@ -207,10 +211,6 @@ class InferenceEngine:
         bias = torch.einsum("blc,lcd->bld", step, self.tap_sum)  # the shift's part is in cond
         taps = torch.einsum("blc,ljcd->bljd", e, self.taps)
         return StepBias(bias.contiguous(), taps.contiguous(), step)
-
-    def step_table(self, steps: Sequence[float]) -> dict[float, StepBias]:
-        """:meth:`step_bias` of each of a schedule's (training) steps, keyed by value."""
-        return {float(t): self.step_bias(torch.tensor([float(t)])) for t in steps}
 
     # ------------------------------------------------------------------ network
     @torch.inference_mode()

@@ -2,7 +2,7 @@
 
 :func:`build_gta_dump` pairs a mel scp (``<id> <path>``, ``<id> <path.h5:feats>``) with a
 wav scp by utterance id, converts every mel to the model's convention (detected or given,
-see :mod:`wavediff.audio.convert`), checks ``frames * hop`` against the waveform length
+see :mod:`wavediff.audio.prepare`), checks ``frames * hop`` against the waveform length
 (differences up to one frame are trimmed or zero-padded and counted; larger ones are
 refused with the ids) and writes ordinary training records. :func:`load_init_checkpoint`
 and :func:`apply_init_checkpoint` start a run from a trained model's weights.
@@ -52,7 +52,7 @@ class GtaReport:
 def pair_scps(feats_scp: PathLike, wav_scp: PathLike) -> list[tuple[str, str, str]]:
     """``(utt_id, mel_spec, wav_path)`` in the feats scp's order; refuses unmatched ids."""
     from wavediff.audio.formats import read_mel_scp
-    from wavediff.cli.common import read_scp
+    from wavediff._files import read_scp
 
     feats = read_mel_scp(feats_scp)
     wavs = dict(read_scp(os.fspath(wav_scp)))
@@ -96,17 +96,15 @@ def build_gta_dump(feats_scp: PathLike, wav_scp: PathLike, dumpdir: PathLike,
     """
     from tqdm import tqdm
 
-    from wavediff.audio.convert import MelPreparer, _stats_arg
+    from wavediff.audio.prepare import MelPreparer, stats_arg
     from wavediff.audio.formats import load_mel_file
     from wavediff.audio.io import load_audio
-    from wavediff.train.data import (
-        read_audio_config, save_record, write_audio_config,
-    )
+    from wavediff.audio.dump import read_audio_config, save_record, write_audio_config
 
     pairs = pair_scps(feats_scp, wav_scp)
     dumpdir = Path(dumpdir)
     hop = config.hop_length
-    prep = MelPreparer(config, input_preset, stats=_stats_arg(stats), layout=layout)
+    prep = MelPreparer(config, input_preset, stats=stats_arg(stats), layout=layout)
     report = GtaReport(dumpdir, utterances=len(pairs))
     frames: dict[str, int] = {}
     far: list[str] = []
@@ -165,7 +163,7 @@ def load_init_checkpoint(path: PathLike) -> dict[str, Any]:
     """The state a fine-tuning or warm-started run starts from: a checkpoint (file or
     experiment dir), a pretrained folder or the name of a shipped model (``joe``)."""
     from wavediff import pretrained
-    from wavediff.train.checkpoint import load_checkpoint
+    from wavediff.checkpoint import load_checkpoint
 
     folder = None if os.path.exists(path) else pretrained.resolve_named(str(path))
     if folder is None and pretrained.is_pretrained_dir(path):

@@ -7,7 +7,7 @@ had never stopped (same batches, same noise). SIGTERM (preemption) writes a chec
 the end of the current step and exits.
 
 Under torchrun the model is wrapped in DistributedDataParallel: every process takes its
-slices of the same global batch (see :mod:`wavediff.train.distributed`), the diffusion steps
+slices of the same global batch (see :mod:`wavediff.distributed`), the diffusion steps
 and noise of each sample are drawn for the whole global batch from one stream shared by all
 ranks (so a sample's noise depends on its place in the global batch, never on the rank or
 the number of processes), and only rank 0 logs, evaluates and writes checkpoints.
@@ -37,12 +37,12 @@ from wavediff.errors import WavediffError
 from wavediff.evaluation.spectral import multi_resolution_stft_loss
 from wavediff.hardware import resolve_precision
 from wavediff.model import DiffWave, count_parameters
-from wavediff.train import checkpoint as ckpt
-from wavediff.train import distributed as distrib
-from wavediff.train.data import (
-    CropDataset, DumpError, StepBatchSampler, check_dump_matches, crop_frames_for,
-    inspect_record, list_records, load_record,
+from wavediff import checkpoint as ckpt
+from wavediff import distributed as distrib
+from wavediff.audio.dump import (
+    DumpError, check_dump_matches, inspect_record, list_records, load_record,
 )
+from wavediff.train.data import CropDataset, StepBatchSampler, crop_frames_for
 
 log = logging.getLogger("wavediff.train")
 
@@ -182,8 +182,6 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"] if state.get("ema") else state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # a changed learning rate takes effect
-            group["initial_lr"] = self.config.train.learning_rate
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         rng = state.get("rng") or {}
@@ -225,7 +223,10 @@ class Trainer:
         tc = self.config.train
         if tc.warmup_steps > 0 and self.step < tc.warmup_steps:
             return tc.learning_rate * (self.step + 1) / tc.warmup_steps
-        return tc.learning_rate
+        if tc.lr_decay == 1.0:
+            return tc.learning_rate
+        decayed = tc.learning_rate * tc.lr_decay ** (self.step / tc.lr_decay_steps)
+        return max(tc.lr_min, decayed)
 
     def train_step(self, wave: torch.Tensor, mel: torch.Tensor) -> dict[str, float]:
         """One optimisation step on one batch: ``wave`` (B, T_wav), ``mel`` (B, n_mels, F)."""

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
-from wavediff._files import current_umask
+from wavediff._files import atomic_write
 from wavediff.config import Config
 from wavediff.errors import CheckpointError, ConfigError
 from wavediff.version import __version__
@@ -78,20 +77,6 @@ def remove_stale_temporaries(expdir: PathLike) -> list[Path]:
     return removed
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` (plus format and version fields) to ``path`` atomically.
 
@@ -103,31 +88,17 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "wavediff_version": __version__,
                **state}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask as open() does
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            kept = [p.name for _, p in list_checkpoints(path.parent)]
-            intact = (f"the newest intact checkpoint is {kept[-1]}" if kept
-                      else "no earlier checkpoint exists")
-            raise CheckpointError(
-                f"could not write checkpoint {path}: {e.strerror or e}; its temporary file was "
-                f"removed and {intact} (free disk space, then continue with --resume)"
-            ) from None
-        raise
-    _fsync_dir(path.parent)
+        atomic_write(path, lambda tmp: torch.save(payload, tmp), durable=True)
+    except OSError as e:
+        kept = [p.name for _, p in list_checkpoints(path.parent)]
+        intact = (f"the newest intact checkpoint is {kept[-1]}" if kept
+                  else "no earlier checkpoint exists")
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {e.strerror or e}; its temporary file was "
+            f"removed and {intact} (free disk space, then continue with --resume)"
+        ) from None
     return path
-
 
 
 def safe_torch_load(path: PathLike, map_location: Union[str, torch.device] = "cpu", *,

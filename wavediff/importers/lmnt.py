@@ -22,7 +22,7 @@ from torch import Tensor
 from wavediff.audio.presets import get_preset
 from wavediff.config import Config, DiffusionConfig, ModelConfig, TrainConfig
 from wavediff.errors import CheckpointError
-from wavediff.train.checkpoint import safe_torch_load
+from wavediff.checkpoint import safe_torch_load
 
 # lmnt's diffwave/params.py defaults, used where a checkpoint lacks ``params``.
 LMNT_DEFAULTS: dict[str, Any] = {

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Iterator, Optional, Sequence, TypeVar, Union
 
 import torch
 import torch.distributed as dist
@@ -103,10 +103,19 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> Dis
     return info
 
 
-def _single_device(device: str) -> str:
-    from wavediff.cli.common import pick_device
+def pick_device(device: Union[str, torch.device, None]) -> torch.device:
+    """``"auto"`` (or None): CUDA when available, else CPU; CUDA without CUDA is refused."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} was asked for but CUDA is not available here; "
+                          f"use device cpu or auto")
+    return device
 
-    return pick_device(device)
+
+def _single_device(device: str) -> str:
+    return str(pick_device(device))
 
 
 def cleanup(info: DistInfo) -> None:

@@ -1,0 +1,1 @@
+"""Importers of other toolkits' checkpoints (lmnt-com/diffwave)."""
