@@ -6,7 +6,9 @@ import json
 import os
 import stat
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from conftest import wavediff_cli
@@ -83,7 +85,30 @@ def test_export_cli_and_vocode_from_the_folder(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "exported step 5" in r.stdout
     assert pretrained.read_card(tmp_path / "m") == {"description": "tiny"}
-    assert Vocoder.from_pretrained(tmp_path / "m").step == 5
+    voc = Vocoder.from_pretrained(tmp_path / "m")
+    assert voc.step == 5 and voc.config.diffusion.consistency_iters == 0
+    # --consistency stores the decoding default with the model; vocode follows it and says so
+    r = wavediff_cli("export", "--checkpoint", tmp_path / "exp", "--outdir", tmp_path / "g",
+                     "--consistency", "2")
+    assert r.returncode == 0, r.stderr
+    assert Vocoder.from_pretrained(tmp_path / "g").config.diffusion.consistency_iters == 2
+    mel = tmp_path / "in" / "a.npy"
+    mel.parent.mkdir()
+    np.save(mel, np.random.default_rng(0).normal(-5, 1, (config.audio.n_mels, 6)).astype("f4"))
+    runs = {}
+    for name, extra in (("g", []), ("off", ["--consistency", "0"])):
+        r = wavediff_cli("vocode", "--checkpoint", tmp_path / "g", "--outdir", tmp_path / name,
+                         "--seed", "0", "--steps", "2", mel.parent, *extra)
+        assert r.returncode == 0, r.stderr
+        stats = json.loads((tmp_path / name / "vocode_stats.json").read_text())
+        runs[name] = sf.read(tmp_path / name / "a.wav")[0]
+        assert stats["consistency"] == (2 if name == "g" else 0)
+    assert "2 consistency projection(s) per step" in wavediff_cli(
+        "vocode", "--checkpoint", tmp_path / "g", "--outdir", tmp_path / "h", mel.parent).stderr
+    assert not np.allclose(runs["g"], runs["off"])
+    r = wavediff_cli("vocode", "--checkpoint", tmp_path / "g", "--outdir", tmp_path / "x",
+                     "--consistency", "-1", mel.parent)
+    assert r.returncode != 0 and "--consistency must be 0..100" in r.stderr
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])

@@ -22,8 +22,9 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[Path], None], *
     os.close(fd)
     tmp = Path(name)
     try:
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
         write(tmp)
+        # mkstemp makes 0600 and some writers recreate the file: follow the umask as open() does
+        os.chmod(tmp, 0o666 & ~current_umask())
         if durable:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())

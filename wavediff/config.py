@@ -76,6 +76,10 @@ class DiffusionConfig:
     # "noise_level" (continuous levels sqrt(alpha-bar) drawn uniformly between neighbouring
     # steps, WaveGrad), so any inference schedule lies on points the network was trained at.
     conditioning: str = "step"
+    # Spectral consistency at inference (GLA-Grad, Liu et al. 2024): each step's clean
+    # estimate gets this many Griffin-Lim projections onto the magnitudes the mel implies
+    # before the step is taken (wavediff.audio.phase). 0 = off, DiffWave's sampler as is.
+    consistency_iters: int = 0
 
     def training_betas(self) -> list[float]:
         if self.betas is not None:
@@ -195,6 +199,9 @@ class Config:
             raise ConfigError(f"train.lr_min must lie in [0, train.learning_rate], got {t.lr_min}")
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
+        if not 0 <= d.consistency_iters <= 100:
+            raise ConfigError(f"diffusion.consistency_iters must be in 0..100 (0 = off), "
+                              f"got {d.consistency_iters}")
         if d.sampler not in SAMPLER_NAMES:
             raise ConfigError(f"diffusion.sampler must be one of {', '.join(SAMPLER_NAMES)}, "
                               f"got {d.sampler!r}")

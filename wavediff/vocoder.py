@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from wavediff.audio.mel import MelSpectrogram
+from wavediff.audio.phase import consistency_projector
 from wavediff.audio.presets import MelConfig
 from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion, get_sampler
@@ -231,7 +232,8 @@ class Vocoder:
                input_preset: Optional[Union[str, MelConfig]] = None,
                stats: Optional[object] = None,
                chunk_seconds: Union[float, None, str] = "default",
-               schedule: Union[None, str, Sequence[float]] = None) -> Tensor:
+               schedule: Union[None, str, Sequence[float]] = None,
+               consistency: Optional[int] = None) -> Tensor:
         """Mel ``(B, n_mels, F)`` or ``(n_mels, F)`` in the model's convention -> waveform.
 
         Returns ``(B, F * hop)`` (or ``(F * hop,)``) float32 in [-1, 1] on the vocoder's
@@ -246,6 +248,9 @@ class Vocoder:
         ``schedule``: the fast sampler's betas, or the name of a schedule stored with the
         model (``schedules``, e.g. one found by ``wavediff tune-schedule``); it replaces
         ``steps``.
+        ``consistency``: Griffin-Lim projections of each step's clean estimate onto the
+        magnitudes the mel implies (GLA-Grad; default: the model's
+        ``diffusion.consistency_iters``, 0 = off).
         """
         if input_preset is not None or stats is not None:
             from wavediff.audio.prepare import convert_batch
@@ -275,8 +280,15 @@ class Vocoder:
             else:
                 generator.manual_seed(seed)
         denoiser = self.denoiser_for(mel, chosen, chunk_seconds)
+        if consistency is None:
+            consistency = self.config.diffusion.consistency_iters
+        if isinstance(consistency, bool) or not isinstance(consistency, int) or consistency < 0:
+            raise ConfigError(f"consistency must be a non-negative number of projections, "
+                              f"got {consistency!r}")
+        project = consistency_projector(self.preset, mel, consistency)
         wav = get_sampler(chosen.sampler)(denoiser, self.diffusion, mel, schedule=chosen.schedule,
-                                          generator=generator, callback=callback)
+                                          generator=generator, callback=callback,
+                                          project=project)
         if lengths is not None:
             for i, n in enumerate(lengths):
                 wav[i, int(n) * self.hop_length:] = 0.0

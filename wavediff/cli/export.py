@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="storage precision of the weights (default: fp32)")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights, not the EMA")
     p.add_argument("--card", help="a JSON model card to store beside the weights")
+    p.add_argument("--consistency", type=int, metavar="N",
+                   help="store N as the model's default diffusion.consistency_iters (Griffin-Lim "
+                        "projections per decoding step onto the mel's magnitudes; 0 = off)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             raise WavediffError(f"--card {args.card} is not a readable JSON file ({e})") from None
     voc = Vocoder.from_pretrained(args.checkpoint, use_ema=not args.no_ema)
+    if args.consistency is not None:
+        voc.config = voc.config.override([f"diffusion.consistency_iters={args.consistency}"])
     out = voc.save_pretrained(args.outdir, dtype=args.dtype, card=card)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"exported step {voc.step} to {out} ({size / 1e6:.2f} MB, {args.dtype} weights)")

@@ -59,6 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", default=None,
                    help="a fast schedule stored with the model by name (wavediff "
                         "tune-schedule), e.g. searched-4; replaces --steps")
+    p.add_argument("--consistency", type=int, default=None, metavar="N",
+                   help="Griffin-Lim projections of each step's clean estimate onto the mel's "
+                        "magnitudes (GLA-Grad); default: the model's "
+                        "diffusion.consistency_iters, 0 = off")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
                    help="default: the model's (fast)")
     p.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
@@ -176,14 +180,20 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
         raise WavediffError(f"--schedule is a fast-sampler schedule; drop --sampler {args.sampler}")
     sampler = "fast" if args.schedule else (args.sampler or voc.config.diffusion.sampler)
     n_steps = len(voc.plan(sampler, args.steps, args.schedule).network_steps)
+    if args.consistency is not None and not 0 <= args.consistency <= 100:
+        raise WavediffError(f"--consistency must be 0..100 projections per step, "
+                            f"got {args.consistency}")
+    consistency = (voc.config.diffusion.consistency_iters if args.consistency is None
+                   else args.consistency)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     prep = MelPreparer(voc.preset, args.input_preset, layout=args.input_layout,
                        stats=read_stats(args.stats) if args.stats else None)
     side_preps: dict = {}  # stats file found beside the inputs -> its preparer
-    log.info("model: step %s, %s mel (%d bins, hop %d, %d Hz), sampler %s", voc.step,
-             voc.preset.preset, voc.n_mels, voc.hop_length, voc.sample_rate,
-             args.sampler or voc.config.diffusion.sampler)
+    log.info("model: step %s, %s mel (%d bins, hop %d, %d Hz), sampler %s, %d steps%s",
+             voc.step, voc.preset.preset, voc.n_mels, voc.hop_length, voc.sample_rate,
+             sampler, n_steps,
+             f", {consistency} consistency projection(s) per step" if consistency else "")
 
     failures: list[tuple[str, str]] = []
     jobs = []  # (name, mel (n_mels, F), original length or None)
@@ -235,7 +245,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
             try:
                 wavs = voc.decode_batch([m for _, m, _ in batch], steps=args.steps,
                                         sampler=args.sampler, generator=generator,
-                                        schedule=args.schedule)
+                                        schedule=args.schedule, consistency=args.consistency)
             except WavediffError as e:
                 failures += [(name, f"{name}: {e}") for name, _, _ in batch]
                 bar.update(len(batch))
@@ -262,6 +272,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
                             {"device": str(voc.device), "checkpoint_step": voc.step,
                              "sampler": args.sampler or voc.config.diffusion.sampler,
                              "steps": n_steps, "schedule": args.schedule,
+                             "consistency": consistency,
                              "batch_size": args.batch_size})
     if dist.enabled:
         gathered = distrib.gather_objects(dist, (failures, written, audio_seconds))

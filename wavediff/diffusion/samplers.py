@@ -2,7 +2,8 @@
 
 All share one signature::
 
-    fn(denoiser, diffusion, mel, *, schedule=None, generator=None, noise=None, callback=None)
+    fn(denoiser, diffusion, mel, *, schedule=None, generator=None, noise=None, callback=None,
+       project=None)
         -> Tensor (B, F * denoiser.hop_length)
 
 ``mel`` is ``(B, n_mels, F)``; the audio is computed in ``mel``'s device and dtype. The
@@ -16,6 +17,11 @@ generator's device and are moved to ``mel``'s, so a CPU generator gives the same
 on any device. ``callback(i, n, x)`` is called after step ``i`` of ``n`` (``i = 0..n-1``
 in the order of sampling) with the current, unclamped ``x``. The result is clamped to
 ``[-1, 1]`` once, at the end.
+
+``project(x0_hat) -> x0`` (optional) corrects every step's clean estimate before the step
+is taken, e.g. onto the magnitudes the mel implies
+(:class:`~wavediff.audio.phase.SpectralProjector`, GLA-Grad); the noise estimate is
+recomputed from it, so the last step returns the projected estimate.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from wavediff.diffusion.schedule import align_fast_schedule, alpha_bar, ddim_sch
 from wavediff.errors import ConfigError, MelError
 
 Callback = Callable[[int, int, Tensor], None]
+Projection = Callable[[Tensor], Tensor]
 Sampler = Callable[..., Tensor]
 
 
@@ -44,6 +51,7 @@ def sample_ddpm(
     generator: Optional[torch.Generator] = None,
     noise: Optional[Tensor] = None,
     callback: Optional[Callback] = None,
+    project: Optional[Projection] = None,
 ) -> Tensor:
     """Ancestral sampling over all ``T`` training steps (Ho et al. 2020, alg. 2).
 
@@ -58,7 +66,7 @@ def sample_ddpm(
         )
     betas = diffusion.betas.tolist()
     return _ancestral(denoiser, diffusion, mel, betas, [float(t) for t in range(len(betas))],
-                      generator, noise, callback)
+                      generator, noise, callback, project)
 
 
 def sample_fast(
@@ -70,6 +78,7 @@ def sample_fast(
     generator: Optional[torch.Generator] = None,
     noise: Optional[Tensor] = None,
     callback: Optional[Callback] = None,
+    project: Optional[Projection] = None,
 ) -> Tensor:
     """DiffWave fast sampling (Kong et al. 2021, appendix B; lmnt-com/diffwave).
 
@@ -83,7 +92,7 @@ def sample_fast(
     """
     betas = list(DIFFWAVE_FAST_SCHEDULE if schedule is None else schedule)
     steps = align_fast_schedule(diffusion.betas, betas).tolist()
-    return _ancestral(denoiser, diffusion, mel, betas, steps, generator, noise, callback)
+    return _ancestral(denoiser, diffusion, mel, betas, steps, generator, noise, callback, project)
 
 
 def sample_ddim(
@@ -96,6 +105,7 @@ def sample_ddim(
     noise: Optional[Tensor] = None,
     callback: Optional[Callback] = None,
     eta: float = 0.0,
+    project: Optional[Projection] = None,
 ) -> Tensor:
     """DDIM sampling (Song et al. 2021, "Denoising Diffusion Implicit Models", eq. 12).
 
@@ -122,6 +132,9 @@ def sample_ddim(
             a_prev = abar[timesteps[n - 2 - i]] if i < n - 1 else 1.0
             eps = _eps(denoiser, x, float(t), mel)
             x0_hat = (x - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
+            if project is not None:
+                x0_hat = project(x0_hat)
+                eps = (x - math.sqrt(a_t) * x0_hat) / math.sqrt(1.0 - a_t)
             sigma = eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
             x = math.sqrt(a_prev) * x0_hat + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
             if sigma > 0.0:
@@ -155,6 +168,7 @@ def _ancestral(
     generator: Optional[torch.Generator],
     noise: Optional[Tensor],
     callback: Optional[Callback],
+    project: Optional[Projection] = None,
 ) -> Tensor:
     """The DDPM/DiffWave reverse chain over ``betas``, the denoiser run at ``steps``."""
     abar = alpha_bar(betas).tolist()
@@ -163,6 +177,8 @@ def _ancestral(
         n = len(betas)
         for i, s in enumerate(reversed(range(n))):
             eps = _eps(denoiser, x, steps[s], mel)
+            if project is not None:
+                eps = _projected_eps(x, eps, abar[s], project)
             x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])
             if s > 0:
                 sigma = math.sqrt((1.0 - abar[s - 1]) / (1.0 - abar[s]) * betas[s])
@@ -170,6 +186,12 @@ def _ancestral(
             if callback is not None:
                 callback(i, n, x)
         return x.clamp(-1.0, 1.0)
+
+
+def _projected_eps(x: Tensor, eps: Tensor, abar: float, project: Projection) -> Tensor:
+    """The noise estimate whose clean estimate is ``project(x0_hat)`` (same ``x``)."""
+    x0 = project((x - math.sqrt(1.0 - abar) * eps) / math.sqrt(abar))
+    return (x - math.sqrt(abar) * x0) / math.sqrt(1.0 - abar)
 
 
 def _draw(x: Tensor, std: Optional[Tensor], generator: Optional[torch.Generator]) -> Tensor:

@@ -1,0 +1,121 @@
+"""Spectral consistency (wavediff.audio.phase) and the samplers' projection hook."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from wavediff.audio.mel import MelSpectrogram, mel_filterbank
+from wavediff.audio.phase import SpectralProjector, mel_to_magnitude
+from wavediff.audio.presets import get_preset
+from wavediff.diffusion import GaussianDiffusion, sample_ddim, sample_fast
+from wavediff.errors import MelError
+
+CFG = get_preset("hifigan")
+
+
+def harmonic(seconds: float = 0.5, f0: float = 110.0, seed: int = 0) -> torch.Tensor:
+    """A buzz with a few harmonics and a little noise: (1, T), T a multiple of the hop."""
+    n = int(seconds * CFG.sample_rate) // CFG.hop_length * CFG.hop_length
+    t = torch.arange(n, dtype=torch.float64) / CFG.sample_rate
+    g = torch.Generator().manual_seed(seed)
+    x = sum(0.2 / k * torch.sin(2 * math.pi * f0 * k * t) for k in range(1, 8))
+    return (x + 0.01 * torch.randn(n, generator=g, dtype=torch.float64)).unsqueeze(0)
+
+
+def spectral_convergence(a: torch.Tensor, b: torch.Tensor) -> float:
+    window = torch.hann_window(CFG.win_length, dtype=torch.float64)
+    sa = torch.stft(a, CFG.n_fft, CFG.hop_length, window=window, return_complex=True).abs()
+    sb = torch.stft(b, CFG.n_fft, CFG.hop_length, window=window, return_complex=True).abs()
+    return float(torch.linalg.norm(sa - sb) / torch.linalg.norm(sb))
+
+
+def test_magnitudes_are_non_negative_and_give_back_the_mel():
+    wav = harmonic()
+    mel = MelSpectrogram(CFG)(wav)
+    mag = mel_to_magnitude(CFG, mel)
+    assert mag.shape == (1, CFG.n_fft // 2 + 1, mel.shape[-1]) and (mag >= 0).all()
+    linear = MelSpectrogram(CFG).decompress(mel).double()
+    rebuilt = mel_filterbank(CFG).double() @ mag
+    assert float(torch.linalg.norm(rebuilt - linear) / torch.linalg.norm(linear)) < 0.05
+    with pytest.raises(MelError, match="shape"):
+        mel_to_magnitude(CFG, mel[:, :10])
+
+
+def test_projection_onto_the_true_magnitudes_leaves_a_waveform_unchanged():
+    wav = harmonic()
+    proj = SpectralProjector(CFG, MelSpectrogram(CFG)(wav))
+    x = torch.nn.functional.pad(wav.unsqueeze(1), (proj.pad, proj.pad), mode="reflect").squeeze(1)
+    spec = torch.stft(x, CFG.n_fft, CFG.hop_length, window=proj.window, center=False,
+                      return_complex=True)
+    proj.magnitude = spec.abs()
+    out = proj(wav)
+    assert out.shape == wav.shape and out.dtype == wav.dtype
+    torch.testing.assert_close(out, wav, atol=1e-9, rtol=0)
+
+
+def test_griffin_lim_from_noise_approaches_the_mels_magnitudes():
+    wav = harmonic()
+    proj = SpectralProjector(CFG, MelSpectrogram(CFG)(wav))
+    noise = 0.1 * torch.randn(wav.shape, generator=torch.Generator().manual_seed(1),
+                              dtype=torch.float64)
+    before = spectral_convergence(noise, wav)
+    after = spectral_convergence(proj.griffin_lim(noise, 30), wav)
+    assert before > 0.9 and after < 0.35, (before, after)
+    with pytest.raises(MelError, match="waveform"):
+        proj(wav[:, :-1])
+
+
+class _Zero(torch.nn.Module):
+    hop_length = 4
+
+    def forward(self, x, steps, mel):
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("sampler", [sample_fast, sample_ddim])
+def test_the_samplers_return_the_projected_clean_estimate(sampler):
+    diffusion = GaussianDiffusion([1e-4 + i * (0.05 - 1e-4) / 49 for i in range(50)])
+    mel = torch.zeros(2, 3, 5)
+    g = torch.Generator().manual_seed(0)
+    target = torch.linspace(-0.5, 0.5, 20).expand(2, 20)
+    seen = []
+
+    def project(x0):
+        seen.append(x0.clone())
+        return target.clone()
+
+    out = sampler(_Zero(), diffusion, mel, generator=g, project=project)
+    torch.testing.assert_close(out, target)  # the last step lands on the projection
+    assert len(seen) == 6
+    plain = sampler(_Zero(), diffusion, mel, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(plain, target)
+
+
+def test_vocoder_consistency_default_off_and_checked():
+    from wavediff.config import Config
+    from wavediff.errors import ConfigError
+    from wavediff.model import DiffWave
+    from wavediff.vocoder import Vocoder
+
+    cfg = Config.from_dict({"audio": {"preset": "hifigan"},
+                            "model": {"residual_layers": 2, "residual_channels": 4,
+                                      "dilation_cycle": 2}})
+    torch.manual_seed(0)
+    voc = Vocoder(DiffWave.from_config(cfg), cfg)
+    mel = MelSpectrogram(CFG)(harmonic(0.2).float())
+    plain = voc.decode(mel, steps=2, seed=0)
+    torch.testing.assert_close(voc.decode(mel, steps=2, seed=0, consistency=0), plain,
+                               rtol=0, atol=0)
+    projected = voc.decode(mel, steps=2, seed=0, consistency=3)
+    assert projected.shape == plain.shape and not torch.allclose(projected, plain)
+    # the projected output's spectrum is closer to the mel's (log-mel L1)
+    def err(w):
+        return float((MelSpectrogram(CFG)(w) - mel).abs().mean())
+    assert err(projected) < 0.5 * err(plain)
+    with pytest.raises(ConfigError, match="consistency"):
+        voc.decode(mel, consistency=-1)
+    with pytest.raises(ConfigError, match="consistency_iters"):
+        Config.from_dict({"diffusion": {"consistency_iters": 1000}})
