@@ -330,3 +330,22 @@ def test_resolve_checkpoint_of_file(tmp_path):
     path.write_bytes(b"x")
     assert resolve_checkpoint(path) == path
     assert ckpt.checkpoint_name(42) == "checkpoint-42steps.pt"
+
+
+def test_weights_fit_a_run_that_differs_only_in_inference_settings():
+    from wavediff.checkpoint import incompatible_section
+
+    base = Config.from_dict({"diffusion": {"prior": "priorgrad", "prior_energy": [-9.0, 1.0]}})
+    same = Config.from_dict({"diffusion": {"prior": "priorgrad", "prior_energy": [-9.0, 1.0],
+                                           "sampler": "ddim", "consistency_iters": 2,
+                                           "fast_schedule": [1e-4, 0.5]},
+                             "train": {"learning_rate": 1.0}})
+    assert incompatible_section(base, same) is None
+    unmeasured = Config.from_dict({"diffusion": {"prior": "priorgrad"}})
+    assert incompatible_section(base, unmeasured) is None
+    for other, section in (({"diffusion": {"prior": "priorgrad", "prior_energy": [-8.0, 1.0]}},
+                            "diffusion"),
+                           ({"diffusion": {"num_steps": 20}}, "diffusion"),
+                           ({"model": {"residual_channels": 8}}, "model"),
+                           ({"audio": {"preset": "vocos"}}, "audio")):
+        assert incompatible_section(base, Config.from_dict(other)) == section

@@ -169,3 +169,32 @@ def prune_checkpoints(expdir: PathLike, keep: int) -> list[Path]:
     for p in doomed:
         p.unlink(missing_ok=True)
     return doomed
+
+
+# What trained weights depend on: the mel convention, the network and the training chain.
+# The diffusion section's inference settings (sampler, schedules, consistency) may differ
+# between a checkpoint and the run that loads it.
+_INFERENCE_FIELDS = ("sampler", "fast_schedule", "ddim_steps", "ddim_eta", "consistency_iters")
+
+
+def incompatible_section(stored: Config, current: Config) -> Optional[str]:
+    """The first of ``audio``, ``model``, ``diffusion`` in which the weights of a checkpoint
+    made with ``stored`` would not fit a run configured as ``current``; None if they fit."""
+    for section in ("audio", "model"):
+        if getattr(stored, section) != getattr(current, section):
+            return section
+    a, b = stored.diffusion.__dict__, current.diffusion.__dict__
+    if any(a[k] != b[k] for k in a if k not in _INFERENCE_FIELDS + ("prior_energy",)):
+        return "diffusion"
+    if b["prior_energy"] is not None and a["prior_energy"] != b["prior_energy"]:
+        return "diffusion"  # not yet measured (None) is filled in from the checkpoint
+    return None
+
+
+def load_weights(state: dict[str, Any], model: torch.nn.Module,
+                 ema: Optional[torch.nn.Module] = None) -> None:
+    """The network weights of a checkpoint ``state`` into ``model``, and its EMA weights
+    (the raw ones where it has none) into ``ema``."""
+    model.load_state_dict(state["model"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"] if state.get("ema") else state["model"])

@@ -181,15 +181,14 @@ def apply_init_checkpoint(trainer: Any, state: dict[str, Any], source: str = "ch
     The optimizer, the step counter and the data order start anew. Refuses a checkpoint
     whose audio, model or diffusion config differs from the run's.
     """
-    stored = state["config"]
-    for section in ("audio", "model", "diffusion"):
-        if getattr(stored, section) != getattr(trainer.config, section):
-            raise WavediffError(
-                f"cannot fine-tune from {source}: its '{section}' config differs from the "
-                f"run's; leave out --config to use the checkpoint's own, or change only the "
-                f"train section"
-            )
-    trainer.model.load_state_dict(state["model"])
-    if getattr(trainer, "ema", None) is not None:
-        trainer.ema.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+    from wavediff.checkpoint import incompatible_section, load_weights
+
+    section = incompatible_section(state["config"], trainer.config)
+    if section is not None:
+        raise WavediffError(
+            f"cannot fine-tune from {source}: its '{section}' config differs from the "
+            f"run's; leave out --config to use the checkpoint's own, or change only the "
+            f"train section"
+        )
+    load_weights(state, trainer.model, getattr(trainer, "ema", None))
     log.info("fine-tuning from %s (trained %s steps)", source, state.get("step"))

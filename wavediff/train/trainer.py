@@ -172,15 +172,13 @@ class Trainer:
                 and stored.diffusion.prior == self.config.diffusion.prior):
             # the statistics were measured when the run started: keep them
             self.config.diffusion.prior_energy = stored.diffusion.prior_energy
-        for section in ("audio", "model", "diffusion"):
-            if getattr(stored, section) != getattr(self.config, section):
-                raise WavediffError(
-                    f"cannot resume {path}: its '{section}' config differs from the given one; "
-                    f"use the experiment's config.yaml or a new --outdir"
-                )
-        self.model.load_state_dict(state["model"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+        section = ckpt.incompatible_section(stored, self.config)
+        if section is not None:
+            raise WavediffError(
+                f"cannot resume {path}: its '{section}' config differs from the given one; "
+                f"use the experiment's config.yaml or a new --outdir"
+            )
+        ckpt.load_weights(state, self.model, self.ema)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
