@@ -11,7 +11,7 @@ from wavediff.config import Config, ModelConfig
 from wavediff.errors import ConfigError, MelError
 from wavediff.model import DiffWave, count_parameters
 from wavediff.model.layers import StepEmbedding, sinusoidal_embedding, upsample_factors_for
-from wavediff.vocoder import ConditionedDenoiser
+from wavediff.inference.decode import ConditionedDenoiser
 
 N_MELS = 8
 

@@ -12,7 +12,8 @@ from wavediff.diffusion import align_fast_schedule, alpha_bar, get_sampler
 from wavediff.errors import ConfigError, MelError
 from wavediff.diffusion.schedule import subsampled_betas as _subsampled_betas
 from wavediff.model import DiffWave
-from wavediff.vocoder import ConditionedDenoiser, Vocoder
+from wavediff.inference.decode import ConditionedDenoiser
+from wavediff.vocoder import Vocoder
 
 HOP = 16
 N_MELS = 8

@@ -22,16 +22,15 @@ import torch
 from torch import Tensor
 
 from wavediff.audio.mel import MelSpectrogram
-from wavediff.audio.phase import consistency_projector
 from wavediff.audio.presets import MelConfig
 from wavediff.config import Config
-from wavediff.diffusion import GaussianDiffusion, get_sampler
+from wavediff.diffusion import GaussianDiffusion
 from wavediff.distributed import pick_device
 from wavediff.diffusion.schedule import SamplingPlan, plan
 from wavediff.errors import CheckpointError, ConfigError, MelError
 from wavediff.inference.batching import length_buckets
 from wavediff.inference.calibrate import PRECISIONS, resolve_decode_precision
-from wavediff.inference.denoisers import ChunkedDenoiser, EngineDenoiser
+from wavediff.inference.decode import run_sampler, select_denoiser
 from wavediff.inference.engine import InferenceEngine
 from wavediff.model import DiffWave
 from wavediff.pretrained import DEFAULT_MODEL
@@ -43,24 +42,6 @@ PathLike = Union[str, os.PathLike]
 # Utterances longer than this (plus the context on both sides) are decoded in chunks.
 DEFAULT_CHUNK_SECONDS = 4.0
 ENGINES = ("fast", "reference")
-
-
-class ConditionedDenoiser:
-    """The denoiser with everything that depends only on the mel computed once.
-
-    Callable with the sampler's denoiser signature ``(x_t, steps, mel) -> eps``; the mel
-    argument is ignored after construction (it must be the mel given here).
-    """
-
-    def __init__(self, model: DiffWave, mel: Tensor) -> None:
-        self.model = model
-        self.hop_length = model.hop_length
-        self.conds = model.conditioning(mel)
-
-    def __call__(self, x: Tensor, steps: Tensor, mel: Tensor) -> Tensor:
-        if steps.dim() == 0:
-            steps = steps.expand(x.shape[0])
-        return self.model.denoise(x, steps, self.conds)
 
 
 class Vocoder:
@@ -285,10 +266,8 @@ class Vocoder:
         if isinstance(consistency, bool) or not isinstance(consistency, int) or consistency < 0:
             raise ConfigError(f"consistency must be a non-negative number of projections, "
                               f"got {consistency!r}")
-        project = consistency_projector(self.preset, mel, consistency)
-        wav = get_sampler(chosen.sampler)(denoiser, self.diffusion, mel, schedule=chosen.schedule,
-                                          generator=generator, callback=callback,
-                                          project=project)
+        wav = run_sampler(denoiser, self.diffusion, mel, chosen, generator=generator,
+                          audio=self.preset, consistency=consistency, callback=callback)
         if lengths is not None:
             for i, n in enumerate(lengths):
                 wav[i, int(n) * self.hop_length:] = 0.0
@@ -318,22 +297,12 @@ class Vocoder:
                      chunk_seconds: Union[float, None, str] = "default"):
         """The denoiser for ``mel`` ``(B, n_mels, F)`` under a sampling plan (default: the
         configured sampler's): whole or chunked, its step biases precomputed."""
-        if self.engine_name == "reference":
-            return ConditionedDenoiser(self.model, mel)
-        engine = self.engine
-        steps = (chosen or self.plan()).network_steps
         if chunk_seconds == "default":
             chunk_seconds = self.chunk_seconds
-        if chunk_seconds:
-            # memory bound: the per-layer conditioning of chunk_seconds of audio
-            chunk = int(round(chunk_seconds * self.sample_rate))
-            budget = engine.num_layers * 2 * engine.channels * 4 * chunk
-            chunked = ChunkedDenoiser(engine, mel, chunk=chunk, steps=steps, cache_bytes=budget)
-            samples = mel.shape[-1] * self.hop_length
-            if ((len(chunked.cores) > 1 and samples > chunk + 2 * chunked.overlap)
-                    or mel.shape[0] * samples > chunk):
-                return chunked  # long, or a batch too large to hold its conditioning
-        return EngineDenoiser(engine, mel, steps=steps, graphs=self.cuda_graphs)
+        chunk = int(round(chunk_seconds * self.sample_rate)) if chunk_seconds else None
+        engine = None if self.engine_name == "reference" else self.engine
+        return select_denoiser(self.model, engine, mel, chosen or self.plan(),
+                               chunk_samples=chunk, cuda_graphs=self.cuda_graphs)
 
     def decode_many(self, mels: Sequence[np.ndarray], *, batch_size: int = 16,
                     max_padding: float = 0.25, **kwargs) -> list[Tensor]:

@@ -58,32 +58,14 @@ class Trainer:
         self.config = config
         self.outdir = Path(outdir)
         self.dist = dist or distrib.DistInfo()
-        if self.dist.enabled:
-            device = self.dist.device
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = distrib.pick_device(self.dist.device if self.dist.enabled else device)
         self.is_main = self.dist.is_main
         self.progress = progress and self.is_main
         tc = config.train
         self.plan = distrib.BatchPlan(tc.batch_size, self.dist.world_size, tc.grad_accum)
-
-        check_dump_matches(train_dir, config.audio)
-        self.train_records = list_records(train_dir)
-        _refuse_bad_records(train_dir, self.train_records, config)
-        self.dev_records = []
-        if dev_dir is not None:
-            check_dump_matches(dev_dir, config.audio)
-            self.dev_records = list_records(dev_dir)
-
+        self.train_records, self.dev_records = self._open_dumps(train_dir, dev_dir)
         torch.manual_seed(tc.seed)
-        self.model = DiffWave.from_config(config).to(self.device)
-        self.ema = None
-        if tc.ema_decay is not None:
-            self.ema = copy.deepcopy(self.model).requires_grad_(False)
-        opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(self.model.parameters(), lr=tc.learning_rate,
-                                 betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
-        self.amp_dtype, self.amp_reason = resolve_precision(tc.amp, self.device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+        self._build_model_and_optimizer()
         self.noise_gen = torch.Generator(self.device).manual_seed(tc.seed)
         self.diffusion: Optional[GaussianDiffusion] = None  # after resume: it may hold the prior
         self.step = 0
@@ -94,7 +76,43 @@ class Trainer:
         self._stop_requested = False  # agreed by every rank: stop after this step
         self._sigterm = False  # this process received SIGTERM
         self.stopped_by_signal = False
+        self._start_or_resume(resume)
+        if self.diffusion is None:
+            self.diffusion = self._build_diffusion(config)
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            config.save(self.outdir / "config.yaml")
+        self.ddp_model = self._wrap_distributed()
+        if self.is_main:
+            log.info("%s; %s", self.dist.describe(), self.plan.describe())
 
+    # ------------------------------------------------------------------ setup
+    def _open_dumps(self, train_dir: str, dev_dir: Optional[str]) -> tuple[list[Path], list[Path]]:
+        """The records of the training and dev dumps, checked against the mel convention."""
+        check_dump_matches(train_dir, self.config.audio)
+        train = list_records(train_dir)
+        _refuse_bad_records(train_dir, train, self.config)
+        dev: list[Path] = []
+        if dev_dir is not None:
+            check_dump_matches(dev_dir, self.config.audio)
+            dev = list_records(dev_dir)
+        return train, dev
+
+    def _build_model_and_optimizer(self) -> None:
+        tc = self.config.train
+        self.model = DiffWave.from_config(self.config).to(self.device)
+        self.ema = None
+        if tc.ema_decay is not None:
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(self.model.parameters(), lr=tc.learning_rate,
+                                 betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+        self.amp_dtype, self.amp_reason = resolve_precision(tc.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+
+    def _start_or_resume(self, resume: bool) -> None:
+        """Resume from the newest checkpoint of the output folder (with ``resume``), or
+        refuse to overwrite one; every rank must see the same one."""
         if self.is_main and self.outdir.exists():
             for tmp in ckpt.remove_stale_temporaries(self.outdir):
                 log.warning("removed %s, left by a checkpoint write that was interrupted", tmp.name)
@@ -117,22 +135,20 @@ class Trainer:
             )
         elif resume:
             log.info("no checkpoint in %s: starting from scratch", self.outdir)
-        if self.diffusion is None:
-            self.diffusion = self._build_diffusion(config)
-        self.outdir.mkdir(parents=True, exist_ok=True)
-        if self.is_main:
-            config.save(self.outdir / "config.yaml")
-        self.ddp_model: torch.nn.Module = self.model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
 
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = DistributedDataParallel(self.model, device_ids=ids)
-            # Per-rank seeds for anything random outside the shared noise stream.
-            torch.manual_seed(tc.seed + 1_000_003 * self.dist.rank + self.step)
-            np.random.seed((tc.seed + 7_919 * self.dist.rank + self.step) % 2**32)
-        if self.is_main:
-            log.info("%s; %s", self.dist.describe(), self.plan.describe())
+    def _wrap_distributed(self) -> torch.nn.Module:
+        """The model as the training step calls it: DDP-wrapped across processes."""
+        if not self.dist.enabled:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel
+
+        seed = self.config.train.seed
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(self.model, device_ids=ids)
+        # Per-rank seeds for anything random outside the shared noise stream.
+        torch.manual_seed(seed + 1_000_003 * self.dist.rank + self.step)
+        np.random.seed((seed + 7_919 * self.dist.rank + self.step) % 2**32)
+        return wrapped
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
@@ -473,10 +489,9 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, writer: Any) -> dict[str, float]:
         """Dev loss (fixed noise) and fast-sampler decodes of a few dev utterances."""
-        from wavediff.diffusion import align_fast_schedule, get_sampler
-        from wavediff.evaluation.spectral import multi_resolution_stft_distance
-        from wavediff.inference.denoisers import EngineDenoiser
-        from wavediff.inference.engine import InferenceEngine
+        from wavediff.diffusion.schedule import plan
+        from wavediff.evaluation.spectral import log_mel_l1, multi_resolution_stft_distance
+        from wavediff.inference.decode import decode_mel
         from wavediff.train.plots import mel_figure
 
         tc, audio_cfg = self.config.train, self.config.audio
@@ -493,25 +508,22 @@ class Trainer:
             m = torch.from_numpy(mel).to(self.device)[None]
             losses.append(float(self.diffusion.loss(model, w, m, loss_type=tc.loss, generator=gen)))
         metrics = {"dev/loss": float(np.mean(losses)), "time/train_minutes": self.train_seconds / 60}
-        mel_fn = MelSpectrogram(audio_cfg).to(self.device)
-        sampler = get_sampler("fast")
-        schedule = self.config.diffusion.fast_schedule
-        # the decoding engine, as wavediff vocode runs it (sub-band models: the model itself)
-        engine = InferenceEngine(model) if model.subbands == 1 else None
-        steps = align_fast_schedule(self.diffusion.betas, schedule).tolist()
+        mel_fn = MelSpectrogram(audio_cfg)
+        # the network alone (no consistency projection), decoded as wavediff vocode decodes
+        # with the fast sampler's configured schedule, so the curve follows the training
+        fast = plan("fast", self.config.diffusion)
         l1s, mr_stft = [], []
         for i, path in enumerate(self.dev_records[:tc.num_dev_utterances]):
             wave, mel = load_record(path)
             m = torch.from_numpy(mel).to(self.device)[None]
-            denoiser = model if engine is None else EngineDenoiser(engine, m, steps=steps)
-            gen_wave = sampler(denoiser, self.diffusion, m,
-                               schedule=schedule,
-                               generator=torch.Generator(self.device).manual_seed(tc.seed + i))
-            gen_mel = mel_fn(gen_wave)[..., : mel.shape[-1]]
-            l1s.append(float((gen_mel - m[..., : gen_mel.shape[-1]]).abs().mean()))
-            n = min(gen_wave.shape[-1], wave.shape[-1])
-            mr_stft.append(multi_resolution_stft_distance(
-                torch.from_numpy(wave[:n]), gen_wave[0, :n].float().cpu()))
+            gen_wave = decode_mel(model, self.diffusion, m, fast, audio=audio_cfg,
+                                  generator=torch.Generator(self.device).manual_seed(tc.seed + i))
+            gen = gen_wave[0].float().cpu()
+            n = min(gen.shape[-1], wave.shape[-1])
+            ref = torch.from_numpy(wave[:n])
+            l1s.append(log_mel_l1(ref, gen[:n], mel_fn))
+            mr_stft.append(multi_resolution_stft_distance(ref, gen[:n]))
+            gen_mel = mel_fn(gen[None, :n])
             name = path.stem
             writer.add_audio(f"dev/{name}/generated", gen_wave[0].float().cpu().clamp(-1, 1),
                              self.step, sample_rate=audio_cfg.sample_rate)

@@ -1,0 +1,80 @@
+"""One decoding path for the facade (:class:`wavediff.Vocoder`) and the trainer's dev
+decodes: the denoiser chosen for a mel (the readable model, the engine whole, or the engine
+in chunks) and the sampler run over a :class:`~wavediff.diffusion.schedule.SamplingPlan`,
+with the optional spectral-consistency projection."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import torch
+from torch import Tensor
+
+from wavediff.audio.phase import consistency_projector
+from wavediff.audio.presets import MelConfig
+from wavediff.diffusion import GaussianDiffusion, get_sampler
+from wavediff.diffusion.schedule import SamplingPlan
+from wavediff.inference.denoisers import ChunkedDenoiser, EngineDenoiser
+from wavediff.inference.engine import InferenceEngine
+from wavediff.model import DiffWave
+
+
+class ConditionedDenoiser:
+    """The readable model as a denoiser, everything that depends only on the mel computed
+    once. Callable with the samplers' signature ``(x_t, steps, mel) -> eps``; the mel
+    argument is ignored after construction (it must be the mel given here)."""
+
+    def __init__(self, model: DiffWave, mel: Tensor) -> None:
+        self.model = model
+        self.hop_length = model.hop_length
+        self.conds = model.conditioning(mel)
+
+    def __call__(self, x: Tensor, steps: Tensor, mel: Tensor) -> Tensor:
+        if steps.dim() == 0:
+            steps = steps.expand(x.shape[0])
+        return self.model.denoise(x, steps, self.conds)
+
+
+def select_denoiser(model: DiffWave, engine: Optional[InferenceEngine], mel: Tensor,
+                    plan: SamplingPlan, *, chunk_samples: Optional[int] = None,
+                    cuda_graphs: bool = False):
+    """The denoiser for ``mel`` ``(B, n_mels, F)``: the model itself when ``engine`` is None
+    (sub-band models, ``engine="reference"``); else the engine over the whole utterance,
+    or in chunks of ``chunk_samples`` when the utterance (or the batch) is longer than that
+    — memory then stays bounded by the chunk. Step biases of ``plan`` are precomputed."""
+    if engine is None:
+        return ConditionedDenoiser(model, mel)
+    steps = plan.network_steps
+    if chunk_samples:
+        # memory bound: the per-layer conditioning of chunk_samples of audio
+        budget = engine.num_layers * 2 * engine.channels * 4 * chunk_samples
+        chunked = ChunkedDenoiser(engine, mel, chunk=chunk_samples, steps=steps,
+                                  cache_bytes=budget)
+        samples = mel.shape[-1] * engine.hop_length
+        if ((len(chunked.cores) > 1 and samples > chunk_samples + 2 * chunked.overlap)
+                or mel.shape[0] * samples > chunk_samples):
+            return chunked  # long, or a batch too large to hold its conditioning
+    return EngineDenoiser(engine, mel, steps=steps, graphs=cuda_graphs)
+
+
+def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: SamplingPlan, *,
+                generator: torch.Generator, audio: MelConfig, consistency: int = 0,
+                callback: Optional[Callable[[int, int, Tensor], None]] = None) -> Tensor:
+    """The waveform ``(B, F * hop)`` of ``mel`` under ``plan``; ``consistency`` Griffin-Lim
+    projections of each step's clean estimate onto the mel's magnitudes (0 = off)."""
+    project = consistency_projector(audio, mel, consistency)
+    return get_sampler(plan.sampler)(denoiser, diffusion, mel, schedule=plan.schedule,
+                                     generator=generator, callback=callback, project=project)
+
+
+def decode_mel(model: DiffWave, diffusion: GaussianDiffusion, mel: Tensor, plan: SamplingPlan,
+               *, generator: torch.Generator, audio: MelConfig,
+               engine: Union[InferenceEngine, None, str] = "build",
+               chunk_samples: Optional[int] = None, consistency: int = 0) -> Tensor:
+    """Decode ``mel`` with ``model`` in one call (the trainer's dev decodes): the engine is
+    built from the model unless given (None: the readable model)."""
+    if engine == "build":
+        engine = InferenceEngine(model) if model.subbands == 1 else None
+    denoiser = select_denoiser(model, engine, mel, plan, chunk_samples=chunk_samples)
+    return run_sampler(denoiser, diffusion, mel, plan, generator=generator, audio=audio,
+                       consistency=consistency)
