@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 import random
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from wavediff.audio.dump import DumpError, load_record
+from wavediff.errors import WavediffError
 
 
 class CropDataset(Dataset):
@@ -70,6 +72,41 @@ class CropDataset(Dataset):
             wave_c[:len(wave)] = wave
         return torch.from_numpy(np.ascontiguousarray(wave_c)), torch.from_numpy(
             np.ascontiguousarray(mel_c))
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    """A record that could not be read, passed from a loader worker as data (its one-line
+    message intact) instead of as an exception wrapped in the worker's traceback."""
+
+    message: str
+
+
+def guarded(dataset: Dataset) -> Dataset:
+    """``dataset`` whose items are :class:`RecordFailure` where a record fails to load."""
+    return _Guarded(dataset)
+
+
+class _Guarded(Dataset):
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item):
+        try:
+            return self.dataset[item]
+        except WavediffError as e:
+            return RecordFailure(str(e))
+
+
+def collate_or_fail(batch: list) -> Any:
+    """``default_collate`` of a batch, or its first :class:`RecordFailure`."""
+    for b in batch:
+        if isinstance(b, RecordFailure):
+            return b
+    return default_collate(batch)
 
 
 class StepBatchSampler(Sampler):

@@ -42,7 +42,9 @@ from wavediff import distributed as distrib
 from wavediff.audio.dump import (
     DumpError, check_dump_matches, inspect_record, list_records, load_record,
 )
-from wavediff.train.data import CropDataset, StepBatchSampler, crop_frames_for
+from wavediff.train.data import (
+    CropDataset, RecordFailure, StepBatchSampler, collate_or_fail, crop_frames_for, guarded,
+)
 
 log = logging.getLogger("wavediff.train")
 
@@ -361,8 +363,8 @@ class Trainer:
         sampler = distrib.RankBatchSampler(
             StepBatchSampler(len(dataset), tc.batch_size, tc.seed, self.step, tc.max_steps),
             self.plan, self.dist.rank)
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers,
-                          pin_memory=self.device.type == "cuda",
+        return DataLoader(guarded(dataset), batch_sampler=sampler, num_workers=tc.num_workers,
+                          collate_fn=collate_or_fail, pin_memory=self.device.type == "cuda",
                           persistent_workers=tc.num_workers > 0)
 
     def run(self) -> Path:
@@ -471,15 +473,12 @@ class Trainer:
         batches = iter(self._loader())
         while True:
             try:
-                wave, mel = next(batches)
+                batch = next(batches)
             except StopIteration:
                 return
-            except WavediffError as e:
-                text = str(e)
-                if "Original Traceback" not in text:
-                    raise
-                # re-raised from a loader worker with its traceback: keep the one-line message
-                raise type(e)(text.strip().splitlines()[-1].split("Error: ", 1)[-1]) from None
+            if isinstance(batch, RecordFailure):
+                raise DumpError(batch.message)
+            wave, mel = batch
             group.append((wave, mel))
             if len(group) == self.plan.grad_accum:
                 yield group
