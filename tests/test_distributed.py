@@ -29,6 +29,8 @@ from wavediff.distributed import (
 )
 from wavediff.train.trainer import Trainer
 
+pytestmark = pytest.mark.slow  # end-to-end: trains tiny models
+
 
 def torchrun(*args: object, nproc: int = 2) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node N -m wavediff ARGS`` (gloo on the CPU)."""

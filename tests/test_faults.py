@@ -25,6 +25,8 @@ from wavediff.cli.main import main
 from wavediff.diffusion.process import GaussianDiffusion
 from wavediff.checkpoint import checkpoint_name, list_checkpoints, load_checkpoint
 
+pytestmark = pytest.mark.slow  # end-to-end: trains tiny models
+
 STEP_LINE = re.compile(r"wavediff\.train: \(steps: (\d+)\) train/loss")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 

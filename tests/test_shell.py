@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end: trains tiny models
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for d in ("recipes", "egs") for p in (REPO / d).rglob("*.sh"))
 

@@ -16,6 +16,8 @@ from wavediff.checkpoint import load_checkpoint
 from wavediff.train.trainer import Trainer, TrainingError
 from wavediff.vocoder import Vocoder
 
+pytestmark = pytest.mark.slow  # end-to-end: trains tiny models
+
 
 @pytest.fixture()
 def dumps(tmp_path):
