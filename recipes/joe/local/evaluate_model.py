@@ -55,6 +55,9 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--refdir", type=Path)
     p.add_argument("--steps", default="2,4,6,12")
+    p.add_argument("--consistency", default="0",
+                   help="other numbers of consistency projections per step to score at 6 steps "
+                        "besides the model's own default (comma-separated; 0 = the network alone)")
     p.add_argument("--metrics", default=",".join(METRICS))
     args = p.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -63,12 +66,15 @@ def main() -> None:
 
     from wavediff.vocoder import Vocoder
 
-    schedules = Vocoder.from_pretrained(args.model).schedules
+    model = Vocoder.from_pretrained(args.model)
+    schedules, own = model.schedules, model.config.diffusion.consistency_iters
     plans = [(f"{n} steps", ["--steps", n]) for n in args.steps.split(",")]
+    plans += [(f"6 steps, consistency {c}", ["--steps", "6", "--consistency", c])
+              for c in args.consistency.split(",") if c and int(c) != own]
     plans += [(f"schedule {name} ({len(b)} steps)", ["--schedule", name])
               for name, b in sorted(schedules.items())]
     for label, opts in plans:
-        out = args.workdir / label.replace(" ", "_").replace("(", "").replace(")", "")
+        out = args.workdir / label.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
         rc = sh(wavediff("vocode", "--checkpoint", args.model, "--outdir", out, "--scp",
                          args.dev_scp, "--seed", "0", "-q", *opts), log)
         if rc != 0:
