@@ -6,8 +6,9 @@
 #   bash run.sh --db-root /data/mycorpus --conf conf/debug.yaml --n-dev 10 --n-eval 10
 #
 # Stages: 1 prepare (data/<set>/wav.scp), 2 features (wavediff preprocess +
-# compute-statistics), 3 train, 4 decode the eval set, 5 evaluate. Every stage skips work
-# already done, so rerunning a finished recipe takes seconds.
+# compute-statistics), 3 train, 4 decode the eval set, 5 evaluate, 6 export (the shared
+# stages 2-6 live in recipes/utils/stages.sh). Every stage skips work already done, so
+# rerunning a finished recipe takes seconds.
 # Outputs: data/, dump/<set>/, exp/<conf name>/ (checkpoints, logs/ for TensorBoard) and
 # exp/<conf name>/wav/<checkpoint>/eval/<utt_id>.wav.
 set -euo pipefail
@@ -31,7 +32,7 @@ resume=true                # continue an interrupted training from its newest ch
 decode_seed=0
 
 usage() {
-    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<EOF
 Options (default):
   --stage N ($stage)  --stop-stage N ($stop_stage)  --conf FILE ($conf)
@@ -60,44 +61,8 @@ while (( $# > 0 )); do
     esac
 done
 
-# A relative --conf is looked up in the current folder, then in the recipe folder.
-if [[ ! -f $conf && -f $recipe_dir/$conf ]]; then conf=$recipe_dir/$conf; fi
-[[ -f $conf ]] || die "config $conf not found"
-conf=$(cd "$(dirname "$conf")" && pwd)/$(basename "$conf")
-name=$(basename "$conf" .yaml)
-exp=$expdir/$name
-
-# --ngpu N > 1 runs training and decoding as N processes on this node with torchrun
-# (DistributedDataParallel; train.batch_size stays the global batch).
-launch=(wavediff)
-case $ngpu in
-    "") device=auto ;;
-    0) device=cpu ;;
-    1) device=cuda ;;
-    *)
-        [[ $ngpu =~ ^[1-9][0-9]*$ ]] || die "--ngpu $ngpu: give a number of GPUs (0 for the CPU)"
-        command -v torchrun > /dev/null || die "--ngpu $ngpu needs torchrun (it comes with PyTorch)"
-        device=cuda
-        launch=(torchrun --standalone --nproc_per_node "$ngpu" -m wavediff) ;;
-esac
-
-stage_start=0
-banner() {
-    stage_start=$SECONDS
-    echo "=================== stage $1: $2 ($(date '+%F %T'))"
-}
-finished() { echo "stage $1 finished in $(( SECONDS - stage_start )) s"; }
-run_stage() { (( stage <= $1 && stop_stage >= $1 )); }
-
-# Prints the first utterance of scp $1 that has no file $2/<utt>$3 (nothing if none).
-first_missing() {
-    local utt _
-    while read -r utt _; do
-        [[ -n $utt && ! -f $2/$utt$3 ]] && { echo "$utt"; return 0; }
-    done < "$1"
-    return 0
-}
-
+# shared: setup, helpers and stages 2-6
+source "$utils/stages.sh"
 [[ -n $db_root ]] || die "give --db-root: the folder holding the corpus audio"
 
 # ---------------------------------------------------------------- 1: prepare
@@ -109,89 +74,5 @@ if run_stage 1; then
     finished 1
 fi
 
-# ---------------------------------------------------------------- 2: features
-if run_stage 2; then
-    banner 2 "features"
-    for set in train_nodev dev eval; do
-        scp=$datadir/$set/wav.scp
-        [[ -f $scp ]] || die "$scp not found; run stage 1"
-        if [[ -f $dumpdir/$set/audio.yaml && -z $(first_missing "$scp" "$dumpdir/$set" .npz) ]]; then
-            echo "stage 2: $dumpdir/$set holds every record of $scp; skip"
-        else
-            wavediff preprocess --config "$conf" --scp "$scp" --dumpdir "$dumpdir/$set" --nj "$nj"
-        fi
-    done
-    stats=$dumpdir/train_nodev/stats.npy
-    if [[ -f $stats && -z $(find "$dumpdir/train_nodev" -name '*.npz' -newer "$stats" -print -quit) ]]; then
-        echo "stage 2: $stats is up to date; skip"
-    else
-        wavediff compute-statistics --dumpdir "$dumpdir/train_nodev" --out "$stats"
-    fi
-    finished 2
-fi
-
-# ---------------------------------------------------------------- 3: train
-if run_stage 3; then
-    banner 3 "train $exp"
-    status=$(python "$utils/train_status.py" "$conf" "$exp")
-    read -r state step max_steps _ <<< "$status"
-    if [[ $state == "done" ]]; then
-        echo "stage 3: $exp is trained to step $step of $max_steps; skip"
-    else
-        resume_args=()
-        if [[ $state == partial ]]; then
-            [[ $resume == true ]] || die "$exp holds checkpoints up to step $step; pass --resume true to continue, or use another --expdir"
-            echo "stage 3: resuming $exp from step $step of $max_steps"
-            resume_args=(--resume)
-        fi
-        "${launch[@]}" train --config "$conf" --train-dumpdir "$dumpdir/train_nodev" \
-            --dev-dumpdir "$dumpdir/dev" --outdir "$exp" --device "$device" "${resume_args[@]}"
-    fi
-    finished 3
-fi
-
-# ---------------------------------------------------------------- 4: decode
-if run_stage 4; then
-    banner 4 "decode the eval set"
-    status=$(python "$utils/train_status.py" "$conf" "$exp")
-    read -r state step _ ckpt <<< "$status"
-    [[ $state != none ]] || die "$exp holds no checkpoint; run stage 3"
-    outdir=$exp/wav/$ckpt/eval
-    scp=$datadir/eval/wav.scp
-    if [[ -d $outdir && -z $(first_missing "$scp" "$outdir" .wav) ]]; then
-        echo "stage 4: $outdir holds every eval utterance; skip"
-    else
-        mkdir -p "$outdir"
-        todo=$outdir/.todo.scp
-        while read -r utt _; do
-            [[ -f $outdir/$utt.wav ]] || echo "$utt"
-        done < "$scp" > "$todo"
-        python "$utils/export_mels.py" --dumpdir "$dumpdir/eval" --outdir "$dumpdir/eval/mel_npy" \
-            --scp "$outdir/.mel.scp" --only "$todo"
-        "${launch[@]}" vocode --checkpoint "$exp/$ckpt.pt" --scp "$outdir/.mel.scp" \
-            --outdir "$outdir" --seed "$decode_seed" --device "$device"
-        rm -f "$todo" "$outdir/.mel.scp"
-        echo "stage 4: decoded eval audio in $outdir"
-    fi
-    finished 4
-fi
-
-# ---------------------------------------------------------------- 5: evaluate
-if run_stage 5; then
-    banner 5 "evaluate"
-    status=$(python "$utils/train_status.py" "$conf" "$exp")
-    read -r state _ _ ckpt <<< "$status"
-    [[ $state != none ]] || die "$exp holds no checkpoint; run stages 3 and 4"
-    gendir=$exp/wav/$ckpt/eval
-    [[ -d $gendir ]] || die "$gendir not found; run stage 4"
-    evaldir=$exp/eval/$ckpt
-    if [[ -f $evaldir/scores.json && -z $(find "$gendir" -newer "$evaldir/scores.json" -print -quit) ]]; then
-        echo "stage 5: $evaldir/scores.json is up to date; skip"
-    else
-        wavediff evaluate --ref-scp "$datadir/eval/wav.scp" --gen-dir "$gendir" --config "$conf" \
-            --nj "$nj" --json "$evaldir/scores.json" --report "$evaldir/report.html"
-        echo "stage 5: scores in $evaldir/scores.json; open $evaldir/report.html in a browser"
-    fi
-    finished 5
-fi
+run_shared_stages
 echo "done: $exp"
