@@ -138,17 +138,20 @@ def _load_npy(path: Path, max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except MelError:
         raise
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise MelError(
-                f"{path} holds pickled Python objects, which wavediff does not load; "
-                f"save the mel as a plain float array (np.save(path, mel.astype('float32')))"
-            ) from None
-        raise MelError(f"{path} is not a readable .npy file ({e}); it is truncated or corrupt: "
-                       f"write it again with np.save") from None
-    except (OSError, EOFError) as e:
-        raise MelError(f"{path} is not a readable .npy file ({e}); it is truncated or corrupt: "
-                       f"write it again with np.save") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise _unreadable(path, ".npy", e, "save the mel as a plain float array "
+                          "(np.save(path, mel.astype('float32')))",
+                          "; it is truncated or corrupt: write it again with np.save") from None
+
+
+def _unreadable(path: Path, kind: str, e: BaseException, pickle_fix: str,
+                tail: str = "") -> MelError:
+    """The one-line error for a mel file numpy could not read: pickled content is named
+    as such (it is never loaded), anything else is unreadable."""
+    if isinstance(e, ValueError) and "pickle" in str(e).lower():
+        return MelError(f"{path} holds pickled Python objects, which wavediff does not load; "
+                        f"{pickle_fix}")
+    return MelError(f"{path} is not a readable {kind} file ({e}){tail}")
 
 
 
@@ -190,15 +193,8 @@ def _load_npz(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAM
             is_record = key == "mel" and "wave" in names
     except MelError:
         raise
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise MelError(
-                f"{path} holds pickled Python objects, which wavediff does not load; "
-                f"save plain float arrays with np.savez"
-            ) from None
-        raise MelError(f"{path} is not a readable .npz file ({e})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise MelError(f"{path} is not a readable .npz file ({e})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise _unreadable(path, ".npz", e, "save plain float arrays with np.savez") from None
     known = None
     if is_record and (path.parent / "audio.yaml").is_file():
         from wavediff.errors import WavediffError
