@@ -1,1 +1,1 @@
-"""Training: feature dumps and crops, the training loop, checkpoints."""
+"""Training: the crop dataset of a feature dump, the training loop, GTA fine-tuning."""
