@@ -223,3 +223,22 @@ def test_config_errors_are_one_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("error: ") and "batch_sise" in r.stderr
     assert r.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--seed", str(2**70)], "--seed must be an integer in 0..2**63-1"),
+    (["--chunk-seconds", "nan"], "--chunk-seconds must be a number of seconds >= 0"),
+    (["--chunk-seconds", "-1"], "--chunk-seconds must be a number of seconds >= 0"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--consistency", "101"], "--consistency must be 0..100"),
+])
+def test_vocode_refuses_bad_options_once_before_loading(tmp_path, option, message):
+    mel = tmp_path / "a.npy"
+    np.save(mel, np.zeros((80, 10), np.float32))
+    # the checkpoint does not exist: an option error must come first, on one line
+    r = wavediff_cli("vocode", "--checkpoint", tmp_path / "missing", "--outdir", tmp_path / "o",
+                     *option, mel)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr

@@ -135,14 +135,34 @@ def run(args: argparse.Namespace) -> int:
     from wavediff.errors import WavediffError
     from wavediff import distributed as distrib
 
-    if args.batch_size < 1:
-        raise WavediffError("--batch-size must be at least 1")
+    check_options(args)
     all_items = collect(args)
     dist = distrib.init_distributed(args.device)
     try:
         return _decode(args, all_items, dist)
     finally:
         distrib.cleanup(dist)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse option values that cannot work, once and before anything is loaded."""
+    import math
+
+    from wavediff.errors import WavediffError
+
+    if args.batch_size < 1:
+        raise WavediffError("--batch-size must be at least 1")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise WavediffError(f"--seed must be an integer in 0..2**63-1, got {args.seed}")
+    if args.chunk_seconds is not None and not (math.isfinite(args.chunk_seconds)
+                                               and args.chunk_seconds >= 0):
+        raise WavediffError(f"--chunk-seconds must be a number of seconds >= 0 (0: never "
+                            f"chunk), got {args.chunk_seconds}")
+    if args.steps is not None and args.steps < 1:
+        raise WavediffError(f"--steps must be at least 1, got {args.steps}")
+    if args.consistency is not None and not 0 <= args.consistency <= 100:
+        raise WavediffError(f"--consistency must be 0..100 projections per step, "
+                            f"got {args.consistency}")
 
 
 def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: Any) -> int:
@@ -180,9 +200,6 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
         raise WavediffError(f"--schedule is a fast-sampler schedule; drop --sampler {args.sampler}")
     sampler = "fast" if args.schedule else (args.sampler or voc.config.diffusion.sampler)
     n_steps = len(voc.plan(sampler, args.steps, args.schedule).network_steps)
-    if args.consistency is not None and not 0 <= args.consistency <= 100:
-        raise WavediffError(f"--consistency must be 0..100 projections per step, "
-                            f"got {args.consistency}")
     consistency = (voc.config.diffusion.consistency_iters if args.consistency is None
                    else args.consistency)
     outdir = Path(args.outdir)
