@@ -48,14 +48,18 @@ def main() -> None:
                         + (" with PriorGrad's prior" if config.diffusion.prior == "priorgrad" else "")
                         + (", continuous noise levels" if config.diffusion.conditioning == "noise_level"
                            else "")
-                        + ", trained on the joe voice (synthetic US-English male, ~85 Hz)"),
+                        + ", trained on the joe voice (synthetic US-English male, ~85 Hz)"
+                        + (f"; decoded with {config.diffusion.consistency_iters} spectral-consistency "
+                           f"projection(s) per step" if config.diffusion.consistency_iters else "")),
         "status": "ready" if speech else "experimental",
         "parameters": count_parameters(model),
         "step": int(meta.get("step", -1)),
         "training": (f"{n_train} utterances of the joe corpus (one hour, 22,050 Hz), "
                      f"on a CPU ({cpu_name()})"),
         "dev_set": dev_ids,
-        "quality": {**quality, "decoding": "copy-synthesis of the dev set, 6 steps, seed 0"},
+        "quality": {**quality, "decoding": (
+            f"copy-synthesis of the dev set, 6 steps, "
+            f"{config.diffusion.consistency_iters} consistency projection(s) per step, seed 0")},
         "limits": (f"one synthetic male voice; {a.sample_rate} Hz; '{a.preset}' mels "
                    f"({a.n_mels} bins, hop {a.hop_length}); other voices, languages and "
                    f"sample rates are out of its training"),
