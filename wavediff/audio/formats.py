@@ -348,42 +348,23 @@ def apply_layout(array: np.ndarray, layout: str, source: str = "mel") -> np.ndar
     return np.ascontiguousarray(a)
 
 
-def to_mel_layout(array: np.ndarray, n_mels: int, source: str = "mel",
-                  layout: Optional[str] = None) -> np.ndarray:
-    """``array`` as float32 ``(n_mels, frames)``, checking layout, size and values.
-
-    Accepts ``(n_mels, T)``, ``(1, n_mels, T)`` and ``(T, n_mels)``; a square array is read
-    as ``(n_mels, T)`` unless ``layout`` says otherwise.
-    """
-    a = _as_numbers(array, source)
-    if layout is not None:
-        out = apply_layout(a, layout, source)
-        if out.shape[0] != n_mels:
-            raise MelError(
-                f"{source}: read as {LAYOUT_SHAPES[layout]}, shape {tuple(a.shape)} has "
-                f"{out.shape[0]} bins but {n_mels} are expected"
-            )
-        return out
-    if a.ndim == 3 and a.shape[0] == 1:
-        return to_mel_layout(a, n_mels, source, "1-mels-frames")
-    if a.ndim != 2:
-        raise MelError(
-            f"{source}: expected a 2-D mel (n_mels, frames), got shape {tuple(a.shape)}"
-        )
-    if a.shape[0] == n_mels:
-        return apply_layout(a, "mels-frames", source)
-    if a.shape[1] == n_mels:
-        return apply_layout(a, "frames-mels", source)
-    raise MelError(
-        f"{source}: mel of shape {tuple(a.shape)} has no axis of {n_mels} bins; "
-        f"this model expects {n_mels} mel bins (check the TTS system's n_mels)"
-    )
-
-
-def read_mel(path: PathLike, n_mels: int) -> np.ndarray:
-    """Read a mel file as float32 ``(n_mels, frames)``; raises :class:`MelError`."""
+def read_mel(path: PathLike, n_mels: int, layout: Optional[str] = None) -> np.ndarray:
+    """Read a mel file as float32 ``(n_mels, frames)`` (values as stored, no conversion);
+    the layout is the one :func:`possible_layouts` allows (``(n_mels, T)`` first for a
+    square array) unless ``layout`` names it. Raises :class:`MelError`."""
     f = load_mel_file(path)
-    return to_mel_layout(f.array, n_mels, f.source)
+    if layout is None:
+        found = possible_layouts(np.shape(f.array), [n_mels])
+        if not found:
+            raise MelError(
+                f"{f.source}: mel of shape {tuple(np.shape(f.array))} has no axis of {n_mels} "
+                f"bins; this model expects {n_mels} mel bins (check the TTS system's n_mels)")
+        layout = found[0][0]
+    out = apply_layout(f.array, layout, f.source)
+    if out.shape[0] != n_mels:
+        raise MelError(f"{f.source}: read as {LAYOUT_SHAPES[layout]}, it has {out.shape[0]} "
+                       f"bins but {n_mels} are expected")
+    return out
 
 
 # ---------------------------------------------------------------------- statistics
