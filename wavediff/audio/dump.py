@@ -7,6 +7,7 @@ the mel convention they were computed with.
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from wavediff.audio.presets import MelConfig
 from wavediff.errors import ConfigError, WavediffError
 
 AUDIO_CONFIG_NAME = "audio.yaml"
+log = logging.getLogger("wavediff.train")
 PathLike = Union[str, os.PathLike]
 RECORD_KEYS = ("wave", "mel")
 
@@ -122,3 +124,24 @@ def check_dump_matches(dumpdir: PathLike, expected: MelConfig) -> None:
             f"{dumpdir} was made with another mel convention ({'; '.join(diffs)}); "
             f"rerun preprocess with this config"
         )
+
+
+def open_dump(dumpdir: PathLike, audio: MelConfig, *, inspect: bool = True) -> list[Path]:
+    """The records of a dump made with mel convention ``audio``, sorted; with ``inspect``
+    every record's header is checked first and a dump holding any unusable record is
+    refused (one log line per record, then one error)."""
+    check_dump_matches(dumpdir, audio)
+    records = list_records(dumpdir)
+    if inspect:
+        bad = [msg for msg in (inspect_record(p, audio.n_mels, audio.hop_length)
+                               for p in records) if msg]
+        if bad:
+            if len(bad) > 1:
+                for msg in bad:
+                    log.error("%s", msg)
+            raise DumpError(
+                f"{len(bad)} of {len(records)} records in {dumpdir} cannot be trained on "
+                f"({'listed above' if len(bad) > 1 else bad[0]}); rerun wavediff preprocess "
+                f"for them or delete them"
+            )
+    return records

@@ -40,7 +40,7 @@ from wavediff.model import DiffWave, count_parameters
 from wavediff import checkpoint as ckpt
 from wavediff import distributed as distrib
 from wavediff.audio.dump import (
-    DumpError, check_dump_matches, inspect_record, list_records, load_record,
+    DumpError, load_record, open_dump,
 )
 from wavediff.train.data import (
     CropDataset, RecordFailure, StepBatchSampler, collate_or_fail, crop_frames_for, guarded,
@@ -91,13 +91,8 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _open_dumps(self, train_dir: str, dev_dir: Optional[str]) -> tuple[list[Path], list[Path]]:
         """The records of the training and dev dumps, checked against the mel convention."""
-        check_dump_matches(train_dir, self.config.audio)
-        train = list_records(train_dir)
-        _refuse_bad_records(train_dir, train, self.config)
-        dev: list[Path] = []
-        if dev_dir is not None:
-            check_dump_matches(dev_dir, self.config.audio)
-            dev = list_records(dev_dir)
+        train = open_dump(train_dir, self.config.audio)
+        dev = open_dump(dev_dir, self.config.audio, inspect=False) if dev_dir is not None else []
         return train, dev
 
     def _build_model_and_optimizer(self) -> None:
@@ -539,21 +534,6 @@ class Trainer:
             writer.add_scalar(k, v, self.step)
         log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
-
-
-def _refuse_bad_records(dumpdir: Any, records: list[Path], config: Config) -> None:
-    """Log one line per unusable record and refuse to start if there is any."""
-    bad = [msg for msg in (inspect_record(p, config.audio.n_mels, config.audio.hop_length)
-                           for p in records) if msg]
-    if bad:
-        if len(bad) > 1:
-            for msg in bad:
-                log.error("%s", msg)
-        raise DumpError(
-            f"{len(bad)} of {len(records)} records in {dumpdir} cannot be trained on "
-            f"({'listed above' if len(bad) > 1 else bad[0]}); rerun wavediff preprocess for them "
-            f"or delete them"
-        )
 
 
 class _NullWriter:
