@@ -242,3 +242,21 @@ def test_vocode_refuses_bad_options_once_before_loading(tmp_path, option, messag
     lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_vocode_name_suffix_as_parallelwavegan(tmp_path):
+    from test_checkpoint import random_model, tiny_config
+    from wavediff.vocoder import Vocoder
+
+    config = tiny_config()
+    Vocoder(random_model(config), config).save_pretrained(tmp_path / "m")
+    mel = tmp_path / "in" / "utt1.npy"
+    mel.parent.mkdir()
+    np.save(mel, np.random.default_rng(0).normal(-5, 1, (config.audio.n_mels, 6)).astype("f4"))
+    r = wavediff_cli("vocode", "--checkpoint", tmp_path / "m", "--outdir", tmp_path / "o",
+                     "--steps", "2", "--seed", "0", "--name-suffix", "_gen", mel)
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in sorted((tmp_path / "o").glob("*.wav"))] == ["utt1_gen.wav"]
+    r = wavediff_cli("vocode", "--checkpoint", tmp_path / "m", "--outdir", tmp_path / "o",
+                     "--name-suffix", "/../x", mel)
+    assert r.returncode != 0 and "--name-suffix" in r.stderr and "Traceback" not in r.stderr

@@ -17,12 +17,13 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outdir", required=True, help="corpus directory (wavs/ and metadata.csv)")
-    p.add_argument("--num-utts", type=int, default=24)
-    p.add_argument("--seconds", type=float, default=2.0, help="mean utterance length")
-    p.add_argument("--sample-rate", type=int, default=22050)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-utts", type=int, default=24, help="number of utterances (default: 24)")
+    p.add_argument("--seconds", type=float, default=2.0, help="mean utterance length in seconds (default: 2.0)")
+    p.add_argument("--sample-rate", type=int, default=22050, help="in Hz (default: 22050)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the "
+                                                        "same corpus (default: 0)")
     p.add_argument("--prefix", default="TOY001", help="utterance id prefix")
-    p.add_argument("--format", choices=("wav", "flac"), default="wav")
+    p.add_argument("--format", choices=("wav", "flac"), default="wav", help="audio file type (default: wav)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "checkpoint file or an experiment directory (default: the shipped "
                         "model 'joe')")
     p.add_argument("--outdir", required=True, help="directory for the .wav outputs")
+    p.add_argument("--name-suffix", default="", metavar="SUFFIX",
+                   help="appended to each output name: <name><SUFFIX>.wav (e.g. _gen, as "
+                        "ParallelWaveGAN writes; wavediff evaluate pairs both)")
     p.add_argument("--steps", type=int, default=None,
                    help="inference steps (default: the model's schedule, 6 for the fast sampler)")
     p.add_argument("--schedule", default=None,
@@ -132,7 +135,6 @@ def collect(args: argparse.Namespace) -> list[tuple[str, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wavediff.errors import WavediffError
     from wavediff import distributed as distrib
 
     check_options(args)
@@ -148,6 +150,7 @@ def check_options(args: argparse.Namespace) -> None:
     """Refuse option values that cannot work, once and before anything is loaded."""
     import math
 
+    from wavediff._files import unsafe_id
     from wavediff.errors import WavediffError
 
     if args.batch_size < 1:
@@ -163,6 +166,9 @@ def check_options(args: argparse.Namespace) -> None:
     if args.consistency is not None and not 0 <= args.consistency <= 100:
         raise WavediffError(f"--consistency must be 0..100 projections per step, "
                             f"got {args.consistency}")
+    if args.name_suffix and unsafe_id(f"x{args.name_suffix}"):
+        raise WavediffError(f"--name-suffix {args.name_suffix!r} {unsafe_id('x' + args.name_suffix)}; "
+                            f"use letters, digits, '-', '_' or '.'")
 
 
 def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: Any) -> int:
@@ -216,7 +222,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     jobs = []  # (name, mel (n_mels, F), original length or None)
     for name, path in items:
         try:
-            out = outdir / f"{name}.wav"
+            out = outdir / f"{name}{args.name_suffix}.wav"
             if path.exists() and out.resolve() == path.resolve():
                 raise WavediffError(f"{path}: the output would overwrite the input; use another --outdir")
             if path.suffix.lower() in AUDIO_SUFFIXES:
@@ -275,7 +281,8 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
                 if length is not None:
                     wav = torch.nn.functional.pad(wav, (0, max(0, length - wav.shape[-1])))[:length]
                 try:
-                    save_audio(outdir / f"{name}.wav", wav.cpu().numpy(), voc.sample_rate)
+                    save_audio(outdir / f"{name}{args.name_suffix}.wav", wav.cpu().numpy(),
+                               voc.sample_rate)
                     audio_seconds += wav.shape[-1] / voc.sample_rate
                     timings[name] = (wav.shape[-1] / voc.sample_rate,
                                      t_batch * wav.shape[-1] / max(batch_samples, 1))
