@@ -33,6 +33,13 @@ banner() {
 finished() { echo "stage $1 finished in $(( SECONDS - stage_start )) s"; }
 run_stage() { (( stage <= $1 && stop_stage >= $1 )); }
 
+# Sets ckpt to the name of the newest checkpoint of $exp, or stops with the hint $1.
+newest_checkpoint() {
+    local state _
+    read -r state _ _ ckpt <<< "$(python "$utils/train_status.py" "$conf" "$exp")"
+    [[ $state != none ]] || die "$exp holds no checkpoint; $1"
+}
+
 # Prints the first utterance of scp $1 that has no file $2/<utt>$3 (nothing if none).
 first_missing() {
     local utt _
@@ -86,9 +93,7 @@ stage_train() {
 # ---------------------------------------------------------------- 4: decode
 stage_decode() {
     banner 4 "decode the eval set"
-    status=$(python "$utils/train_status.py" "$conf" "$exp")
-    read -r state step _ ckpt <<< "$status"
-    [[ $state != none ]] || die "$exp holds no checkpoint; run stage 3"
+    newest_checkpoint "run stage 3"
     outdir=$exp/wav/$ckpt/eval
     scp=$datadir/eval/wav.scp
     if [[ -d $outdir && -z $(first_missing "$scp" "$outdir" .wav) ]]; then
@@ -112,9 +117,7 @@ stage_decode() {
 # ---------------------------------------------------------------- 5: evaluate
 stage_evaluate() {
     banner 5 "evaluate"
-    status=$(python "$utils/train_status.py" "$conf" "$exp")
-    read -r state _ _ ckpt <<< "$status"
-    [[ $state != none ]] || die "$exp holds no checkpoint; run stages 3 and 4"
+    newest_checkpoint "run stages 3 and 4"
     gendir=$exp/wav/$ckpt/eval
     [[ -d $gendir ]] || die "$gendir not found; run stage 4"
     evaldir=$exp/eval/$ckpt
@@ -131,9 +134,7 @@ stage_evaluate() {
 # ---------------------------------------------------------------- 6: export
 stage_export() {
     banner 6 "export $exp/pretrained"
-    status=$(python "$utils/train_status.py" "$conf" "$exp")
-    read -r state _ _ ckpt <<< "$status"
-    [[ $state != none ]] || die "$exp holds no checkpoint; run stage 3"
+    newest_checkpoint "run stage 3"
     if [[ $exp/pretrained/model.safetensors -nt $exp/$ckpt.pt ]]; then
         echo "stage 6: $exp/pretrained is up to date; skip"
     else
