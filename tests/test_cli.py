@@ -260,3 +260,20 @@ def test_vocode_name_suffix_as_parallelwavegan(tmp_path):
     r = wavediff_cli("vocode", "--checkpoint", tmp_path / "m", "--outdir", tmp_path / "o",
                      "--name-suffix", "/../x", mel)
     assert r.returncode != 0 and "--name-suffix" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_file_system_refusals_are_one_line(tmp_path, capsys):
+    # an existing file where an output folder goes, a folder where a report file goes
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    mel = tmp_path / "a.npy"
+    np.save(mel, np.zeros((80, 10), np.float32))
+    assert main(["vocode", "--outdir", str(afile), str(mel), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {afile}: a file is there; give a folder name that is not an existing file", err
+    from wavediff.cli.main import describe_os_error
+    import errno
+    e = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.wav"))
+    assert describe_os_error(e) == f"{tmp_path / 'x.wav'}: the disk is full; free space and run the command again"
+    e = IsADirectoryError(errno.EISDIR, "Is a directory", "/tmp/.r.tmp", None, str(tmp_path))
+    assert describe_os_error(e) == f"{tmp_path}: a folder is there; give a file name"

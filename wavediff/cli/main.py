@@ -61,9 +61,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except WavediffError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:
+        # a file-system refusal the command did not foresee (a folder where a file goes,
+        # a full or read-only disk...): one line naming the path, no traceback
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def describe_os_error(e: OSError) -> str:
+    """``e`` as one line: what failed on which path, and what to do about it."""
+    import errno
+
+    path = e.filename if e.filename is not None else ""
+    if isinstance(path, bytes):
+        path = path.decode(errors="replace")
+    target = e.filename2
+    if target is not None and e.errno in (errno.EISDIR, errno.EEXIST, errno.ENOTDIR):
+        path = target  # a rename onto a folder: the folder is what the user named
+    hint = {
+        errno.ENOSPC: "the disk is full; free space and run the command again",
+        errno.EDQUOT: "the disk quota is used up; free space and run the command again",
+        errno.EROFS: "the file system is read-only; choose another output location",
+        errno.EACCES: "permission denied; choose a location you can write to",
+        errno.EPERM: "permission denied; choose a location you can write to",
+        errno.EISDIR: "a folder is there; give a file name",
+        errno.EEXIST: "a file is there; give a folder name that is not an existing file",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.ENAMETOOLONG: "the name is too long for the file system; use a shorter one",
+        errno.ENOENT: "no such file or folder",
+        errno.ELOOP: "too many symbolic links (a link loop?)",
+    }.get(e.errno, e.strerror or type(e).__name__)
+    return f"{path}: {hint}" if path else hint
 
 
 if __name__ == "__main__":
