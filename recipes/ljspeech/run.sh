@@ -36,6 +36,7 @@ n_dev=250
 n_eval=250
 held_out="tail"            # take dev/eval from the end of the sorted IDs (head: the start)
 nj=4
+# shellcheck disable=SC2034  # read by ../utils/stages.sh
 ngpu=""                    # empty: GPU if present; 0: CPU; 1: one GPU; N: N GPUs (torchrun)
 resume=true                # continue an interrupted training from its newest checkpoint
 decode_seed=0
@@ -75,6 +76,7 @@ while (( $# > 0 )); do
 done
 
 # shared: setup, helpers and stages 2-6
+# shellcheck source=/dev/null
 source "$utils/stages.sh"
 if [[ -z $archive_size && $sha256 == "$official_sha256" ]]; then archive_size=$official_size; fi
 
@@ -110,4 +112,5 @@ if run_stage 1; then
 fi
 
 run_shared_stages
+# shellcheck disable=SC2154  # exp is set by ../utils/stages.sh
 echo "done: $exp"

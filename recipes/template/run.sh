@@ -27,6 +27,7 @@ expdir=exp
 n_dev=100
 n_eval=100
 nj=4
+# shellcheck disable=SC2034  # read by ../utils/stages.sh
 ngpu=""                    # empty: GPU if present; 0: CPU; 1: one GPU; N: N GPUs (torchrun)
 resume=true                # continue an interrupted training from its newest checkpoint
 decode_seed=0
@@ -62,6 +63,7 @@ while (( $# > 0 )); do
 done
 
 # shared: setup, helpers and stages 2-6
+# shellcheck source=/dev/null
 source "$utils/stages.sh"
 [[ -n $db_root ]] || die "give --db-root: the folder holding the corpus audio"
 
@@ -75,4 +77,5 @@ if run_stage 1; then
 fi
 
 run_shared_stages
+# shellcheck disable=SC2154  # exp is set by ../utils/stages.sh
 echo "done: $exp"

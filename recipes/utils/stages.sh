@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2154  # the variables come from the recipe that sources this file
 # Stages 2-6 shared by the recipes (sourced by recipes/<corpus>/run.sh after its options are
 # parsed). Expects: conf, datadir, dumpdir, expdir, nj, ngpu, resume, decode_seed, utils,
 # recipe_dir, stage, stop_stage and die(). Sets: conf (absolute), name, exp, launch, device.
