@@ -89,7 +89,7 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
                **state}
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        atomic_write(path, lambda tmp: torch.save(payload, tmp), durable=True)
+        atomic_write(path, lambda tmp: _save_to(payload, tmp), durable=True)
     except OSError as e:
         kept = [p.name for _, p in list_checkpoints(path.parent)]
         intact = (f"the newest intact checkpoint is {kept[-1]}" if kept
@@ -99,6 +99,11 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
             f"removed and {intact} (free disk space, then continue with --resume)"
         ) from None
     return path
+
+
+def _save_to(payload: dict[str, Any], tmp: Path) -> None:
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def safe_torch_load(path: PathLike, map_location: Union[str, torch.device] = "cpu", *,

@@ -1,10 +1,12 @@
-# shellcheck shell=bash
+#!/usr/bin/env bash
 # shellcheck disable=SC2154  # the variables come from the recipe that sources this file
 # Stages 2-6 shared by the recipes (sourced by recipes/<corpus>/run.sh after its options are
 # parsed). Expects: conf, datadir, dumpdir, expdir, nj, ngpu, resume, decode_seed, utils,
 # recipe_dir, stage, stop_stage and die(). Sets: conf (absolute), name, exp, launch, device.
 # Every stage skips work already done, so a finished recipe reruns in seconds and an
 # interrupted one continues where it stopped. Sets are train_nodev, dev and eval.
+
+set -euo pipefail  # as the recipe that sources it
 
 # A relative --conf is looked up in the current folder, then in the recipe folder.
 if [[ ! -f $conf && -f $recipe_dir/$conf ]]; then conf=$recipe_dir/$conf; fi
