@@ -12,7 +12,7 @@ denoiser's phase and the mel's magnitudes meet.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -107,8 +107,8 @@ class SpectralProjector:
         return wav
 
 
-def consistency_projector(config: MelConfig, mel: Tensor, iters: int) -> Optional[
-        "callable"]:
+def consistency_projector(config: MelConfig, mel: Tensor,
+                          iters: int) -> Optional[Callable[[Tensor], Tensor]]:
     """The ``project`` argument of the samplers: ``x0 -> x0`` after ``iters`` projections
     onto ``mel``'s magnitudes; None when ``iters`` is 0."""
     if iters <= 0:

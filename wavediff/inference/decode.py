@@ -5,7 +5,7 @@ with the optional spectral-consistency projection."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -69,12 +69,10 @@ def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: Sampl
 
 def decode_mel(model: DiffWave, diffusion: GaussianDiffusion, mel: Tensor, plan: SamplingPlan,
                *, generator: torch.Generator, audio: MelConfig,
-               engine: Union[InferenceEngine, None, str] = "build",
                chunk_samples: Optional[int] = None, consistency: int = 0) -> Tensor:
-    """Decode ``mel`` with ``model`` in one call (the trainer's dev decodes): the engine is
-    built from the model unless given (None: the readable model)."""
-    if engine == "build":
-        engine = InferenceEngine(model) if model.subbands == 1 else None
+    """Decode ``mel`` with ``model`` in one call (the trainer's dev decodes), through the
+    engine built from the model (sub-band models: the readable model itself)."""
+    engine = InferenceEngine(model) if model.subbands == 1 else None
     denoiser = select_denoiser(model, engine, mel, plan, chunk_samples=chunk_samples)
     return run_sampler(denoiser, diffusion, mel, plan, generator=generator, audio=audio,
                        consistency=consistency)
