@@ -118,9 +118,13 @@ def _single_device(device: str) -> str:
     return str(pick_device(device))
 
 
-def cleanup(info: DistInfo) -> None:
-    """Leave the process group (a no-op for a single process)."""
+def cleanup(info: DistInfo, finished: bool = False) -> None:
+    """Leave the process group (a no-op for a single process). ``finished``: every rank
+    completed the same work; they first wait for each other, so that no rank tears its
+    connections down while another still uses them."""
     if info.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

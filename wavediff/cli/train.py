@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.train_dumpdir) == bool(args.train_feats_scp):
         raise WavediffError("give either --train-dumpdir or --train-feats-scp with --train-wav-scp")
     dist = distrib.init_distributed(args.device)
+    finished = False
     try:
         if not dist.is_main:  # rank 0 alone reports progress
             logging.getLogger("wavediff").setLevel(logging.WARNING)
@@ -88,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
 
             apply_init_checkpoint(trainer, init_state, args.init_checkpoint)
         last = trainer.run()
+        finished = True
     finally:
-        distrib.cleanup(dist)
+        distrib.cleanup(dist, finished)
     if not dist.is_main:
         return 143 if trainer.stopped_by_signal else 0
     if trainer.nonfinite_total:
