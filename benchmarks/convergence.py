@@ -7,10 +7,11 @@ CPU-minutes, with each run's curve of dev log-mel L1 (the trainer's dev evaluati
 ``--eval-minutes``). Results: ``benchmarks/results/convergence-<machine>.json``.
 
     python benchmarks/convergence.py --corpus ../shared/corpora/joe --workdir /tmp/conv \\
-        --minutes 10 --runs plain,priorgrad,aux,noise_level,all
+        --minutes 10 --runs plain,priorgrad,aux,noise_level,subbands,all
 
 A run directory that already holds a checkpoint continues (``--resume``) until the budget,
-so a longer budget extends earlier runs. The dev set is the first ``--n-dev`` utterance IDs
+so a longer budget extends earlier runs, and a finished run is only decoded and scored
+again. Runs are merged by name into the result JSON, so the table can be built in parts. The dev set is the first ``--n-dev`` utterance IDs
 in sorted order (JOE001-0001 .. JOE001-0015 for joe), the split of ``recipes/joe``.
 """
 
@@ -46,6 +47,7 @@ RUNS = {
     "priorgrad": ["diffusion.prior=priorgrad"],
     "aux": ["train.aux_loss_weight=0.1"],
     "noise_level": ["diffusion.conditioning=noise_level"],
+    "subbands": ["model.subbands=2"],
     "priorgrad+aux": ["diffusion.prior=priorgrad", "train.aux_loss_weight=0.1"],
     "priorgrad+noise_level": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level"],
     "priorgrad+noise_level+subbands": ["diffusion.prior=priorgrad",
@@ -132,6 +134,19 @@ def run_one(name: str, overrides: list[str], args: argparse.Namespace, dumps: tu
             "curve": points, "scores": summary["systems"][0]["summary"]}
 
 
+def earlier_runs(out: Path, minutes: float) -> list[dict]:
+    """Runs of an earlier call with the same budget (others are not comparable)."""
+    if not out.exists():
+        return []
+    try:
+        data = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return []
+    if data.get("minutes") != minutes or data.get("base") != BASE:
+        return []
+    return list(data.get("runs", []))
+
+
 def mean_of(scores: dict, key: str) -> float:
     value = scores.get(key) or {}
     mean = value.get("mean") if isinstance(value, dict) else value
@@ -144,14 +159,14 @@ def main() -> None:
     p.add_argument("--corpus", type=Path, required=True, help="LJSpeech-layout corpus folder")
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--minutes", type=float, default=10.0, help="training minutes per run")
-    p.add_argument("--runs", default="plain,priorgrad,aux,noise_level,all",
+    p.add_argument("--runs", default="plain,priorgrad,aux,noise_level,subbands,all",
                    help=f"comma list of: {', '.join(RUNS)}")
     p.add_argument("--n-dev", type=int, default=15)
     p.add_argument("--eval-minutes", type=float, default=2.0, help="minutes between dev points")
     p.add_argument("--steps-per-second-guess", type=float, default=0.8,
                    help="to turn --eval-minutes into a step interval")
     p.add_argument("--metrics",
-                   default="log_mel_l1,mr_stft,pesq,stoi,f0_rmse,vuv_error,dnsmos_p808")
+                   default="log_mel_l1,mr_stft,pesq,stoi,f0_rmse,vuv_f1,periodicity,dnsmos_p808")
     p.add_argument("--out", type=Path, default=None, help="result JSON (default: results/)")
     args = p.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -164,10 +179,16 @@ def main() -> None:
     slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-")
     out = args.out or REPO / "benchmarks" / "results" / f"convergence-{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    merged = {r["name"]: r for r in earlier_runs(out, args.minutes)}
+    merged.update({r["name"]: r for r in results})
+    order = [name for name in RUNS if name in merged]
     out.write_text(json.dumps({"machine": machine, "base": BASE, "minutes": args.minutes,
-                               "runs": results}, indent=1))
+                               "command": " ".join(["python", *sys.argv]),
+                               "runs": [merged[name] for name in order]}, indent=1))
+    results = [merged[name] for name in order]
     print(f"machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}")
-    cols = ["log_mel_l1", "mr_stft", "pesq", "stoi", "f0_rmse", "vuv_error", "dnsmos_p808"]
+    cols = ["log_mel_l1", "mr_stft", "pesq", "stoi", "f0_rmse", "vuv_f1", "periodicity",
+            "dnsmos_p808"]
     print("| run | steps | train min | " + " | ".join(cols) + " | dev log-mel L1 curve (min: value) |")
     print("|" + "---|" * (len(cols) + 4))
     for r in results:

@@ -140,7 +140,7 @@ def test_model_is_rebuilt_from_the_stored_config(tmp_path):
     assert voc.model.n_mels == 8 and voc.model.hop_length == 16
     assert voc.diffusion.num_steps == 20
     assert voc.sample_rate == 8000 and voc.hop_length == 16 and voc.n_mels == 8
-    assert voc.decode(torch.zeros(8, 3), seed=0).shape == (48,)
+    assert voc.decode(torch.zeros(8, 3), seed=0, input_preset=None).shape == (48,)
 
 
 def test_vocoder_parameters_are_frozen(tmp_path):

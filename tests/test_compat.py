@@ -64,6 +64,19 @@ def test_espnet_style_inference(vocoder: Vocoder) -> None:
         esp.inference(torch.zeros(1, 50, 80))
 
 
+def test_espnet_vocoder_without_stats_warns_about_normalised_features(vocoder, caplog) -> None:
+    raw = ref("espnet")[:50]
+    normalised = (raw - raw.mean(0)) / (raw.std(0) + 1e-3)
+    esp = ESPnetVocoder(vocoder, seed=0)  # no stats= although the TTS normalised its output
+    with caplog.at_level("WARNING", logger="wavediff.convert"):
+        esp.inference(torch.from_numpy(normalised))
+    assert "normalised per bin" in caplog.text and "stats" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wavediff.convert"):
+        esp.inference(torch.from_numpy(raw))  # raw features: nothing to say
+    assert "normalised" not in caplog.text
+
+
 def test_lmnt_style_predict(trained_exp, vocoder: Vocoder) -> None:
     spec = torch.from_numpy(ref("diffwave-lmnt")[:, :30])
     audio, rate = predict(spec, trained_exp["exp"], fast_sampling=True, device="cpu", seed=0)
@@ -98,7 +111,7 @@ def test_vocode_cli_detects_converts_and_refuses(trained_exp, tmp_path: Path) ->
     assert r.returncode == 1
     assert sorted(p.name for p in out.glob("*.wav")) == ["esp.wav", "t2.wav"]
     assert "t2.npy: hifigan, layout (n_mels, T)" in r.stderr
-    assert "tacotron2 has the same values" in r.stderr and "--input-preset tacotron2" in r.stderr
+    assert "tacotron2 mels have the same values" in r.stderr and "--input-preset tacotron2" in r.stderr
     assert "esp.h5: espnet, layout (T, n_mels)" in r.stderr and "stats.npy" in r.stderr
     assert "approximate conversion espnet -> hifigan" in r.stderr and "expected error" in r.stderr
     assert "--input-layout" in r.stderr and "pickled" in r.stderr

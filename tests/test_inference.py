@@ -94,6 +94,7 @@ def test_vocoder_fast_engine_gives_the_reference_audio():
     ref = Vocoder(model, tiny_config(), engine="reference")
     mel = random_mel(2, 12)
     for kw in ({}, {"sampler": "ddim", "steps": 4}, {"sampler": "ddpm"}):
+        kw["input_preset"] = None  # random values in the model's convention
         a, b = fast.decode(mel, seed=3, **kw), ref.decode(mel, seed=3, **kw)
         assert b.std() > 0.05
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
@@ -128,12 +129,12 @@ def test_chunked_decoding_matches_whole_decoding():
     rf = receptive_field(model)  # 2 * (1 + 2 + 4) = 14 samples
     voc = Vocoder(model, tiny_config(), chunk_seconds=None)
     mel = random_mel(2, 40)
-    whole = voc.decode(mel, seed=7)
+    whole = voc.decode(mel, seed=7, input_preset=None)
     chunk_seconds = 6 * HOP / voc.sample_rate
     chunked_den = voc.denoiser_for(mel, chunk_seconds=chunk_seconds)
     assert isinstance(chunked_den, ChunkedDenoiser) and len(chunked_den.cores) >= 5
     assert chunked_den.overlap >= rf + chunked_den.crossfade
-    chunked = voc.decode(mel, seed=7, chunk_seconds=chunk_seconds)
+    chunked = voc.decode(mel, seed=7, chunk_seconds=chunk_seconds, input_preset=None)
     assert whole.std() > 0.05
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
 
@@ -225,7 +226,7 @@ def test_bf16_autocast_stays_close_to_float32():
     assert 0 < err < 0.05  # bf16 rounds (so not equal) but stays within tolerance
     voc = Vocoder(model, tiny_config(), autocast="bf16")
     ref = Vocoder(model, tiny_config())
-    assert (voc.decode(mel, seed=1) - ref.decode(mel, seed=1)).abs().max() < 0.1
+    assert (voc.decode(mel, seed=1, input_preset=None) - ref.decode(mel, seed=1, input_preset=None)).abs().max() < 0.1
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -284,6 +285,6 @@ def test_large_batch_keeps_memory_bounded_and_the_audio():
     assert not den.cache  # 4 x 640 samples of conditioning exceed the budget of 1600
     small = voc.denoiser_for(random_mel(1, 40), chunk_seconds=chunk_seconds)
     assert not isinstance(small, ChunkedDenoiser)
-    whole = voc.decode(mel, seed=2, chunk_seconds=None)
-    torch.testing.assert_close(voc.decode(mel, seed=2, chunk_seconds=chunk_seconds), whole,
+    whole = voc.decode(mel, seed=2, chunk_seconds=None, input_preset=None)
+    torch.testing.assert_close(voc.decode(mel, seed=2, chunk_seconds=chunk_seconds, input_preset=None), whole,
                                atol=1e-5, rtol=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -89,7 +91,8 @@ def test_decode_matches_the_sampler_directly(vocoder):
 
 def test_mel_conditions_the_audio(vocoder):
     mel = random_mel()
-    assert not torch.allclose(vocoder.decode(mel, seed=0), vocoder.decode(mel + 2.0, seed=0))
+    louder = vocoder.decode(mel + 2.0, seed=0, input_preset=None)  # taken as it is
+    assert not torch.allclose(vocoder.decode(mel, seed=0), louder)
 
 
 @pytest.mark.parametrize("sampler, steps, calls", [
@@ -214,10 +217,10 @@ def test_wrong_bins_raise(vocoder):
 
 
 def test_empty_mel_raises(vocoder):
-    with pytest.raises(MelError, match="frames > 0"):
+    with pytest.raises(MelError, match="an empty array"):  # found by the input check
         vocoder.decode(torch.zeros(1, N_MELS, 0), seed=0)
-    with pytest.raises(MelError):
-        vocoder.decode(torch.zeros(N_MELS, 0), seed=0)
+    with pytest.raises(MelError, match="frames > 0"):  # and without it
+        vocoder.decode(torch.zeros(N_MELS, 0), seed=0, input_preset=None)
 
 
 # ---------------------------------------------------------------------- copy synthesis
@@ -317,3 +320,43 @@ def test_converted_batch_keeps_each_items_length():
     assert out[0, -hop:].abs().sum() > 0           # the whole first item is audio
     assert out[1, 19 * hop:].abs().sum() == 0      # the second ends one frame earlier too
     assert out[1, : 19 * hop].abs().sum() > 0
+
+
+# ---------------------------------------------------------------------- one default with the CLI
+def tiny_hifigan_vocoder() -> Vocoder:
+    cfg = Config.from_dict({"audio": {"preset": "hifigan"},
+                            "model": {"residual_layers": 2, "residual_channels": 4,
+                                      "dilation_cycle": 2}})
+    torch.manual_seed(0)
+    return Vocoder(DiffWave.from_config(cfg), cfg)
+
+
+def test_python_decode_detects_the_convention_as_the_cli_does(caplog):
+    # an ESPnet (T, 80) log10 mel given to decode with no option is detected and converted,
+    # as `wavediff vocode` does, not vocoded as if it were the model's own convention
+    import inspect
+
+    from wavediff.cli.main import build_parser
+
+    voc = tiny_hifigan_vocoder()
+    cli_default = build_parser().parse_args(["vocode", "--checkpoint", "x", "--outdir", "y",
+                                             "m.npy"]).input_preset
+    for method in (voc.decode, voc.decode_batch, voc.decode_many):
+        default = inspect.signature(method).parameters.get("input_preset")
+        assert (default.default if default else "auto") == cli_default == "auto"
+    # a mel file written by ESPnet's own code (T, 80), a short piece of it
+    feats = np.load(Path(__file__).parent / "data" / "reference_mels" / "espnet.npy")[:60]
+    assert feats.shape == (60, 80)
+    with caplog.at_level("INFO", logger="wavediff.convert"):
+        out = voc.decode(feats, steps=2, seed=0)
+    assert "approximate conversion espnet -> hifigan" in caplog.text
+    hop = voc.hop_length
+    assert out.shape == ((feats.shape[0] - 1) * hop,)  # centred frames: one fewer
+    # decode_batch and decode_many take the same files, stored layout, unequal lengths
+    for method in (voc.decode_batch, voc.decode_many):
+        outs = method([feats, feats[:20]], steps=2, seed=0)
+        assert [o.shape[-1] for o in outs] == [(feats.shape[0] - 1) * hop, 19 * hop]
+    # normalised features without their statistics are refused, not vocoded into noise
+    normalised = (feats - feats.mean(0)) / (feats.std(0) + 1e-3)
+    with pytest.raises(MelError, match="normalised per bin.*--stats"):
+        voc.decode(normalised, steps=2, seed=0)

@@ -88,7 +88,8 @@ class ESPnetVocoder(torch.nn.Module):
             raise MelError(f"inference expects features of shape (T, n_mels), got {feats.shape}")
         prep = self._raw if (normalize_before or self._normalised is None) else self._normalised
         mel = prep(feats, "features").mel
-        wav = self.vocoder.decode(mel, steps=self.steps, sampler=self.sampler, seed=self.seed)
+        wav = self.vocoder.decode(mel, steps=self.steps, sampler=self.sampler, seed=self.seed,
+                                  input_preset=None)
         return wav.to(device)
 
     def forward(self, c: Union[torch.Tensor, np.ndarray], normalize_before: bool = False) -> torch.Tensor:
@@ -131,5 +132,5 @@ def predict(spectrogram: Union[torch.Tensor, np.ndarray, None] = None,
     mels = convert_each(list(spec), vocoder.preset, input_preset, layout="mels-frames")
     sampler = "fast" if fast_sampling else "ddpm"
     batch = torch.from_numpy(np.stack(mels))
-    audio = vocoder.decode(batch, sampler=sampler, seed=seed).clamp(-1.0, 1.0)
+    audio = vocoder.decode(batch, sampler=sampler, seed=seed, input_preset=None).clamp(-1.0, 1.0)
     return audio, vocoder.sample_rate

@@ -210,7 +210,7 @@ class Vocoder:
                generator: Optional[torch.Generator] = None,
                lengths: Optional[Sequence[int]] = None,
                callback: Optional[Callable[[int, int, Tensor], None]] = None,
-               input_preset: Optional[Union[str, MelConfig]] = None,
+               input_preset: Optional[Union[str, MelConfig]] = "auto",
                stats: Optional[object] = None,
                chunk_seconds: Union[float, None, str] = "default",
                schedule: Union[None, str, Sequence[float]] = None,
@@ -223,9 +223,14 @@ class Vocoder:
         sides) are decoded in chunks of this length with memory bounded by the chunk; the
         result equals whole decoding to float rounding. None or 0: never chunk; default:
         the vocoder's ``chunk_seconds``.
-        ``input_preset`` (``"auto"``, a preset name or a MelConfig) converts a mel of another
-        convention first (a single mel may then be in any stored layout); ``stats`` (a stats
-        file or ``(mean, scale)``) de-normalises per-bin normalised input features.
+        ``input_preset``: the mel convention of ``mel``. ``"auto"`` (the default, as the
+        CLI's): detected from the values, and converted when it is another convention
+        than the model's (a single mel may then be in any stored layout), with a clear
+        error for values no convention explains (e.g. normalised features without
+        ``stats``). A preset name or a MelConfig: converted from that convention, with a
+        warning when the values contradict it. None: ``mel`` is already in the model's
+        convention (what :meth:`mel` returns); nothing is checked or converted. ``stats``
+        (a stats file or ``(mean, scale)``) de-normalises per-bin normalised features.
         ``schedule``: the fast sampler's betas, or the name of a schedule stored with the
         model (``schedules``, e.g. one found by ``wavediff tune-schedule``); it replaces
         ``steps``.
@@ -313,15 +318,22 @@ class Vocoder:
         each group goes through :meth:`decode_batch`; ``kwargs`` go there too. Returns the
         waveforms in the order of ``mels``.
         """
+        input_preset = kwargs.pop("input_preset", "auto")
+        stats = kwargs.pop("stats", None)
+        if input_preset is not None or stats is not None:  # convert first: lengths in frames
+            from wavediff.audio.prepare import convert_each
+
+            mels = convert_each(mels, self.preset, input_preset, stats=stats)
         out: list[Optional[Tensor]] = [None] * len(mels)
         for group in length_buckets([m.shape[-1] for m in mels], batch_size,
                                     max_padding=max_padding):
-            for i, wav in zip(group, self.decode_batch([mels[i] for i in group], **kwargs)):
+            for i, wav in zip(group, self.decode_batch([mels[i] for i in group],
+                                                       input_preset=None, **kwargs)):
                 out[i] = wav
         return out  # type: ignore[return-value]
 
     def decode_batch(self, mels: Sequence[np.ndarray], *,
-                     input_preset: Optional[Union[str, MelConfig]] = None,
+                     input_preset: Optional[Union[str, MelConfig]] = "auto",
                      stats: Optional[object] = None, **kwargs) -> list[Tensor]:
         """Decode mels of unequal lengths in one batch (padded with the mel of silence).
 
@@ -336,7 +348,7 @@ class Vocoder:
                         dtype=np.float32)
         for i, m in enumerate(mels):
             batch[i, :, : m.shape[-1]] = m
-        wav = self.decode(batch, lengths=frames, **kwargs)
+        wav = self.decode(batch, lengths=frames, input_preset=None, **kwargs)
         return [wav[i, : n * self.hop_length] for i, n in enumerate(frames)]
 
     def copy_synthesis(self, wav: Union[Tensor, np.ndarray], **kwargs) -> Tensor:
@@ -347,7 +359,7 @@ class Vocoder:
         """
         wav = torch.as_tensor(wav, dtype=torch.float32)
         n = wav.shape[-1]
-        out = self.decode(self.mel(wav), **kwargs)
+        out = self.decode(self.mel(wav), input_preset=None, **kwargs)
         if out.shape[-1] < n:
             out = torch.nn.functional.pad(out, (0, n - out.shape[-1]))
         return out[..., :n]

@@ -79,10 +79,15 @@ class MelConverter:
             "n_fft", "win_length", "n_mels", "fmin", "mel_scale", "mel_norm")) and (
             s.max_frequency == t.max_frequency)
         self.notes: list[str] = []
+        self.filterbank_same = filterbank_same
         if same_values(s, t) and s.padding == t.padding and not (source_stats or target_stats):
             self.kind = "identity"
-        elif filterbank_same:
+        elif filterbank_same and s.padding == t.padding:
             self.kind = "exact"
+        elif filterbank_same:
+            # the values convert exactly, but every frame was analysed half a hop away from
+            # where the target's frame would be: as large an error as a spectral conversion
+            self.kind = "approximate"
         else:
             self.kind = "approximate"
             self.notes.append(f"filterbank {describe_band(s)} -> {describe_band(t)}")
@@ -119,7 +124,7 @@ class MelConverter:
             return x.astype(np.float32)
         if self.source_stats is not None:
             x = x * self.source_stats[1][:, None] + self.source_stats[0][:, None]
-        if self.kind == "exact":
+        if self.filterbank_same:
             y = self._convert_values(x)
         else:
             y = self._convert_spectrum(x)
@@ -220,9 +225,10 @@ class MelConverter:
         what = "; ".join(self.notes)
         if self.kind == "exact":
             return f"exact conversion {s} -> {t}: {what}"
-        return (f"approximate conversion {s} -> {t} through the linear spectrum "
-                f"(filterbank pseudo-inverse): {what}; expected error on speech-like audio "
-                f"in {t} units: {self.expected_error()}")
+        how = ("values exact, frames shifted" if self.filterbank_same
+               else "through the linear spectrum (filterbank pseudo-inverse)")
+        return (f"approximate conversion {s} -> {t} ({how}): {what}; expected error on "
+                f"speech-like audio in {t} units: {self.expected_error()}")
 
 
 def as_float64(mel: Any) -> np.ndarray:

@@ -159,11 +159,33 @@ class Detection:
     shape: tuple[int, ...]
     evidence: str
     alternatives: list[str] = field(default_factory=list)
+    tie: str = ""      # presets with the same values the array cannot tell apart, and the choice
+    details: str = ""  # the conventions ruled out and why (for -v)
 
     def describe(self, source: str = "mel") -> str:
         """One line: ``<source>: <preset>, layout (n_mels, T) (80, 228); evidence``."""
         return (f"{source}: {self.preset.preset}, layout {LAYOUT_SHAPES[self.layout]} "
                 f"{self.shape}; {self.evidence}")
+
+
+def check_array(array: object, source: str = "mel") -> None:
+    """Refuse what is not a mel before any conversion: a non-real dtype (complex, bool,
+    strings, objects) or an empty array; the message names the dtype as stored."""
+    if isinstance(array, torch.Tensor):
+        dtype, kind, size = str(array.dtype).replace("torch.", ""), (
+            "c" if array.is_complex() else "b" if array.dtype == torch.bool
+            else "f" if array.is_floating_point() else "i"), array.numel()
+        shape = tuple(array.shape)
+    else:
+        a = np.asarray(array)
+        dtype, kind, size, shape = str(a.dtype), a.dtype.kind, a.size, tuple(a.shape)
+    if kind not in "fiu":
+        what = {"c": "complex", "b": "boolean"}.get(kind, "not numeric")
+        raise MelError(f"{source}: a {what} array (dtype {dtype}, shape {shape}) is not a mel; "
+                       "write the log-mel magnitudes as a real float array")
+    if size == 0:
+        raise MelError(f"{source}: an empty array (dtype {dtype}, shape {shape}); write the mel "
+                       "with at least one frame")
 
 
 def _evaluate(a: np.ndarray, cfg: MelConfig, layout: str) -> Evidence:
@@ -192,6 +214,12 @@ def _tilt(a: np.ndarray) -> float:
     return float(a[:q].mean() - a[-q:].mean()) / std
 
 
+def _normalised_magnitude(a: np.ndarray) -> bool:
+    """Values of the size per-bin normalised features have (mean near 0, std near 1)."""
+    std = float(a.std())
+    return abs(float(a.mean())) < 3.0 and 0.05 < std < 10.0
+
+
 def _candidates(extra: Sequence[MelConfig]) -> list[MelConfig]:
     out = [get_preset(n) for n in PRESET_NAMES]
     for cfg in extra:
@@ -212,11 +240,8 @@ def detect(array: np.ndarray, *, source: str = "mel", layout: Optional[str] = No
     one frame of padding), which is otherwise decided by the layout. Raises :class:`AmbiguousMelError` naming
     the candidates and the option to set when the array does not decide.
     """
+    check_array(array, source)
     a_raw = np.asarray(array)
-    if a_raw.dtype.kind not in "fiu" or a_raw.size == 0:
-        raise MelError(f"{source}: not a numeric, non-empty array (dtype {a_raw.dtype}, "
-                       f"shape {tuple(a_raw.shape)}); write the mel as a float array with at "
-                       "least one frame")
     fixed = resolve_preset(preset) if preset is not None else None
     cands = [fixed] if fixed is not None else _candidates(extra)
     shape = tuple(int(s) for s in a_raw.shape)
@@ -243,10 +268,13 @@ def detect(array: np.ndarray, *, source: str = "mel", layout: Optional[str] = No
 
     evidences: list[Evidence] = []
     normalised: list[tuple[str, float]] = []
+    lo_v, hi_v = float(np.min(a_raw)), float(np.max(a_raw))
+    constant = hi_v - lo_v <= 1e-6 * max(1.0, abs(lo_v))
     for lay, n in hypotheses:
         a = apply_layout(a_raw, lay, source).astype(np.float64)
         tilt = _tilt(a)
-        if not stats_given and fixed is None and abs(tilt) < _NORMALISED_TILT:
+        if not stats_given and not constant and abs(tilt) < _NORMALISED_TILT and (
+                _normalised_magnitude(a)):
             normalised.append((lay, tilt))
         evidences += [_evaluate(a, c, lay) for c in cands if c.n_mels == n]
 
@@ -261,7 +289,16 @@ def detect(array: np.ndarray, *, source: str = "mel", layout: Optional[str] = No
                 )
             ev = ok[0]
         note = f"given as {fixed.preset}"
-        if ev.rejected:
+        looks_normalised = [t for lay, t in normalised if lay == ev.layout]
+        if looks_normalised:
+            tilt = looks_normalised[0]
+            log.warning("%s: the values look normalised per bin (every bin has about the same "
+                        "mean: spectral tilt %.2f std, mean %.2f, std %.2f), not like raw %s "
+                        "mels; pass the statistics the TTS features were normalised with "
+                        "(--stats, Python: stats=...) or the audio will be noise",
+                        source, tilt, float(a_raw.mean()), float(a_raw.std()), fixed.preset)
+            note += " (values look normalised per bin: pass --stats)"
+        elif ev.rejected:
             log.warning("%s: the values do not look like %s (%s); converting anyway as asked",
                         source, fixed.preset, ev.rejected)
             note += f" (values look unlike it: {ev.rejected})"
@@ -270,10 +307,17 @@ def detect(array: np.ndarray, *, source: str = "mel", layout: Optional[str] = No
     if normalised and len(normalised) == len(hypotheses):
         raise NormalisedMelError(
             f"{source}: layout {LAYOUT_SHAPES[normalised[0][0]]}; every mel bin has about the "
-            f"same mean (spectral tilt "
-            f"{normalised[0][1]:.2f} std), as in features normalised per bin with statistics "
-            f"(ESPnet, ParallelWaveGAN); pass --stats <stats.h5|stats.npy|feats_stats.npz> "
-            f"(Python: stats=...) or --input-preset"
+            f"same mean (spectral tilt {normalised[0][1]:.2f} std, values "
+            f"{lo_v:.3g}..{hi_v:.3g}), as in features normalised per bin with statistics "
+            f"(ESPnet, ParallelWaveGAN); pass the statistics with --stats "
+            f"<stats.h5|stats.npy|feats_stats.npz> (Python: stats=...)"
+        )
+    if constant and not any(e.floor_mass >= _MIN_FLOOR_MASS for e in evidences):
+        raise MelError(
+            f"{source}: every value is {lo_v:.6g}: a constant mel carries no sound and is the "
+            f"floor of no known convention (silence is the floor: "
+            + ", ".join(f"{c.floor:.4g} for {c.preset}" for c in cands[:3])
+            + "); check what the TTS model wrote"
         )
     alive = [e for e in evidences if not e.rejected]
     rejected = [e for e in evidences if e.rejected]
@@ -322,22 +366,24 @@ def detect(array: np.ndarray, *, source: str = "mel", layout: Optional[str] = No
                and e.preset.to_dict() == prefer.to_dict()]
         chosen = own[0] if own else typical[0] if typical else group[0]
         others = [e.name for e in group if e is not chosen]
-        tie = (f"; {'/'.join(others)} has the same values (differs by padding only), "
-               + (f"the model's own {chosen.name} kept (set --input-preset {others[0]} to "
-                  f"drop its extra frame)" if own else f"{chosen.name} chosen by the layout"))
-    lo_v, hi_v = float(np.min(a_raw)), float(np.max(a_raw))
+        tie = (f"{'/'.join(others)} mels have the same values as {chosen.name} and differ only "
+               f"in padding (one frame more per utterance, the frame grid half a hop later); "
+               + (f"they are read as the model's own {chosen.name}: if the files come from "
+                  f"{others[0]}, pass --input-preset {others[0]} (Python: input_preset=...)"
+                  if own else f"{chosen.name} was chosen by the file layout "
+                  f"{LAYOUT_SHAPES[chosen.layout]}; pass --input-preset to choose"))
     if reason == "floor":
-        why = (f"{100 * chosen.floor_mass:.2g}% of values exactly at its floor "
+        why = (f"{100 * chosen.floor_mass:.3g}% of values exactly at its floor "
                f"{chosen.preset.floor:.4g}")
     elif reason == "range":
         why = f"level span {chosen.dynamic_db:.0f} dB as speech (no value at a floor)"
     else:
         why = "the only convention in range"
     ruled_out = ", ".join(f"{e.name} ({e.rejected})" for e in rejected
-                          if e.layout == chosen.layout)[:300]
-    evidence = (f"{chosen.preset.n_mels} bins; values {lo_v:.4g}..{hi_v:.4g}; {why}{tie}"
-                + (f"; ruled out: {ruled_out}" if ruled_out else ""))
+                          if e.layout == chosen.layout)
+    evidence = f"values {lo_v:.4g}..{hi_v:.4g}; {why}"
     alternatives = [e.name for e in alive if e is not chosen]
-    return Detection(chosen.preset, chosen.layout, shape, evidence, alternatives)
+    return Detection(chosen.preset, chosen.layout, shape, evidence, alternatives, tie=tie,
+                     details=f"ruled out: {ruled_out}" if ruled_out else "")
 
 

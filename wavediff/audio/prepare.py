@@ -12,7 +12,7 @@ import numpy as np
 
 from wavediff.audio.convert import MelConverter, as_float64
 from wavediff.audio.detect import (
-    AmbiguousMelError, Detection, PresetLike, Stats, detect, same_values,
+    AmbiguousMelError, Detection, PresetLike, Stats, check_array, detect, same_values,
 )
 from wavediff.audio.formats import apply_layout, possible_layouts
 from wavediff.audio.presets import PRESET_NAMES, MelConfig, get_preset
@@ -47,6 +47,7 @@ class MelPreparer:
         self.layout = layout
         self._converters: dict[str, MelConverter] = {}
         self.counts: dict[str, int] = {}
+        self._ties_said: set[str] = set()
 
     def converter_for(self, source: MelConfig) -> MelConverter:
         key = repr(sorted(source.to_dict().items()))
@@ -66,6 +67,7 @@ class MelPreparer:
         ``num_samples``: the length of the recording the mel belongs to (GTA pairs), which
         decides between conventions that differ only by padding (frame count).
         """
+        check_array(array, source)
         a = as_float64(array)
         if self.stats is not None:
             a = self._denormalise(a, source)
@@ -79,6 +81,11 @@ class MelPreparer:
         mel = apply_layout(a, det.layout, source)
         if num_samples is not None and preset is None:
             self._by_frame_count(det, mel.shape[-1], num_samples)
+        if det.details:
+            log.debug("%s: %s", source, det.details)
+        if det.tie and det.tie not in self._ties_said:  # once per run, not once per file
+            self._ties_said.add(det.tie)
+            log.info("%s", det.tie)
         conv = self.converter_for(det.preset)
         out = conv(mel)
         name = det.preset.preset
@@ -97,6 +104,7 @@ class MelPreparer:
             if same_values(other, det.preset) and other.num_frames(num_samples) == frames:
                 det.evidence += (f"; {frames} frames for {num_samples} samples is {name}'s "
                                  f"frame rule, so {name}")
+                det.tie = ""
                 det.alternatives = [det.preset.preset] + [n for n in det.alternatives if n != name]
                 det.preset = other
                 return

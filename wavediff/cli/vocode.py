@@ -266,7 +266,8 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
                 generator.manual_seed(distrib.file_seed(args.seed, batch[0][0]))
             t_batch = time.perf_counter()
             try:
-                wavs = voc.decode_batch([m for _, m, _ in batch], steps=args.steps,
+                wavs = voc.decode_batch([m for _, m, _ in batch], input_preset=None,
+                                        steps=args.steps,
                                         sampler=args.sampler, generator=generator,
                                         schedule=args.schedule, consistency=args.consistency)
             except WavediffError as e:

@@ -153,7 +153,8 @@ def log_mel_objective(voc, waves: Sequence[np.ndarray], seed: int = 0) -> Object
     def objective(betas: list[float]) -> float:
         errs = []
         for i, mel in enumerate(mels):
-            wav = voc.decode(mel, sampler="fast", schedule=betas, seed=seed + i)
+            wav = voc.decode(mel, sampler="fast", schedule=betas, seed=seed + i,
+                             input_preset=None)
             got = voc.mel(wav)[..., : mel.shape[-1]]
             errs.append(float((got - mel[..., : got.shape[-1]]).abs().mean()))
         return float(np.mean(errs))
