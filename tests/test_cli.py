@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import make_corpus, wavediff_cli, write_tiny_config
+from conftest import make_corpus, wavediff_cli
 from wavediff.audio.presets import get_preset
 from wavediff.cli.main import SUBCOMMANDS, main
 from wavediff.audio.dump import list_records, load_record
@@ -276,3 +276,22 @@ def test_file_system_refusals_are_one_line(tmp_path, capsys):
     assert describe_os_error(e) == f"{tmp_path / 'x.wav'}: the disk is full; free space and run the command again"
     e = IsADirectoryError(errno.EISDIR, "Is a directory", "/tmp/.r.tmp", None, str(tmp_path))
     assert describe_os_error(e) == f"{tmp_path}: a folder is there; give a file name"
+
+
+def test_vocode_shows_progress_within_a_long_utterance(trained_exp, tmp_path, capsys,
+                                                       monkeypatch):
+    # an utterance over LONG_SECONDS logs its own progress (plain lines in a log file)
+    import wavediff.cli.vocode as vocode
+
+    monkeypatch.setattr(vocode, "LONG_SECONDS", 0.5)
+    wav = make_corpus(tmp_path / "wavs", n=1, seconds=1.0)[0]
+    short = make_corpus(tmp_path / "short", n=1, seconds=0.3, prefix="S")[0]
+    out = tmp_path / "out"
+    assert main(["vocode", "--checkpoint", str(trained_exp["exp"]), "--outdir", str(out),
+                 "--steps", "2", "--seed", "0", "--chunk-seconds", "0.25", str(wav),
+                 str(short)]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "chunk-steps)" in line]
+    assert lines and all(wav.stem in line for line in lines)  # the long one only
+    assert lines[-1].split(": ")[-1].startswith("100% (")
+    assert len(lines) <= 11  # every 10%, not every chunk

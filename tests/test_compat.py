@@ -123,3 +123,32 @@ def test_vocode_cli_detects_converts_and_refuses(trained_exp, tmp_path: Path) ->
     import soundfile as sf
 
     assert sf.info(str(tmp_path / "o2" / "square.wav")).frames == 79 * HOP
+
+
+def test_mel_files_that_state_another_rate_are_refused(trained_exp, tmp_path: Path) -> None:
+    # the same HiFi-GAN-style values at 16 kHz cannot be told from the values alone: a file
+    # that says its rate (h5 attribute, npz or .pt entry) is refused with the numbers; files
+    # that say nothing are read at the model's rate, and the log says so, once
+    mel = ref("hifigan")[0, :, :30]  # (80, 30)
+    mels = tmp_path / "mels"
+    mels.mkdir()
+    with h5py.File(mels / "h5_16k.h5", "w") as f:
+        f.create_dataset("feats", data=mel.T)
+        f.attrs["sampling_rate"] = 16000
+    np.savez(mels / "npz_16k.npz", mel=mel, sr=np.int64(16000))
+    torch.save({"mel": torch.from_numpy(mel), "hop_length": 200}, mels / "pt_hop200.pt")
+    with h5py.File(mels / "h5_ok.h5", "w") as f:
+        f.create_dataset("feats", data=mel.T)
+        f["feats"].attrs["sample_rate"] = 22050
+    np.save(mels / "plain.npy", mel)
+    out = tmp_path / "out"
+    r = wavediff_cli("vocode", "--checkpoint", trained_exp["exp"], "--outdir", out, mels,
+                     "--seed", "0", "--steps", "2")
+    assert r.returncode == 1
+    assert sorted(p.name for p in out.glob("*.wav")) == ["h5_ok.wav", "plain.wav"]
+    assert "h5_16k.h5: the file states 16000 Hz (sampling_rate = 16000 in the attributes" in r.stderr
+    assert "npz_16k.npz: the file states 16000 Hz (sr = 16000" in r.stderr
+    assert "but the model runs at 22050 Hz" in r.stderr and "0.73x as long" in r.stderr
+    assert "pt_hop200.pt: the file states a hop of 200 samples" in r.stderr
+    assert r.stderr.count("no sample rate: read at") == 1
+    assert "1 mel file states no sample rate: read at the model's 22050 Hz" in r.stderr

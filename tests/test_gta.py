@@ -72,6 +72,31 @@ def test_gta_refuses_far_lengths_and_unpaired_ids(tmp_path: Path) -> None:
         pair_scps(feats, wavs)
 
 
+def test_gta_names_the_frame_rate_that_mels_of_another_rate_imply(tmp_path: Path) -> None:
+    # mels made from the same recordings resampled to 16 kHz (hop 256): 16 ms frames
+    wavs = make_corpus(tmp_path / "wavs", n=3, seconds=1.0)
+    mel16 = MelSpectrogram(get_preset("hifigan").replace(sample_rate=16000, fmax=8000.0))
+    feats = []
+    for w in wavs:
+        audio, _ = load_audio(w, 16000, resample=True)
+        np.save(tmp_path / f"{w.stem}.npy", mel16(torch.from_numpy(audio)).numpy())
+        feats.append(f"{w.stem} {tmp_path / (w.stem + '.npy')}")
+    (tmp_path / "feats.scp").write_text("\n".join(feats) + "\n")
+    (tmp_path / "wav.scp").write_text("".join(f"{w.stem} {w}\n" for w in wavs))
+    with pytest.raises(GtaError, match=r"3 of 3 pairs.*as if the mels were made at 1[56]\d\d\d Hz"):
+        build_gta_dump(tmp_path / "feats.scp", tmp_path / "wav.scp", tmp_path / "dump",
+                       get_preset("hifigan"), progress=False)
+    # a file that states its rate is refused for that, with the numbers
+    with h5py.File(tmp_path / "stated.h5", "w") as f:
+        f["feats"] = np.load(tmp_path / f"{wavs[0].stem}.npy").T
+        f.attrs["sampling_rate"] = 16000
+    (tmp_path / "feats.scp").write_text(f"{wavs[0].stem} {tmp_path / 'stated.h5'}\n")
+    (tmp_path / "wav.scp").write_text(f"{wavs[0].stem} {wavs[0]}\n")
+    with pytest.raises(Exception, match="states 16000 Hz.*model runs at 22050 Hz"):
+        build_gta_dump(tmp_path / "feats.scp", tmp_path / "wav.scp", tmp_path / "dump",
+                       get_preset("hifigan"), progress=False)
+
+
 def test_gta_fine_tuning_cli(trained_exp, tmp_path: Path) -> None:
     feats, wavs, _ = gta_lists(tmp_path)
     out = tmp_path / "gta_exp"

@@ -288,3 +288,19 @@ def test_large_batch_keeps_memory_bounded_and_the_audio():
     whole = voc.decode(mel, seed=2, chunk_seconds=None, input_preset=None)
     torch.testing.assert_close(voc.decode(mel, seed=2, chunk_seconds=chunk_seconds, input_preset=None), whole,
                                atol=1e-5, rtol=0)
+
+
+def test_progress_within_one_utterance_counts_steps_times_chunks():
+    # a long mel decoded in chunks reports each chunk of each step, not 0/1 until the end
+    voc = Vocoder(random_model(), tiny_config())
+    mel = random_mel(1, 60)
+    seen: list[tuple[int, int]] = []
+    chunk_seconds = 10 * HOP / voc.sample_rate  # 10 frames a chunk: 6 chunks
+    wav = voc.decode(mel, seed=0, steps=3, chunk_seconds=chunk_seconds, input_preset=None,
+                     progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 18) for i in range(1, 19)]  # 3 steps x 6 chunks
+    whole_seen: list[tuple[int, int]] = []
+    whole = voc.decode(mel, seed=0, steps=3, chunk_seconds=None, input_preset=None,
+                       progress=lambda done, total: whole_seen.append((done, total)))
+    assert whole_seen == [(1, 3), (2, 3), (3, 3)]  # unchunked: one tick per step
+    torch.testing.assert_close(wav, whole, atol=1e-4, rtol=0)

@@ -310,3 +310,15 @@ def test_cuda_matches_cpu(name: str) -> None:
 def test_presets_are_known_to_get_preset() -> None:
     for name in PRESET_NAMES:
         assert MelSpectrogram.from_preset(name).config == get_preset(name)
+
+
+@pytest.mark.parametrize("name", ["hifigan", "tacotron2", "espnet"])
+def test_long_inputs_are_analysed_in_blocks_with_the_same_result(name: str, monkeypatch) -> None:
+    mel = MelSpectrogram.from_preset(name)
+    wav = 0.3 * torch.randn(2, 40 * mel.config.hop_length + 77,
+                            generator=torch.Generator().manual_seed(1))
+    whole = mel(wav)
+    monkeypatch.setattr(MelSpectrogram, "BLOCK_FRAMES", 7)  # several blocks and a short last one
+    blocked = mel(wav)
+    assert blocked.shape == whole.shape and whole.shape[-1] > 3 * 7
+    torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-6)

@@ -214,7 +214,8 @@ class Vocoder:
                stats: Optional[object] = None,
                chunk_seconds: Union[float, None, str] = "default",
                schedule: Union[None, str, Sequence[float]] = None,
-               consistency: Optional[int] = None) -> Tensor:
+               consistency: Optional[int] = None,
+               progress: Optional[Callable[[int, int], None]] = None) -> Tensor:
         """Mel ``(B, n_mels, F)`` or ``(n_mels, F)`` in the model's convention -> waveform.
 
         Returns ``(B, F * hop)`` (or ``(F * hop,)``) float32 in [-1, 1] on the vocoder's
@@ -237,6 +238,8 @@ class Vocoder:
         ``consistency``: Griffin-Lim projections of each step's clean estimate onto the
         magnitudes the mel implies (GLA-Grad; default: the model's
         ``diffusion.consistency_iters``, 0 = off).
+        ``progress(done, total)``: called after each network evaluation of each chunk
+        (``total`` = steps x chunks), for progress within one long utterance.
         """
         if input_preset is not None or stats is not None:
             from wavediff.audio.prepare import convert_batch
@@ -271,12 +274,37 @@ class Vocoder:
         if isinstance(consistency, bool) or not isinstance(consistency, int) or consistency < 0:
             raise ConfigError(f"consistency must be a non-negative number of projections, "
                               f"got {consistency!r}")
+        if progress is not None:
+            callback = self._with_progress(denoiser, chosen, progress, callback)
         wav = run_sampler(denoiser, self.diffusion, mel, chosen, generator=generator,
                           audio=self.preset, consistency=consistency, callback=callback)
         if lengths is not None:
             for i, n in enumerate(lengths):
                 wav[i, int(n) * self.hop_length:] = 0.0
         return wav[0] if single else wav
+
+    @staticmethod
+    def _with_progress(denoiser, chosen: SamplingPlan, progress: Callable[[int, int], None],
+                       callback: Optional[Callable[[int, int, Tensor], None]]):
+        """Wire ``progress(done, total)`` to the chunks of a chunked denoiser, or to the
+        sampler's steps; returns the sampler callback to use."""
+        chunks = len(getattr(denoiser, "cores", ())) or 1
+        total = len(chosen.network_steps) * chunks
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            progress(min(done[0], total), total)
+
+        if chunks > 1:
+            denoiser.on_chunk = tick
+            return callback
+
+        def per_step(i: int, n: int, x: Tensor) -> None:
+            tick()
+            if callback is not None:
+                callback(i, n, x)
+        return per_step
 
     # ------------------------------------------------------------------ engine
     @property

@@ -117,7 +117,7 @@ class MelConverter:
     def __call__(self, mel: Any) -> np.ndarray:
         """``(n_mels_src, T)`` (numpy or tensor) -> float32 ``(n_mels_dst, T')``."""
         x = as_float64(mel)
-        s, t = self.source, self.target
+        s = self.source
         if x.ndim != 2 or x.shape[0] != s.n_mels:
             raise MelError(f"expected a {s.preset} mel of shape ({s.n_mels}, T), got {x.shape}")
         if self.kind == "identity":

@@ -50,6 +50,57 @@ class MelFile:
     array: np.ndarray
     source: str
     known: Optional[object] = None
+    sample_rate: Optional[int] = None  # what the file states (an HDF5 attribute, a scalar
+    hop_length: Optional[int] = None   # entry of an .npz or a .pt dict), else None
+    stated_by: str = ""                # where it says so, for messages
+
+    def check_rate(self, sample_rate: int, hop_length: int) -> None:
+        """Refuse a file that states another sample rate or hop than the model's."""
+        known = self.known
+        rate = self.sample_rate if self.sample_rate is not None else getattr(
+            known, "sample_rate", None)
+        hop = self.hop_length if self.hop_length is not None else getattr(
+            known, "hop_length", None)
+        by = self.stated_by or "its audio.yaml"
+        if rate is not None and int(rate) != int(sample_rate):
+            raise MelError(
+                f"{self.source}: the file states {int(rate)} Hz ({by}) but the model runs at "
+                f"{sample_rate} Hz: vocoded as it is, the audio would last "
+                f"{rate / sample_rate:.2f}x as long and sound pitched; use a model trained at "
+                f"{int(rate)} Hz, or compute the mels from audio resampled to {sample_rate} Hz")
+        if hop is not None and int(hop) != int(hop_length):
+            raise MelError(
+                f"{self.source}: the file states a hop of {int(hop)} samples ({by}) but the "
+                f"model's is {hop_length}; use a model with hop {int(hop)}, or compute the "
+                f"mels with hop {hop_length}")
+
+
+RATE_NAMES = ("sampling_rate", "sample_rate", "sr", "fs")
+HOP_NAMES = ("hop_length", "hop_size")
+
+
+def _stated(values: dict, source: str) -> dict:
+    """``sample_rate``/``hop_length``/``stated_by`` of MelFile from scalar entries a file
+    carries beside its mel (attributes, small arrays); anything else is ignored."""
+    out: dict = {}
+    for field_name, names in (("sample_rate", RATE_NAMES), ("hop_length", HOP_NAMES)):
+        for name in names:
+            if name not in values:
+                continue
+            try:
+                v = np.asarray(values[name])
+                if v.size != 1 or v.dtype.kind not in "fiu":
+                    continue
+                number = float(v.reshape(-1)[0])
+            except (TypeError, ValueError):
+                continue
+            if not (0 < number < 10_000_000) or number != int(number):
+                continue
+            out[field_name] = int(number)
+            out["stated_by"] = (out.get("stated_by", "") + ", " if out.get("stated_by") else "") + (
+                f"{name} = {int(number)} in {source}")
+            break
+    return out
 
 
 # ---------------------------------------------------------------------- paths
@@ -191,6 +242,12 @@ def _load_npz(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAM
             check_declared_shape(f"{path}:{key}", shape, dtype.itemsize, max_frames)
             array = data[key]
             is_record = key == "mel" and "wave" in names
+            small = {}
+            for name in set(names) & set(RATE_NAMES + HOP_NAMES):
+                member_info = data.zip.getinfo(f"{name}.npy")
+                if member_info.file_size <= 1024:  # a scalar, never a large array
+                    small[name] = data[name]
+            stated = _stated(small, str(path))
     except MelError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
@@ -204,10 +261,10 @@ def _load_npz(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAM
             known = read_audio_config(path.parent)
         except WavediffError:
             known = None
-    return MelFile(array, f"{path}:{key}" if key not in ("mel",) else str(path), known)
+    return MelFile(array, f"{path}:{key}" if key not in ("mel",) else str(path), known, **stated)
 
 
-def _load_pt(path: Path) -> np.ndarray:
+def _load_pt(path: Path) -> MelFile:
     import torch
 
     try:
@@ -220,7 +277,11 @@ def _load_pt(path: Path) -> np.ndarray:
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise MelError(f"{path} is not a readable .pt file ({msg})") from None
+    stated: dict = {}
     if isinstance(obj, dict):
+        stated = _stated({k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
+                          for k, v in obj.items() if k in RATE_NAMES + HOP_NAMES}, str(path))
+        obj = {k: v for k, v in obj.items() if k not in RATE_NAMES + HOP_NAMES}
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         named = [k for k in _PT_KEYS if k in tensors]
         if named:
@@ -236,7 +297,7 @@ def _load_pt(path: Path) -> np.ndarray:
         raise MelError(f"{path} holds a {type(obj).__name__}, not a mel tensor")
     if not obj.is_floating_point():
         raise MelError(f"{path}: the tensor has dtype {obj.dtype}, not a float mel")
-    return obj.detach().float().cpu().numpy()
+    return MelFile(obj.detach().float().cpu().numpy(), str(path), **stated)
 
 
 def _check_h5_storage(data, source: str) -> None:
@@ -255,9 +316,10 @@ def _check_h5_storage(data, source: str) -> None:
         raise MelError(f"{source} has an unsupported storage layout; rewrite it with h5py")
 
 
-def _load_h5(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
+def _load_h5(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAMES) -> MelFile:
     import h5py
 
+    given_key = key
     try:
         with h5py.File(path, "r") as f:
             names: list[str] = []
@@ -270,7 +332,19 @@ def _load_h5(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAME
                 raise MelError(f"{path}:{key} holds {data.dtype}, not numbers")
             _check_h5_storage(data, f"{path}:{key}")
             check_declared_shape(f"{path}:{key}", data.shape, data.dtype.itemsize, max_frames)
-            return np.asarray(data[()])
+            array = np.asarray(data[()])
+            attrs = {}
+            for holder, where in ((data, f"the attributes of {path}:{key}"),
+                                  (f, f"the attributes of {path}")):
+                for name in RATE_NAMES + HOP_NAMES:
+                    if name in holder.attrs and name not in attrs:
+                        attrs[name] = holder.attrs[name]
+                if attrs:
+                    stated = _stated(attrs, where)
+                    break
+            else:
+                stated = {}
+            return MelFile(array, f"{path}:{key}" if given_key else str(path), **stated)
     except OSError as e:
         raise MelError(f"{path} is not a readable HDF5 file ({e})") from None
 
@@ -291,10 +365,9 @@ def load_mel_file(spec: PathLike, max_frames: int = DEFAULT_MAX_FRAMES) -> MelFi
     if suffix == ".npz":
         return _load_npz(path, key, max_frames)
     if suffix == ".pt":
-        return MelFile(_load_pt(path), str(path))
+        return _load_pt(path)
     if suffix in H5_SUFFIXES:
-        array = _load_h5(path, key, max_frames)
-        return MelFile(array, f"{path}:{key}" if key else str(path))
+        return _load_h5(path, key, max_frames)
     raise MelError(
         f"{path}: unsupported mel file type {path.suffix!r}; use {', '.join(MEL_SUFFIXES)}"
     )

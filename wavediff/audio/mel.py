@@ -145,11 +145,34 @@ class MelSpectrogram(torch.nn.Module):
         return self.compress(self.linear(wav))
 
     def linear(self, wav: torch.Tensor) -> torch.Tensor:
-        """Linear-magnitude mel (no log, no normalisation), same shapes as :meth:`forward`."""
+        """Linear-magnitude mel (no log, no normalisation), same shapes as :meth:`forward`.
+
+        Long inputs are analysed ``BLOCK_FRAMES`` frames at a time (each frame is its own
+        FFT, so the result is the same): the complex spectrum, the largest intermediate, is
+        never held for the whole input, and memory stays near the size of the output.
+        """
         x, squeeze = self._check_wav(wav)
         cfg = self.config
         x = F.pad(x.unsqueeze(1), (self.pad, self.pad), mode="reflect").squeeze(1)
         window = self._window_for(x)
+        basis = self.mel_basis.to(device=x.device, dtype=x.dtype)
+        hop = cfg.hop_length
+        frames = (x.shape[-1] - cfg.n_fft) // hop + 1
+        if frames <= self.BLOCK_FRAMES:
+            mel = self._block(x, window, basis)
+        else:
+            mel = torch.empty(x.shape[0], cfg.n_mels, frames, dtype=x.dtype, device=x.device)
+            for f0 in range(0, frames, self.BLOCK_FRAMES):
+                f1 = min(f0 + self.BLOCK_FRAMES, frames)
+                mel[..., f0:f1] = self._block(x[:, f0 * hop:(f1 - 1) * hop + cfg.n_fft],
+                                              window, basis)
+        return mel.squeeze(0) if squeeze else mel
+
+    BLOCK_FRAMES = 4096  # frames analysed at once (about 48 s at 22,050 Hz, hop 256)
+
+    def _block(self, x: torch.Tensor, window: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        """The linear mel of every whole frame of the padded signal ``x`` ``(B, samples)``."""
+        cfg = self.config
         spec = torch.stft(
             x,
             n_fft=cfg.n_fft,
@@ -162,14 +185,13 @@ class MelSpectrogram(torch.nn.Module):
             return_complex=True,
         )
         power = spec.real.square() + spec.imag.square()
+        del spec
         if cfg.magnitude_eps:
             power = power + cfg.magnitude_eps
-        magnitude = power.sqrt()
+        magnitude = power.sqrt_()
         if cfg.stft_normalized:
             magnitude = magnitude / window.square().sum().sqrt()
-        basis = self.mel_basis.to(device=x.device, dtype=x.dtype)
-        mel = torch.matmul(basis, magnitude)
-        return mel.squeeze(0) if squeeze else mel
+        return torch.matmul(basis, magnitude)
 
     def compress(self, linear_mel: torch.Tensor) -> torch.Tensor:
         """Linear mel -> this convention's values (log, affine normalisation, clip).

@@ -25,6 +25,7 @@ from wavediff.errors import MelError
 # iterations of the accelerated projected-gradient NNLS that turns a linear mel into linear
 # magnitudes (relative residual about 1e-7 on speech mels after 50)
 NNLS_ITERS = 50
+BLOCK_FRAMES = 2048  # frames solved or projected at once: memory bounded for long inputs
 
 
 def mel_to_magnitude(config: MelConfig, mel: Tensor, iters: int = NNLS_ITERS) -> Tensor:
@@ -32,8 +33,9 @@ def mel_to_magnitude(config: MelConfig, mel: Tensor, iters: int = NNLS_ITERS) ->
     (least squares) to ``mel`` ``(B, n_mels, F)`` in ``config``'s convention.
 
     Accelerated projected gradient (FISTA, Beck & Teboulle 2009) from the clipped
-    pseudo-inverse, step ``1 / ||M||^2``, in float32; returned as float64. Where the
-    filterbank has no band (above ``fmax``) the magnitude is 0.
+    pseudo-inverse, step ``1 / ||M||^2``, in float32 (and returned so: half the memory of
+    float64 for long inputs). Where the filterbank has no band (above ``fmax``) the
+    magnitude is 0.
     """
     if mel.dim() != 3 or mel.shape[1] != config.n_mels:
         raise MelError(f"expected a mel of shape (B, {config.n_mels}, frames), "
@@ -44,16 +46,26 @@ def mel_to_magnitude(config: MelConfig, mel: Tensor, iters: int = NNLS_ITERS) ->
         window = torch.hann_window(config.win_length, periodic=True, dtype=torch.float64)
         linear = linear * window.square().sum().sqrt().to(mel.device)
     step = 1.0 / float(torch.linalg.matrix_norm(basis64, ord=2)) ** 2
-    a = (torch.linalg.pinv(basis64) @ linear).clamp(min=0.0).float()
-    basis, linear = basis64.float(), linear.float()
-    z, t = a, 1.0
-    for _ in range(iters):
-        # the gradient of 0.5 ||M z - y||^2, through the (n_mels x K) basis
-        nxt = (z - step * (basis.T @ (basis @ z - linear))).clamp(min=0.0)
-        t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
-        z = nxt + ((t - 1.0) / t_next) * (nxt - a)
-        a, t = nxt, t_next
-    return a.double()
+    pinv = torch.linalg.pinv(basis64)
+    basis = basis64.float()
+    frames = mel.shape[-1]
+    out = torch.empty(mel.shape[0], basis.shape[1], frames, dtype=torch.float32,
+                      device=mel.device)
+    # frames are independent: solved BLOCK_FRAMES at a time, the temporaries stay small
+    for f0 in range(0, frames, BLOCK_FRAMES):
+        f1 = min(f0 + BLOCK_FRAMES, frames)
+        y = linear[..., f0:f1]
+        a = (pinv @ y).clamp(min=0.0).float()
+        y = y.float()
+        z, t = a, 1.0
+        for _ in range(iters):
+            # the gradient of 0.5 ||M z - y||^2, through the (n_mels x K) basis
+            nxt = (z - step * (basis.T @ (basis @ z - y))).clamp(min=0.0)
+            t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
+            z = nxt + ((t - 1.0) / t_next) * (nxt - a)
+            a, t = nxt, t_next
+        out[..., f0:f1] = a
+    return out
 
 
 class SpectralProjector:
@@ -77,28 +89,53 @@ class SpectralProjector:
 
     def __call__(self, wav: Tensor) -> Tensor:
         cfg = self.config
-        hop, n_fft = cfg.hop_length, cfg.n_fft
+        hop = cfg.hop_length
         if wav.dim() != 2 or wav.shape[-1] != self.frames * hop:
             raise MelError(f"expected a waveform of shape (B, {self.frames * hop}), "
                            f"got {tuple(wav.shape)}")
-        x = wav.to(torch.float64)
-        x = F.pad(x.unsqueeze(1), (self.pad, self.pad), mode="reflect").squeeze(1)
+        if self.frames <= BLOCK_FRAMES:
+            return self._project(wav, 0, self.frames).to(wav.dtype)
+        out = torch.empty_like(wav)
+        for f0 in range(0, self.frames, BLOCK_FRAMES):
+            f1 = min(f0 + BLOCK_FRAMES, self.frames)
+            out[:, f0 * hop:f1 * hop] = self._project(wav, f0, f1).to(wav.dtype)
+        return out
+
+    def _project(self, wav: Tensor, f0: int, f1: int) -> Tensor:
+        """The projection's output samples ``[f0 * hop, f1 * hop)``, computed from the
+        frames that overlap them (a margin of whole windows on both sides): each frame is
+        its own FFT and overlap-add is local, so blocks give what the whole input gives."""
+        cfg = self.config
+        hop, n_fft = cfg.hop_length, cfg.n_fft
+        n = wav.shape[-1]
+        margin = -(-n_fft // hop) + 1
+        g0 = max(0, f0 - margin)
+        # the padded signal's samples [g0 * hop, g1 * hop + n_fft): frames g0 .. g1
+        frames_total = (n + 2 * self.pad - n_fft) // hop + 1
+        g1 = min(frames_total - 1, f1 + margin)
+        a, b = g0 * hop - self.pad, g1 * hop + n_fft - self.pad  # in unpadded samples
+        core = wav[:, max(a, 0):min(b, n)].to(torch.float64)
+        # reflect padding only where the block meets the ends, as the whole signal has it
+        x = F.pad(core.unsqueeze(1), (max(0, -a), max(0, b - n)), mode="reflect").squeeze(1)
         spec = torch.stft(x, n_fft, hop_length=hop, window=self.window, center=False,
                           return_complex=True)
-        frames = min(spec.shape[-1], self.magnitude.shape[-1])
+        frames = min(spec.shape[-1], self.magnitude.shape[-1] - g0)
         spec = spec[..., :frames]
         phase = spec / spec.abs().clamp(min=1e-12)
-        spec = self.magnitude[..., :frames] * phase
+        spec = self.magnitude[..., g0:g0 + frames].double() * phase
         chunks = torch.fft.irfft(spec, n=n_fft, dim=1) * self.window[:, None]  # (B, n_fft, F)
-        length = x.shape[-1]
+        # the samples the kept frames cover (a centred convention has one STFT frame more
+        # than mel frames: the samples only it covered keep their value)
+        length = (frames - 1) * hop + n_fft
         out = F.fold(chunks, output_size=(1, length), kernel_size=(1, n_fft),
                      stride=(1, hop)).reshape(x.shape[0], length)
         norm = F.fold(self.window.square()[None, :, None].expand(1, n_fft, frames),
                       output_size=(1, length), kernel_size=(1, n_fft),
                       stride=(1, hop)).reshape(1, length)
-        out = torch.where(norm > 1e-8, out / norm.clamp(min=1e-8), x)
-        out = out[:, self.pad:self.pad + wav.shape[-1]]
-        return out.to(wav.dtype)
+        out = torch.cat([torch.where(norm > 1e-8, out / norm.clamp(min=1e-8), x[:, :length]),
+                         x[:, length:]], dim=1)
+        start = f0 * hop + self.pad - g0 * hop  # output sample f0 * hop in x's coordinates
+        return out[:, start:start + (f1 - f0) * hop]
 
     def griffin_lim(self, wav: Tensor, iters: int) -> Tensor:
         """``iters`` projections in a row, starting from ``wav``'s phase."""

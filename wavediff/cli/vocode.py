@@ -36,7 +36,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from wavediff.audio.formats import MEL_SUFFIXES
 from wavediff.audio.io import AUDIO_SUFFIXES
@@ -220,6 +220,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
 
     failures: list[tuple[str, str]] = []
     jobs = []  # (name, mel (n_mels, F), original length or None)
+    unstated = 0  # mel files that state no sample rate: read at the model's
     for name, path in items:
         try:
             out = outdir / f"{name}{args.name_suffix}.wav"
@@ -232,6 +233,8 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
                 jobs.append((name, mel, len(wav)))
             else:
                 f = load_mel_file(path, max_frames=args.max_frames)
+                f.check_rate(voc.sample_rate, voc.hop_length)
+                unstated += f.sample_rate is None and f.known is None
                 try:
                     ready = prep(f.array, f.source, known=f.known)
                 except NormalisedMelError:
@@ -249,6 +252,12 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
         except WavediffError as e:
             failures.append((name, str(e)))
 
+    if unstated:
+        log.info("%d mel file%s state%s no sample rate: read at the model's %d Hz with hop %d "
+                 "(%.2f frames per second); a mel made at another rate would play too fast or "
+                 "too slow and sound pitched: check the TTS system's sampling rate and hop",
+                 unstated, "" if unstated == 1 else "s", "s" if unstated == 1 else "",
+                 voc.sample_rate, voc.hop_length, voc.sample_rate / voc.hop_length)
     jobs.sort(key=lambda j: j[1].shape[-1])
     batches = [[jobs[i] for i in group] for group in
                length_buckets([j[1].shape[-1] for j in jobs], args.batch_size)]
@@ -265,15 +274,22 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
             if args.seed is not None:
                 generator.manual_seed(distrib.file_seed(args.seed, batch[0][0]))
             t_batch = time.perf_counter()
+            seconds = max(m.shape[-1] for _, m, _ in batch) * voc.hop_length / voc.sample_rate
+            within = _progress_within(batch[0][0], seconds, bar=not bar.disable,
+                                      quiet=args.quiet or not dist.is_main)
             try:
                 wavs = voc.decode_batch([m for _, m, _ in batch], input_preset=None,
                                         steps=args.steps,
                                         sampler=args.sampler, generator=generator,
-                                        schedule=args.schedule, consistency=args.consistency)
+                                        schedule=args.schedule, consistency=args.consistency,
+                                        progress=within)
             except WavediffError as e:
                 failures += [(name, f"{name}: {e}") for name, _, _ in batch]
                 bar.update(len(batch))
                 continue
+            finally:
+                if within is not None:
+                    within.close()
             if voc.device.type == "cuda":
                 torch.cuda.synchronize(voc.device)
             t_batch = time.perf_counter() - t_batch
@@ -314,6 +330,43 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     if summary:
         log.info("input conventions: %s -> %s", summary, voc.preset.preset)
     return report_failures(failures, len(all_items), "inputs")
+
+
+LONG_SECONDS = 60.0  # utterances at least this long show progress within them
+
+
+def _progress_within(name: str, seconds: float, *, bar: bool,
+                     quiet: bool) -> Optional["_WithinProgress"]:
+    """Progress inside one long utterance, or None for short ones (and with -q)."""
+    return None if seconds < LONG_SECONDS or quiet else _WithinProgress(name, seconds, bar=bar)
+
+
+class _WithinProgress:
+    """``Vocoder.decode(progress=...)`` for one long utterance: a second bar on a
+    terminal, a plain log line every 10% otherwise."""
+
+    def __init__(self, name: str, seconds: float, *, bar: bool) -> None:
+        from tqdm import tqdm
+
+        self.name, self.seconds, self.last = name, seconds, -1
+        self.bar = tqdm(desc=f"{name} ({seconds:.0f} s)", unit="chunk-step", leave=False,
+                        position=1) if bar else None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+            return
+        tenth = 10 * done // total
+        if tenth > self.last:
+            self.last = tenth
+            log.info("%s (%.0f s of audio): %d%% (%d of %d chunk-steps)", self.name,
+                     self.seconds, 10 * tenth, done, total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _write_decode_stats(outdir: Path, timings: dict[str, tuple[float, float]],

@@ -18,7 +18,7 @@ Both are callables with the samplers' signature ``(x_t (B, T), steps (B,), mel) 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -141,6 +141,7 @@ class ChunkedDenoiser:
         self.cache: dict[int, Conditioning] = {}
         self.cached_bytes = 0
         self.cache_bytes = cache_bytes
+        self.on_chunk: Optional[Callable[[], None]] = None  # called after each chunk (progress)
 
     def window(self, i: int) -> tuple[int, int]:
         """Frames ``[start, end)`` of chunk ``i``'s window (core plus context)."""
@@ -180,6 +181,8 @@ class ChunkedDenoiser:
             if i < last and w:
                 weight[-2 * w:] = 1.0 - _ramp(2 * w, x.device)
             eps[:, lo:hi] += weight * out[:, lo - wa * hop:hi - wa * hop]
+            if self.on_chunk is not None:
+                self.on_chunk()
         return eps
 
 

@@ -125,7 +125,7 @@ class InferenceEngine:
 
     # ------------------------------------------------------------------ weights
     def _fold_weights(self, model: DiffWave) -> None:
-        C, L, k = self.channels, self.num_layers, self.kernel_size
+        C, L = self.channels, self.num_layers
         s = 1.0 / math.sqrt(2.0)
         layers = model.residual_layers
         f64 = torch.float64

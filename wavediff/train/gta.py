@@ -112,6 +112,7 @@ def build_gta_dump(feats_scp: PathLike, wav_scp: PathLike, dumpdir: PathLike,
     for utt, spec, wav_path in tqdm(pairs, desc="GTA check", unit="utt", disable=not progress):
         n = _num_samples(wav_path, config.sample_rate)
         f = load_mel_file(spec)
+        f.check_rate(config.sample_rate, hop)
         mel = prep(f.array, f.source, known=f.known, num_samples=n).mel
         diff = n - mel.shape[-1] * hop
         if abs(diff) > hop:
@@ -121,11 +122,19 @@ def build_gta_dump(feats_scp: PathLike, wav_scp: PathLike, dumpdir: PathLike,
         lengths[utt] = n
     report.conventions = prep.summary()
     if far:
+        # what frame period the pairs imply: another sample rate or hop shows here
+        ratios = sorted(lengths[u] / max(frames[u], 1) for u in frames)
+        per_frame = ratios[len(ratios) // 2]
+        implied = (f"; the median pair has {per_frame:.1f} samples per frame "
+                   f"({1000 * per_frame / config.sample_rate:.2f} ms) against the model's {hop} "
+                   f"({1000 * hop / config.sample_rate:.2f} ms), as if the mels were made at "
+                   f"{config.sample_rate * hop / per_frame:.0f} Hz with hop {hop}"
+                   if abs(per_frame / hop - 1) > 0.02 else "")
         raise GtaError(
             f"{len(far)} of {len(pairs)} pairs differ by more than one frame between "
-            f"frames x hop and the waveform: {'; '.join(far[:10])}{' ...' if len(far) > 10 else ''}; "
-            f"check that the mels were predicted for these recordings (teacher forcing) with "
-            f"hop {hop} at {config.sample_rate} Hz"
+            f"frames x hop and the waveform: {'; '.join(far[:10])}{' ...' if len(far) > 10 else ''}"
+            f"{implied}; check that the mels were predicted for these recordings (teacher "
+            f"forcing) with hop {hop} at {config.sample_rate} Hz"
         )
     dumpdir.mkdir(parents=True, exist_ok=True)
     if (dumpdir / "audio.yaml").exists():
