@@ -137,6 +137,11 @@ def test_vocode_battery(corpus, tmp_path, capsys):
     np.save(d / "mel_rank1.npy", good[0])
     np.save(d / "mel_rank4.npy", good[None, None])
     np.save(d / "mel_zero_frames.npy", good[:, :0])
+    np.save(d / "mel_complex.npy", good.astype(np.complex64) + 1j)
+    np.save(d / "mel_bool.npy", good > -5)
+    np.save(d / "mel_constant.npy", np.full_like(good, 0.5))
+    np.save(d / "mel_huge.npy", good + 1e6)
+    np.save(d / "mel_silent.npy", np.full_like(good, np.log(1e-5)))  # silence: vocoded
     (d / "mel_empty.npy").write_bytes(b"")
     (d / "mel_truncated.npy").write_bytes((d / "mel_good.npy").read_bytes()[:100])
     marker, control = tmp_path / "npy_payload_ran", tmp_path / "control_ran"
@@ -155,6 +160,10 @@ def test_vocode_battery(corpus, tmp_path, capsys):
         "mel_nan.npy": ("NaN/Inf",), "mel_inf.npy": ("NaN/Inf",),
         "mel_bins.npy": ("(64, ", "80"), "mel_rank1.npy": ("(", "80"),
         "mel_rank4.npy": ("(1, 1, 80,", "80"), "mel_zero_frames.npy": ("(80, 0)",),
+        "mel_complex.npy": ("complex array (dtype complex64", "real float array"),
+        "mel_bool.npy": ("boolean array (dtype bool",),
+        "mel_constant.npy": ("every value is 0.5", "constant mel"),
+        "mel_huge.npy": ("fits no known mel convention", "above its ceiling"),
         "mel_empty.npy": ("not a readable .npy file", "np.save"),
         "mel_truncated.npy": ("not a readable .npy file", "np.save"),
         "mel_pickled.npy": ("pickled Python objects", "plain float array"),
@@ -170,7 +179,10 @@ def test_vocode_battery(corpus, tmp_path, capsys):
     assert f"{failed} of {len(inputs)} inputs failed" in err
     # copy-synthesis of 8-bit, 24-bit, clipped and silent audio is analysis, not training
     assert sorted(p.name for p in out.glob("*.wav")) == sorted(
-        ["mel_good.wav", "good.wav", "pcm24.wav", "pcm8.wav", "clipped.wav", "silent.wav"])
+        ["mel_good.wav", "mel_silent.wav", "good.wav", "pcm24.wav", "pcm8.wav", "clipped.wav",
+         "silent.wav"])
+    assert "--stats" not in line_for(lines, "mel_constant.npy")
+    assert "--stats" not in line_for(lines, "mel_huge.npy")
     assert not marker.exists()
     np.load(tmp_path / "control.npy", allow_pickle=True)  # the payload is live
     assert control.exists()
@@ -207,6 +219,31 @@ def test_checkpoint_with_pickled_code_is_refused_by_vocode_and_train(corpus, tmp
     with open(control, "rb") as f:
         pickle.load(f)  # the payload is live
     assert marker.exists()
+
+
+def test_checkpoint_with_nan_weights_is_refused_naming_the_tensors(corpus, tmp_path, capsys):
+    import torch
+
+    from wavediff.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(latest_checkpoint(corpus["exp"]))
+    for key in ("model", "ema"):
+        if state.get(key):
+            name = sorted(state[key])[0]
+            state[key][name] = torch.full_like(state[key][name], float("nan"))
+    state["config"] = state["config"].to_dict()
+    state.pop("path")
+    exp = tmp_path / "diverged"
+    exp.mkdir()
+    save_checkpoint(exp / "checkpoint-9steps.pt", state)
+    np.save(tmp_path / "m.npy", load_record(list_records(corpus["dump"])[0])[1])
+    out = tmp_path / "o"
+    assert main(["vocode", "--checkpoint", str(exp), "--outdir", str(out),
+                 str(tmp_path / "m.npy")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN or infinite" in err[0] and name in err[0]
+    assert "diverged" in err[0] and "earlier checkpoint" in err[0]
+    assert not out.exists() or not list(out.glob("*.wav"))
 
 
 # ---------------------------------------------------------------------- train

@@ -11,7 +11,7 @@ import torch
 from wavediff.audio.presets import MelConfig
 from wavediff.config import Config, DiffusionConfig, ModelConfig
 from wavediff.diffusion import align_fast_schedule, alpha_bar, get_sampler
-from wavediff.errors import ConfigError, MelError
+from wavediff.errors import ConfigError, MelError, WavediffError
 from wavediff.diffusion.schedule import subsampled_betas as _subsampled_betas
 from wavediff.model import DiffWave
 from wavediff.inference.decode import ConditionedDenoiser
@@ -360,3 +360,12 @@ def test_python_decode_detects_the_convention_as_the_cli_does(caplog):
     normalised = (feats - feats.mean(0)) / (feats.std(0) + 1e-3)
     with pytest.raises(MelError, match="normalised per bin.*--stats"):
         voc.decode(normalised, steps=2, seed=0)
+
+
+def test_non_finite_audio_from_a_finite_mel_is_blamed_on_the_model():
+    voc = tiny_vocoder()
+    with torch.no_grad():
+        voc.model.output_projection.weight.fill_(3e38)  # overflows to inf in float32
+    with pytest.raises(WavediffError, match="the model produced .* NaN or infinite samples "
+                                            "from a finite mel.*--precision fp32"):
+        voc.decode(random_mel(1, 4), seed=0, input_preset=None)

@@ -196,10 +196,24 @@ def incompatible_section(stored: Config, current: Config) -> Optional[str]:
     return None
 
 
+def check_finite_weights(weights: dict[str, Any], source: str) -> None:
+    """Refuse weights holding NaN or Inf (a diverged run saved them), naming the tensors."""
+    bad = [name for name, t in weights.items()
+           if isinstance(t, torch.Tensor) and t.is_floating_point()
+           and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} weight tensor(s) hold NaN or infinite values "
+            f"({', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}); the training diverged "
+            f"before they were saved: use an earlier checkpoint, or resume from one with a "
+            f"lower train.learning_rate")
+
+
 def load_weights(state: dict[str, Any], model: torch.nn.Module,
                  ema: Optional[torch.nn.Module] = None) -> None:
     """The network weights of a checkpoint ``state`` into ``model``, and its EMA weights
     (the raw ones where it has none) into ``ema``."""
+    check_finite_weights(state["model"], "the checkpoint")
     model.load_state_dict(state["model"])
     if ema is not None:
         ema.load_state_dict(state["ema"] if state.get("ema") else state["model"])

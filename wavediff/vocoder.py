@@ -27,7 +27,7 @@ from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion
 from wavediff.distributed import pick_device
 from wavediff.diffusion.schedule import SamplingPlan, plan
-from wavediff.errors import CheckpointError, ConfigError, MelError
+from wavediff.errors import CheckpointError, ConfigError, MelError, WavediffError
 from wavediff.inference.batching import length_buckets
 from wavediff.inference.calibrate import PRECISIONS, resolve_decode_precision
 from wavediff.inference.decode import run_sampler, select_denoiser
@@ -35,7 +35,7 @@ from wavediff.inference.engine import InferenceEngine
 from wavediff.model import DiffWave
 from wavediff.pretrained import DEFAULT_MODEL
 from wavediff.inference.schedules import read_schedules
-from wavediff.checkpoint import load_checkpoint, resolve_checkpoint
+from wavediff.checkpoint import check_finite_weights, load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger("wavediff.vocoder")
 PathLike = Union[str, os.PathLike]
@@ -125,6 +125,7 @@ class Vocoder:
             config = state["config"]
             weights = state["ema"] if use_ema and state.get("ema") else state["model"]
             step = int(state["step"])
+        check_finite_weights(weights, str(folder or path_or_name))
         model = DiffWave.from_config(config)
         try:
             model.load_state_dict(weights)
@@ -278,6 +279,12 @@ class Vocoder:
             callback = self._with_progress(denoiser, chosen, progress, callback)
         wav = run_sampler(denoiser, self.diffusion, mel, chosen, generator=generator,
                           audio=self.preset, consistency=consistency, callback=callback)
+        if not bool(torch.isfinite(wav).all()):
+            raise WavediffError(
+                f"the model produced {int((~torch.isfinite(wav)).sum())} NaN or infinite "
+                f"samples from a finite mel (precision {self.autocast or 'fp32'}): its weights "
+                f"overflow on this input; decode with precision='fp32' (--precision fp32), or "
+                f"use an earlier checkpoint")
         if lengths is not None:
             for i, n in enumerate(lengths):
                 wav[i, int(n) * self.hop_length:] = 0.0
