@@ -374,3 +374,36 @@ def test_utterance_ids_never_become_paths(corpus, tmp_path, capsys, utt):
     assert set(tmp_path.parent.rglob("*")) == before  # nothing written anywhere
     assert main(["preprocess", "--scp", str(scp), "--dumpdir", str(tmp_path / "d"), "-q"]) == 1
     assert "plain name" in capsys.readouterr().err
+
+
+def test_paths_that_are_not_regular_files_are_named_for_what_they_are(corpus, tmp_path, capsys):
+    import os
+
+    d = tmp_path / "in"
+    d.mkdir()
+    np.save(d / "good.npy", load_record(list_records(corpus["dump"])[0])[1])
+    os.symlink("loop_b.npy", d / "loop_a.npy")
+    os.symlink("loop_a.npy", d / "loop_b.npy")
+    os.symlink("nowhere.npy", d / "dangling.npy")
+    os.mkfifo(d / "fifo.npy")  # opening it would block: never opened
+    os.symlink("/dev/urandom", d / "urandom.npy")  # reading it would never end
+    (d / "voice.m4a").write_bytes(b"\x00" * 64)
+    sf.write(d / "one_sample.wav", np.full(1, 0.1, np.float32), SR)
+    out = tmp_path / "out"
+    assert main(["vocode", "--checkpoint", str(corpus["exp"]), "--outdir", str(out), "-q",
+                 "--steps", "1", *map(str, sorted(d.iterdir()))]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    expected = {
+        "loop_a.npy": "is a symbolic link loop", "loop_b.npy": "is a symbolic link loop",
+        "dangling.npy": "is a symbolic link to nowhere.npy, which does not exist",
+        "fifo.npy": "is a FIFO (named pipe), not a regular mel file",
+        "urandom.npy": "is a device, not a regular mel file",
+        "voice.m4a": "an audio format wavediff does not read '.m4a'",
+        "one_sample.wav": "waveform has 1 samples",
+    }
+    assert len(lines) == len(expected)
+    for name, phrase in expected.items():
+        assert phrase in line_for(lines, name)
+    assert "does not exist; check the path" not in "\n".join(lines)
+    assert "empty file" not in line_for(lines, "urandom.npy")
+    assert [p.name for p in out.glob("*.wav")] == ["good.wav"]

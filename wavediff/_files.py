@@ -10,6 +10,9 @@ from typing import Callable, Optional, Union
 from wavediff.errors import WavediffError
 
 
+_MAX_TMP_PREFIX = 255 - 8 - len(".tmp") - 8  # mkstemp adds 8 characters; a margin of 8
+
+
 def atomic_write(path: Union[str, os.PathLike], write: Callable[[Path], None], *,
                  durable: bool = False) -> Path:
     """Write ``path`` through ``write(tmp)``, a writer given a temporary path in the same
@@ -18,7 +21,12 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[Path], None], *
     is removed on any failure, whose exception propagates. ``durable`` also syncs the file
     and its folder to disk before returning (checkpoints)."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # ".<name>.<8 random>.tmp" fits the file-name limit (255 bytes) whatever the name's
+    # length: a long name is cut in the temporary name only
+    stem = path.name
+    while len(f".{stem}.".encode()) > _MAX_TMP_PREFIX:
+        stem = stem[:-1]
+    fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -52,6 +60,36 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
     """:func:`atomic_write` of ``text`` as UTF-8."""
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def path_problem(path: Union[str, os.PathLike], what: str = "file") -> Optional[str]:
+    """Why ``path`` is not a regular file to read, in words (None when it is one): missing,
+    a dangling link, a link loop, a directory, a FIFO, a device or a socket. Never opens it
+    (a FIFO would block, a device would stream forever)."""
+    import errno
+    import stat
+
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{p} is a symbolic link loop; point it at a real {what}"
+        if os.path.islink(p):
+            return (f"{p} is a symbolic link to {os.readlink(p)}, which does not exist; "
+                    f"fix the link")
+        if e.errno == errno.EACCES:
+            return f"{p} cannot be reached (permission denied); check the folder's permissions"
+        if e.errno == errno.ENAMETOOLONG:
+            return f"{p}: the name is too long for the file system"
+        return f"{p} does not exist; check the path"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)"
+            if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+            or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+            else "not a regular file")
+    return f"{p} is {kind}, not a regular {what}; give the path of a {what}"
 
 
 def current_umask() -> int:

@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from wavediff._files import atomic_write
+from wavediff._files import atomic_write, path_problem
 from wavediff.config import Config
 from wavediff.errors import CheckpointError, ConfigError
 from wavediff.version import __version__
@@ -60,8 +60,9 @@ def resolve_checkpoint(path: PathLike) -> Path:
                 f"{p} holds no checkpoint-<N>steps.pt; train a model first or pass a .pt file"
             )
         return latest
-    if not p.exists():
-        raise CheckpointError(f"checkpoint {p} does not exist; check the path")
+    problem = path_problem(p, "checkpoint")
+    if problem:
+        raise CheckpointError(f"checkpoint {problem}")
     return p
 
 

@@ -27,6 +27,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from wavediff._files import path_problem
 from wavediff.errors import MelError
 
 MEL_SUFFIXES = (".npy", ".npz", ".pt", ".h5", ".hdf5")
@@ -357,8 +358,9 @@ def load_mel_file(spec: PathLike, max_frames: int = DEFAULT_MAX_FRAMES) -> MelFi
     files, and for HDF5 datasets whose data lives in other files.
     """
     path, key = split_spec(spec)
-    if not path.is_file():
-        raise MelError(f"{path} does not exist; check the path")
+    problem = path_problem(path, "mel file")
+    if problem:
+        raise MelError(problem)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return MelFile(_load_npy(path, max_frames), str(path))
@@ -368,8 +370,15 @@ def load_mel_file(spec: PathLike, max_frames: int = DEFAULT_MAX_FRAMES) -> MelFi
         return _load_pt(path)
     if suffix in H5_SUFFIXES:
         return _load_h5(path, key, max_frames)
+    from wavediff.audio.io import AUDIO_SUFFIXES
+
+    audio_like = suffix in (".mp3", ".m4a", ".aac", ".opus", ".wma", ".webm", ".mp4")
+    audio_like = audio_like and suffix not in AUDIO_SUFFIXES
     raise MelError(
-        f"{path}: unsupported mel file type {path.suffix!r}; use {', '.join(MEL_SUFFIXES)}"
+        f"{path}: {'an audio format wavediff does not read' if audio_like else 'unsupported file type'} "
+        f"{path.suffix!r}; mel files are {', '.join(MEL_SUFFIXES)} and audio files (for "
+        f"copy-synthesis) {', '.join(AUDIO_SUFFIXES)}"
+        + (f" (e.g. ffmpeg -i {path.name} {path.stem}.wav)" if audio_like else "")
     )
 
 
@@ -450,8 +459,9 @@ def read_stats(path: PathLike, n_mels: Optional[int] = None) -> tuple[np.ndarray
     Features were normalised as ``(raw - mean) / scale``.
     """
     p = Path(path)
-    if not p.is_file():
-        raise MelError(f"stats file {p} does not exist; check --stats")
+    problem = path_problem(p, "stats file")
+    if problem:
+        raise MelError(f"{problem} (--stats)")
     suffix = p.suffix.lower()
     if suffix == ".npy":
         a = _load_npy(p)

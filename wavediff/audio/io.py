@@ -16,14 +16,16 @@ from typing import Any, Union
 import numpy as np
 import soundfile as sf
 
-from wavediff._files import atomic_write
+from wavediff._files import atomic_write, path_problem
 from wavediff.errors import AudioError
 
 __all__ = ["load_audio", "save_audio", "quality_problem"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 # Extensions read as audio by the commands (libsndfile formats).
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".w64")
+# what the installed libsndfile reads (MP3 from libsndfile 1.1 on)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".w64") + (
+    (".mp3",) if "MP3" in sf.available_formats() else ())
 
 def load_audio(
     path: PathLike,
@@ -41,10 +43,9 @@ def load_audio(
     returned as stored (not rescaled).
     """
     p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: no such audio file; check the path")
-    if p.is_dir():
-        raise AudioError(f"{p}: is a directory, expected an audio file")
+    problem = path_problem(p, "audio file")
+    if problem:
+        raise AudioError(problem)
     if p.stat().st_size == 0:
         raise AudioError(
             f"{p}: is an empty file (0 bytes); re-export it or remove it from the list"
@@ -184,7 +185,11 @@ def _reason(err: Exception) -> str:
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
     text = getattr(err, "error_string", None) or str(err).strip()
+    if "is not a regular file (possibly a pipe?)" in text:
+        # libsndfile's words for any stream its decoders reject (the path was checked)
+        return "no decoder accepted its contents"
     return text.splitlines()[-1] if text else type(err).__name__
+
 
 def _as_mono_float(wav: Any, p: Path) -> np.ndarray:
     """``wav`` as a float numpy array of shape ``(T,)``, checked finite and non-empty."""

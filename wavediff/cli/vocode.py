@@ -250,7 +250,8 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
                 log.info("%s", ready.detection.describe(f.source))
                 jobs.append((name, ready.mel, None))
         except WavediffError as e:
-            failures.append((name, str(e)))
+            message = str(e)
+            failures.append((name, message if str(path) in message else f"{path}: {message}"))
 
     if unstated:
         log.info("%d mel file%s state%s no sample rate: read at the model's %d Hz with hop %d "
