@@ -231,3 +231,38 @@ def test_training_logs_the_cheap_metrics_of_its_dev_decodes(trained_exp):
     assert "dev/log_mel_l1" in tags and "dev/mr_stft" in tags
     (event,) = acc.Scalars("dev/mr_stft")
     assert event.step == 20 and 0 < event.value < 50
+
+
+def test_silent_short_and_unpaired_files_get_named_one_line_notes(tmp_path, capsys, caplog):
+    ref, gen = make_set(tmp_path, n=2)
+    for name in ("SILENT", "SHORT", "UNPAIRED1", "UNPAIRED2"):
+        save_audio(ref / f"{name}.flac", toy_utterance(SR, 1.0, seed=5), SR)
+    save_audio(gen / "SILENT_gen.wav", np.zeros(SR, np.float32), SR)
+    save_audio(gen / "SHORT_gen.wav", np.full(1, 0.1, np.float32), SR)
+    with caplog.at_level("WARNING"):
+        code, out, err = run_cli("--ref-dir", ref, "--gen-dir", gen, "--json",
+                                 tmp_path / "s.json", "--max-length-diff", 100000,
+                                 "--metrics", "pesq,stoi,mr_stft,log_mel_l1", capsys=capsys)
+    assert code == 1
+    text = caplog.text + err
+    assert "have no generated audio and are not evaluated: UNPAIRED1, UNPAIRED2" in text
+    assert "SILENT: pesq: the generated audio is silent" in text
+    assert "SHORT_gen.wav: 1 samples (0.000 s); scoring needs at least 0.25 s" in err
+    for raw in ("AxisError", "ValueError", "BufferTooShortError", "RuntimeError"):
+        assert raw not in text
+    scores = json.loads((tmp_path / "s.json").read_text())["systems"][0]["utterances"]
+    assert scores["SILENT"]["pesq"] is None and scores["SILENT"]["mr_stft"] > 0  # JSON null
+
+
+@pytest.mark.parametrize("option", ["--report", "--json"])
+def test_an_output_that_is_a_folder_is_refused_before_scoring(tmp_path, capsys, option,
+                                                              monkeypatch):
+    import wavediff.evaluation.runner as runner
+
+    ref, gen = make_set(tmp_path, n=1)
+    (tmp_path / "out").mkdir()
+    monkeypatch.setattr(runner, "run_evaluation", lambda *a, **k: pytest.fail("scored"))
+    code, out, err = run_cli("--ref-dir", ref, "--gen-dir", gen, option, tmp_path / "out",
+                             "--metrics", "snr", capsys=capsys)
+    assert code == 1 and f"{option} {tmp_path / 'out'}: a folder is there" in err
+    assert list((tmp_path / "out").iterdir()) == [] and not list(tmp_path.glob("*files*"))

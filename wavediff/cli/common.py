@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Iterable
+from pathlib import Path
+from typing import Iterable, Optional
 
 
 log = logging.getLogger("wavediff")
@@ -42,3 +44,23 @@ def report_failures(failures: Iterable[tuple[str, str]], total: int, what: str) 
               f"{' ...' if len(failures) > 10 else ''}", file=sys.stderr)
         return 1
     return 0
+
+
+def check_output_file(path: Optional[str], option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder at its
+    place, a parent that is a file, or a folder without write permission."""
+    from wavediff.errors import WavediffError
+
+    if not path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise WavediffError(f"{option} {p}: a folder is there; give a file name")
+    ancestor = p.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise WavediffError(f"{option} {p}: {ancestor} is a file, not a folder; choose "
+                            f"another place")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise WavediffError(f"{option} {p}: {ancestor} is not writable; choose another place")

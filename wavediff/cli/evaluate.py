@@ -86,7 +86,7 @@ def _write_json(path: Path, data: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     import shutil
 
-    from wavediff.cli.common import progress_wanted, report_failures
+    from wavediff.cli.common import check_output_file, progress_wanted, report_failures
     from wavediff.errors import WavediffError
     from wavediff.evaluation.metrics import select_metrics
     from wavediff.evaluation.pairing import list_audio, pair_files, reference_files
@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         raise WavediffError("the same generated folder is given twice; list each folder once")
     if args.nj < 1:
         raise WavediffError("--nj must be at least 1")
+    for option in ("report", "json", "csv"):  # before hours of scoring, not after
+        check_output_file(getattr(args, option, None), f"--{option}")
     metrics = select_metrics(args.metrics)
     mel_config = _mel_config(args)
     max_diff = args.max_length_diff if args.max_length_diff is not None else mel_config.hop_length

@@ -304,10 +304,19 @@ class Evaluator:
             raise ValueError(f"lengths differ: {ref.wav.shape} vs {gen.wav.shape}")
         values: dict[str, float] = {}
         notes: list[str] = []
+        silent = [what for what, a in (("reference", ref), ("generated audio", gen))
+                  if not np.any(np.abs(a.wav) > SILENCE_PEAK)]
 
         def attempt(names: Sequence[str], fn: Any) -> None:
             wanted = [n for n in names if n in self.metrics]
             if not wanted:
+                return
+            if silent and set(wanted) & NEED_SOUND:
+                notes.append(f"{'/'.join(wanted)}: the {' and the '.join(silent)} is silent "
+                             f"(peak below -100 dBFS), where {'/'.join(wanted)} is undefined: "
+                             f"not scored")
+                for n in wanted:
+                    values[n] = float("nan")
                 return
             try:
                 result = fn()
@@ -356,6 +365,12 @@ class Evaluator:
                 cfg = cfg.replace(sample_rate=self.sample_rate)
             self._mel_fn = MelSpectrogram(cfg)
         return self._mel_fn
+
+
+SILENCE_PEAK = 1e-5  # -100 dBFS: below this everywhere, a file is silent
+# metrics whose libraries fail or say nothing on silence (intelligibility, pitch, cepstra)
+NEED_SOUND = {"pesq", "stoi", "estoi", "mcd", "mcd_dtw", "f0_rmse", "vuv_error", "vuv_f1",
+              "periodicity"}
 
 
 def _why(err: BaseException) -> str:

@@ -102,11 +102,15 @@ def pair_files(refs: dict[str, Path], systems: Sequence[dict[str, Path]], gen_di
             problems.append((uid, f"utterance {uid} is missing from {', '.join(lacking)}; "
                                   "compared folders must hold the same utterances"))
     notes = []
-    unused = len(set(refs) - set().union(*systems))
+    unused = sorted(set(refs) - set().union(*systems))
     if unused:
-        notes.append(f"{unused} reference utterance(s) have no generated audio and are not evaluated")
+        notes.append(f"{len(unused)} reference utterance(s) have no generated audio and are not "
+                     f"evaluated: {', '.join(unused[:10])}{' ...' if len(unused) > 10 else ''}")
     utterances = [Utterance(uid, refs[uid], [files[uid] for files in systems]) for uid in sorted(common)]
     return utterances, problems, notes
+
+
+MIN_SECONDS = 0.25  # the shortest pair scored (PESQ refuses less)
 
 
 def load_pair(ref_path: Path, gen_path: Path, *, max_length_diff: int, resample: bool = False,
@@ -140,6 +144,11 @@ def load_pair(ref_path: Path, gen_path: Path, *, max_length_diff: int, resample:
             "same utterance, or made with another hop size (see --max-length-diff)"
         )
     n = min(len(ref), len(gen))
+    if n < MIN_SECONDS * rate:
+        short = gen_path if len(gen) <= len(ref) else ref_path
+        raise AudioError(
+            f"{short}: {n} samples ({n / rate:.3f} s); scoring needs at least {MIN_SECONDS} s "
+            f"of audio in both files (PESQ's shortest input): decode or record it again")
     return ref[:n], gen[:n], rate
 
 
