@@ -74,7 +74,8 @@ def check_fields(cls: type, data: Any, section: str) -> dict[str, Any]:
     unknown = set(data) - set(fields)
     if unknown:
         raise ConfigError(
-            f"unknown key(s) in section {section!r}: {', '.join(sorted(unknown))}; "
+            f"unknown key(s) in section {section!r}: "
+            f"{', '.join(short(k) for k in sorted(unknown, key=str)[:10])}; "
             f"known: {', '.join(sorted(fields))}"
         )
     hints = typing.get_type_hints(cls)

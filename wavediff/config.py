@@ -231,7 +231,8 @@ class Config:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(
-                f"unknown config section(s): {', '.join(sorted(unknown))}; "
+                f"unknown config section(s): "
+                f"{', '.join(short(k) for k in sorted(unknown, key=str)[:10])}; "
                 f"expected: {', '.join(sorted(known))}"
             )
         audio = data.get("audio") or {}

@@ -161,16 +161,39 @@ def check_declared_shape(source: str, shape: Sequence[int], itemsize: int = 4,
         )
 
 
+MAX_NPY_HEADER = 65536  # bytes; numpy writes a few hundred
+
+
+def check_declared_bytes(source: str, shape: Sequence[int], dtype: np.dtype,
+                         available: int) -> None:
+    """Refuse a header that declares more data than the file holds, before any allocation
+    (a few bytes of header must not make wavediff allocate gigabytes)."""
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize if dtype.itemsize else 0
+    if declared > available:
+        raise MelError(f"{source}: its header declares {declared} bytes of data (shape "
+                       f"{tuple(shape)}, {dtype}) but the file holds {max(available, 0)}; it is "
+                       f"truncated or corrupt: write it again")
+
+
 def _npy_header(fp, source: str) -> tuple[tuple[int, ...], np.dtype]:
     """The declared ``(shape, dtype)`` of an open .npy stream (the header only)."""
     from numpy.lib import format as npformat
 
     try:
         version = npformat.read_magic(fp)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"unknown .npy format version {version[0]}.{version[1]}")
+        # the header's declared length, checked before it is read (a read of a declared
+        # length allocates it, however short the file)
+        start = fp.tell()
+        size_bytes = fp.read(2 if version == (1, 0) else 4)
+        if int.from_bytes(size_bytes, "little") > MAX_NPY_HEADER:
+            raise ValueError(f"a header of {int.from_bytes(size_bytes, 'little')} bytes")
+        fp.seek(start)
         read = npformat.read_array_header_1_0 if version == (1, 0) else \
             npformat.read_array_header_2_0
         shape, _, dtype = read(fp)
-    except (ValueError, EOFError, OSError, SyntaxError) as e:
+    except Exception as e:  # noqa: BLE001 - numpy's header parser fails in many ways on garbage
         raise MelError(f"{source} is not a readable .npy file ({str(e)[:120]}); it is truncated "
                        f"or corrupt: write it again with np.save") from None
     if dtype.hasobject:
@@ -186,7 +209,9 @@ def _load_npy(path: Path, max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
     try:
         with open(path, "rb") as fp:
             shape, dtype = _npy_header(fp, str(path))
+            offset = fp.tell()
         check_declared_shape(str(path), shape, dtype.itemsize, max_frames)
+        check_declared_bytes(str(path), shape, dtype, path.stat().st_size - offset)
         return np.load(path, allow_pickle=False)
     except MelError:
         raise
@@ -240,7 +265,9 @@ def _load_npz(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAM
                     f"limit of {max_frames} frames; split the utterance or raise --max-frames")
             with data.zip.open(info) as member:
                 shape, dtype = _npy_header(member, f"{path}:{key}")
+                offset = member.tell()
             check_declared_shape(f"{path}:{key}", shape, dtype.itemsize, max_frames)
+            check_declared_bytes(f"{path}:{key}", shape, dtype, info.file_size - offset)
             array = data[key]
             is_record = key == "mel" and "wave" in names
             small = {}
@@ -268,16 +295,31 @@ def _load_npz(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAM
 def _load_pt(path: Path) -> MelFile:
     import torch
 
+    import zipfile
+
+    limit = DEFAULT_MAX_FRAMES * MAX_BINS * 8 + 2**20
+    if path.stat().st_size > limit:
+        raise MelError(f"{path} is {path.stat().st_size / 2**30:.1f} GiB, far beyond any mel; "
+                       f"split the utterance")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        is_zip = zipfile.is_zipfile(path)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        is_zip = False
+    if not is_zip:
+        raise MelError(f"{path} is not a .pt file of torch.save's zip format (PyTorch 1.6 "
+                       f"and later); save the mel again with torch.save or np.save")
+    try:
+        # mmap: a storage's declared size cannot make torch allocate beyond the file itself
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:
         raise MelError(
             f"{path} holds pickled objects other than tensors and was refused (not run); "
             f"save the mel with torch.save(tensor) or np.save"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MelError(f"{path} is not a readable .pt file ({msg})") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt file can make the unpickler fail any way
+        msg = str(e).splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise MelError(f"{path} is not a readable .pt file ({msg}); write it again with "
+                       f"torch.save") from None
     stated: dict = {}
     if isinstance(obj, dict):
         stated = _stated({k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
@@ -298,7 +340,7 @@ def _load_pt(path: Path) -> MelFile:
         raise MelError(f"{path} holds a {type(obj).__name__}, not a mel tensor")
     if not obj.is_floating_point():
         raise MelError(f"{path}: the tensor has dtype {obj.dtype}, not a float mel")
-    return MelFile(obj.detach().float().cpu().numpy(), str(path), **stated)
+    return MelFile(obj.detach().to(torch.float32, copy=True).numpy(), str(path), **stated)
 
 
 def _check_h5_storage(data, source: str) -> None:
@@ -346,8 +388,12 @@ def _load_h5(path: Path, key: Optional[str], max_frames: int = DEFAULT_MAX_FRAME
             else:
                 stated = {}
             return MelFile(array, f"{path}:{key}" if given_key else str(path), **stated)
-    except OSError as e:
-        raise MelError(f"{path} is not a readable HDF5 file ({e})") from None
+    except MelError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
+        # h5py reports damaged files with any of these
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise MelError(f"{path} is not a readable HDF5 file ({reason}); write it again") from None
 
 
 def load_mel_file(spec: PathLike, max_frames: int = DEFAULT_MAX_FRAMES) -> MelFile:
