@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -24,6 +26,10 @@ def test_version_and_help(capsys):
         assert e.value.code == 0
         out = capsys.readouterr().out
         assert f"usage: wavediff {name}" in out and "example" in out, name
+        # examples print as written: continued lines stay lines (no run of spaces where a
+        # backslash-newline was swallowed)
+        examples = out[out.index("example"):]
+        assert not re.search(r"\S {4,}--", examples), (name, examples)
 
 
 def test_python_dash_m_runs_the_same_command():

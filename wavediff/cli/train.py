@@ -10,10 +10,10 @@ logs and writes checkpoints. SIGTERM (preemption) writes a checkpoint, then exit
 status 143; --resume continues from it.
 
 example:
-  wavediff train --config conf/base.yaml --train-dumpdir dump/train --dev-dumpdir dump/dev \
+  wavediff train --config conf/base.yaml --train-dumpdir dump/train --dev-dumpdir dump/dev \\
       --outdir exp/diffwave_base
   tensorboard --logdir exp/diffwave_base/logs
-  torchrun --nproc_per_node 4 -m wavediff train --config conf/base.yaml \
+  torchrun --nproc_per_node 4 -m wavediff train --config conf/base.yaml \\
       --train-dumpdir dump/train --dev-dumpdir dump/dev --outdir exp/diffwave_base --resume
 
 GTA fine-tuning: mels a TTS model predicted with teacher forcing (--train-feats-scp, any
@@ -21,7 +21,7 @@ format and convention wavediff reads; converted to the model's) paired by uttera
 with the real recordings (--train-wav-scp). frames x hop must match the waveform length to
 within one frame (trimmed or padded, counted in the log); larger differences are refused
 with the ids. --init-checkpoint starts from a trained model (its config unless --config).
-  wavediff train --init-checkpoint exp/diffwave_base --train-feats-scp tts/gta/feats.scp \
+  wavediff train --init-checkpoint exp/diffwave_base --train-feats-scp tts/gta/feats.scp \\
       --train-wav-scp data/train/wav.scp --outdir exp/diffwave_gta --set train.max_steps=20000
 """
 

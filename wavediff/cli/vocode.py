@@ -14,19 +14,20 @@ Mel files: .npy, .npz, .pt (tensors only), .h5 (dataset 'feats'), in the layouts
 --input-preset auto (the default) decides each file's layout and mel convention (HiFi-GAN,
 Tacotron 2, Matcha, ESPnet, lmnt DiffWave, Coqui, Vocos) from its values, logs the decision
 with the evidence, and converts it to the model's convention: exactly where conventions
-differ by log base, scaling, normalisation or padding, approximately (with the expected
-error logged) where filterbanks differ. Ambiguous files are refused with the candidates.
+differ by log base, scaling or normalisation, approximately (with the expected error
+logged) where the frame grid (padding) or the filterbank differs. Ambiguous files are
+refused with the candidates; a file that states another sample rate or hop is refused.
 Normalised ESPnet/ParallelWaveGAN features need --stats (a stats.h5 or stats.npy beside
 the files is used when the values show per-bin normalisation).
 
 examples:
   wavediff vocode --outdir out/ tts_mels/          # the shipped model 'joe'
   wavediff vocode --checkpoint exp/diffwave --outdir out/ tts_mels/
-  wavediff vocode --checkpoint exp/diffwave/checkpoint-1000000steps.pt --outdir out/ \
+  wavediff vocode --checkpoint exp/diffwave/checkpoint-1000000steps.pt --outdir out/ \\
       --steps 6 --seed 0 --scp dump/eval/feats.scp
-  wavediff vocode --checkpoint exp/diffwave --outdir out/ --input-preset espnet \
+  wavediff vocode --checkpoint exp/diffwave --outdir out/ --input-preset espnet \\
       --stats dump/train/stats.h5 --scp espnet_feats.scp
-  torchrun --nproc_per_node 4 -m wavediff vocode --checkpoint exp/diffwave --outdir out/ \
+  torchrun --nproc_per_node 4 -m wavediff vocode --checkpoint exp/diffwave --outdir out/ \\
       --seed 0 --scp dump/eval/feats.scp
 """
 
