@@ -10,8 +10,8 @@ CPU-minutes, with each run's curve of dev log-mel L1 (the trainer's dev evaluati
         --minutes 10 --runs plain,priorgrad,aux,noise_level,subbands,all
 
 A run directory that already holds a checkpoint continues (``--resume``) until the budget,
-so a longer budget extends earlier runs, and a finished run is only decoded and scored
-again. Runs are merged by name into the result JSON, so the table can be built in parts. The dev set is the first ``--n-dev`` utterance IDs
+so a longer budget extends earlier runs, and a finished run whose scores are newer than its
+checkpoint (with every metric asked for) is not decoded again. Runs are merged by name into the result JSON, so the table can be built in parts. The dev set is the first ``--n-dev`` utterance IDs
 in sorted order (JOE001-0001 .. JOE001-0015 for joe), the split of ``recipes/joe``.
 """
 
@@ -54,6 +54,11 @@ RUNS = {
                                        "diffusion.conditioning=noise_level", "model.subbands=2"],
     "all": ["diffusion.prior=priorgrad", "train.aux_loss_weight=0.1",
             "diffusion.conditioning=noise_level"],
+    # the best small combination at twice the channels (about the cost per step of the
+    # full-rate small model): the "larger size, for longer" run
+    "priorgrad+noise_level+subbands@12x64": [
+        "diffusion.prior=priorgrad", "diffusion.conditioning=noise_level", "model.subbands=2",
+        "model.residual_channels=64"],
 }
 EVAL_LINE = re.compile(r"step (\d+): (.*)$")
 
@@ -123,11 +128,13 @@ def run_one(name: str, overrides: list[str], args: argparse.Namespace, dumps: tu
     sh(cmd, log)
     wall = time.time() - t0
     out = args.workdir / "decoded" / name
-    sh([sys.executable, "-m", "wavediff", "vocode", "--checkpoint", str(exp), "--outdir", str(out),
-        "--scp", str(dev_scp), "--steps", "6", "--seed", "0", "-q"], log)
     scores = args.workdir / "decoded" / f"{name}.json"
-    sh([sys.executable, "-m", "wavediff", "evaluate", "--ref-scp", str(dev_scp), "--gen-dir",
-        str(out), "--json", str(scores), "--metrics", args.metrics, "--nj", "2", "-q"], log)
+    if not _scores_current(scores, exp, args.metrics):
+        sh([sys.executable, "-m", "wavediff", "vocode", "--checkpoint", str(exp), "--outdir",
+            str(out), "--scp", str(dev_scp), "--steps", "6", "--seed", "0", "-q"], log)
+        sh([sys.executable, "-m", "wavediff", "evaluate", "--ref-scp", str(dev_scp),
+            "--gen-dir", str(out), "--json", str(scores), "--metrics", args.metrics, "--nj",
+            "2", "-q"], log)
     summary = json.loads(scores.read_text())
     points = curve(exp / "train.log")
     return {"name": name, "overrides": overrides, "wall_seconds": wall,
@@ -145,6 +152,21 @@ def earlier_runs(out: Path, minutes: float) -> list[dict]:
     if data.get("minutes") != minutes or data.get("base") != BASE:
         return []
     return list(data.get("runs", []))
+
+
+def _scores_current(scores: Path, exp: Path, metrics: str) -> bool:
+    """The scores of a run are newer than its newest checkpoint and hold every metric asked
+    for: decoding and scoring again would give the same (seed 0)."""
+    ckpts = list(exp.glob("checkpoint-*steps.pt"))
+    if not scores.exists() or not ckpts:
+        return False
+    if scores.stat().st_mtime < max(p.stat().st_mtime for p in ckpts):
+        return False
+    try:
+        names = {m["name"] for m in json.loads(scores.read_text())["metrics"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return set(metrics.split(",")) <= names
 
 
 def mean_of(scores: dict, key: str) -> float:

@@ -55,7 +55,7 @@ def test_sample_rate_none_accepts_any_rate(tmp_path: Path) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.wav"
-    with pytest.raises(AudioError, match=r"nope\.wav: no such audio file"):
+    with pytest.raises(AudioError, match=r"nope\.wav does not exist; check the path"):
         load_audio(path)
 
 

@@ -246,6 +246,41 @@ def test_checkpoint_with_nan_weights_is_refused_naming_the_tensors(corpus, tmp_p
     assert not out.exists() or not list(out.glob("*.wav"))
 
 
+@pytest.mark.parametrize("damage", ["shape", "missing"])
+def test_checkpoint_that_does_not_fit_its_config_is_one_line_everywhere(corpus, tmp_path,
+                                                                      capsys, damage):
+    import torch
+
+    from wavediff.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(latest_checkpoint(corpus["exp"]))
+    state["config"] = state["config"].to_dict()
+    state.pop("path")
+    for key in ("model", "ema"):
+        if state.get(key):
+            name = sorted(state[key])[0]
+            if damage == "shape":
+                state[key][name] = torch.zeros(3, 3)
+            else:
+                del state[key][name]
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "config.yaml").write_bytes((corpus["exp"] / "config.yaml").read_bytes())
+    save_checkpoint(exp / "checkpoint-9steps.pt", state)
+    np.save(tmp_path / "m.npy", load_record(list_records(corpus["dump"])[0])[1])
+    commands = [["vocode", "--checkpoint", str(exp), "--outdir", str(tmp_path / "o"),
+                 str(tmp_path / "m.npy")],
+                ["train", "--config", str(corpus["conf"]), "--train-dumpdir",
+                 str(corpus["dump"]), "--outdir", str(exp), "--resume", "-q"],
+                ["train", "--config", str(corpus["conf"]), "--train-dumpdir",
+                 str(corpus["dump"]), "--outdir", str(tmp_path / "warm"), "--init-checkpoint",
+                 str(exp / "checkpoint-9steps.pt"), "-q"]]
+    for command in commands:
+        assert main(command) == 1, command[0]
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "do not fit" in err[0] and "Traceback" not in err[0], err
+
+
 # ---------------------------------------------------------------------- train
 def test_train_refuses_bad_records_listing_every_one(corpus, tmp_path, capsys):
     dump = tmp_path / "dump"
@@ -292,6 +327,9 @@ def test_train_stops_on_a_record_with_nan_naming_it(corpus, tmp_path, capsys):
     ("train:\n  batch_size: four\n", ("train.batch_size must be an integer", "'four'")),
     ("model:\n  residual_layers: 2.5\n", ("model.residual_layers must be an integer",)),
     ("trian:\n  batch_size: 4\n", ("unknown config section(s): trian", "expected:")),
+    ("audio:\n  preset: custom\n  n_mels: 100000000\n",
+     ("n_mels 100000000 is beyond the largest supported (512)",)),
+    ("train:\n  ? |\n    two\n    lines\n  : 1\n", ("unknown key(s) in section 'train': 'two\\nlines",)),
 ])
 def test_config_errors_name_the_file_and_key(corpus, tmp_path, capsys, text, phrases):
     conf = tmp_path / "bad.yaml"
@@ -407,3 +445,18 @@ def test_paths_that_are_not_regular_files_are_named_for_what_they_are(corpus, tm
     assert "does not exist; check the path" not in "\n".join(lines)
     assert "empty file" not in line_for(lines, "urandom.npy")
     assert [p.name for p in out.glob("*.wav")] == ["good.wav"]
+
+
+def test_a_name_at_the_file_name_limit_is_written(corpus, tmp_path, capsys):
+    # the temporary name of an atomic write is derived so that it never exceeds the limit
+    stem = "u" * (255 - len(".npy"))  # the output <stem>.wav is 255 characters too
+    d = tmp_path / "in"
+    d.mkdir()
+    src = d / f"{stem}.npy"
+    np.save(src, load_record(list_records(corpus["dump"])[0])[1])
+    out = tmp_path / "out"
+    assert main(["vocode", "--checkpoint", str(corpus["exp"]), "--outdir", str(out), "-q",
+                 "--steps", "1", str(src)]) == 0, capsys.readouterr().err
+    written = list(out.glob("*.wav"))
+    assert [len(p.name) for p in written] == [255]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

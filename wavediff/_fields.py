@@ -47,6 +47,14 @@ def load_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: a value is out of range ({str(e)[:100]})") from None
 
 
+def short_key(key: Any) -> str:
+    """A mapping key for an error message: as written when it is a short printable name,
+    else a bounded repr (a key may be anything YAML allows, newlines included)."""
+    if isinstance(key, str) and key.isprintable() and len(key) <= 60:
+        return key
+    return short(key)
+
+
 def short(value: Any, limit: int = 60) -> str:
     """A bounded repr of an untrusted value for an error message (never expands it whole)."""
     r = reprlib.Repr()
@@ -75,7 +83,7 @@ def check_fields(cls: type, data: Any, section: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(
             f"unknown key(s) in section {section!r}: "
-            f"{', '.join(short(k) for k in sorted(unknown, key=str)[:10])}; "
+            f"{', '.join(short_key(k) for k in sorted(unknown, key=str)[:10])}; "
             f"known: {', '.join(sorted(fields))}"
         )
     hints = typing.get_type_hints(cls)

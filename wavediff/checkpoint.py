@@ -214,7 +214,14 @@ def load_weights(state: dict[str, Any], model: torch.nn.Module,
                  ema: Optional[torch.nn.Module] = None) -> None:
     """The network weights of a checkpoint ``state`` into ``model``, and its EMA weights
     (the raw ones where it has none) into ``ema``."""
-    check_finite_weights(state["model"], "the checkpoint")
-    model.load_state_dict(state["model"])
-    if ema is not None:
-        ema.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+    source = str(state.get("path", "the checkpoint"))
+    check_finite_weights(state["model"], source)
+    try:
+        model.load_state_dict(state["model"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(
+            f"{source}: its weights do not fit the model its config describes "
+            f"({str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}); "
+            f"the file is damaged or from another model") from None

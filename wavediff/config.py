@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from wavediff._files import atomic_write_text
-from wavediff._fields import MAX_CONFIG_BYTES, load_yaml, short
+from wavediff._fields import MAX_CONFIG_BYTES, load_yaml, short, short_key
 from wavediff._fields import build_dataclass as _build
 from wavediff.audio.presets import MelConfig
 from wavediff.errors import ConfigError
@@ -232,7 +232,7 @@ class Config:
         if unknown:
             raise ConfigError(
                 f"unknown config section(s): "
-                f"{', '.join(short(k) for k in sorted(unknown, key=str)[:10])}; "
+                f"{', '.join(short_key(k) for k in sorted(unknown, key=str)[:10])}; "
                 f"expected: {', '.join(sorted(known))}"
             )
         audio = data.get("audio") or {}

@@ -4,15 +4,15 @@
 >>> wav = voc.decode(mel, steps=6, seed=0)               # (B, n_mels, F) -> (B, F * hop)
 >>> wav = voc.copy_synthesis(audio)                      # analysis-synthesis
 
-Decoding runs on :class:`~wavediff.inference.InferenceEngine` (the mel-only work once per
-utterance, a cache-blocked CPU kernel, optional autocast and CUDA graphs on GPU); long
-utterances are decoded in overlapping chunks with bounded memory. ``engine="reference"``
-runs the readable :class:`~wavediff.model.DiffWave` code instead.
+The work is done below it: loading in :mod:`wavediff.inference.load`, the engine,
+precision, chunking and progress in :mod:`wavediff.inference.runner`, mel detection and
+conversion in :mod:`wavediff.audio.prepare`, sampling plans in
+:mod:`wavediff.diffusion.schedule`. ``engine="reference"`` runs the readable
+:class:`~wavediff.model.DiffWave` code instead of the engine.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -22,44 +22,34 @@ import torch
 from torch import Tensor
 
 from wavediff.audio.mel import MelSpectrogram
+from wavediff.audio.prepare import convert_each, model_mel
 from wavediff.audio.presets import MelConfig
 from wavediff.config import Config
-from wavediff.diffusion import GaussianDiffusion
-from wavediff.distributed import pick_device
 from wavediff.diffusion.schedule import SamplingPlan, plan
-from wavediff.errors import CheckpointError, ConfigError, MelError, WavediffError
-from wavediff.inference.batching import length_buckets
-from wavediff.inference.calibrate import PRECISIONS, resolve_decode_precision
-from wavediff.inference.decode import run_sampler, select_denoiser
-from wavediff.inference.engine import InferenceEngine
+from wavediff.distributed import pick_device
+from wavediff.errors import ConfigError
+from wavediff.inference.batching import length_buckets, pad_batch
+from wavediff.inference.load import load_model
+from wavediff.inference.runner import DEFAULT_CHUNK_SECONDS, ENGINES, DecodeRunner
 from wavediff.model import DiffWave
 from wavediff.pretrained import DEFAULT_MODEL
-from wavediff.inference.schedules import read_schedules
-from wavediff.checkpoint import check_finite_weights, load_checkpoint, resolve_checkpoint
 
-log = logging.getLogger("wavediff.vocoder")
 PathLike = Union[str, os.PathLike]
-# Utterances longer than this (plus the context on both sides) are decoded in chunks.
-DEFAULT_CHUNK_SECONDS = 4.0
-ENGINES = ("fast", "reference")
+InputPreset = Optional[Union[str, MelConfig]]
+__all__ = ["DEFAULT_CHUNK_SECONDS", "ENGINES", "Vocoder"]
 
 
 class Vocoder:
     """A trained DiffWave with its diffusion schedule and mel convention.
 
     Args:
-        model, config: the network and the config it was built from.
-        device: where decoding runs.
+        model, config: the network and the config it was built from (the caller's model
+            keeps its mode and flags: decoding runs under inference_mode).
+        device: where decoding runs (``"auto"``: CUDA when available).
         step: the training step of the weights (informative).
-        engine: ``"fast"`` (:class:`~wavediff.inference.InferenceEngine`) or
-            ``"reference"`` (the model's own code, slower, for comparison).
-        precision: ``"auto"`` (bf16 where it is faster: on GPUs with bf16, and on CPUs
-            with native bf16 when a one-time measurement, cached per machine, says so;
-            float32 elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA).
-        autocast: ``None``, ``"none"``, ``"bf16"`` or ``"fp16"``: the older spelling of
-            ``precision``; when given it wins.
-        cuda_graphs: replay each step from a CUDA graph (CUDA only).
-        chunk_seconds: default of :meth:`decode`'s ``chunk_seconds``.
+        engine, precision, autocast, cuda_graphs, chunk_seconds: see
+            :class:`~wavediff.inference.runner.DecodeRunner` (``precision="auto"``: bf16
+            where it is measured faster, float32 elsewhere).
     """
 
     def __init__(self, model: DiffWave, config: Config, device: Union[str, torch.device] = "cpu",
@@ -67,37 +57,17 @@ class Vocoder:
                  autocast: Optional[str] = None, cuda_graphs: bool = False,
                  chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
                  precision: str = "auto") -> None:
-        if engine not in ENGINES:
-            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        if autocast not in (None, "none", "bf16", "fp16"):
-            raise ConfigError(f"autocast must be none, bf16 or fp16, got {autocast!r}")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                              f"got {precision!r}")
         self.device = pick_device(device)
-        # the caller's model keeps its mode and requires_grad flags (it may still be
-        # training); decoding runs under inference_mode, and DiffWave has no layer that
-        # behaves differently in training mode
         self.model = model.to(self.device)
         self.config = config
         self.step = step
         self.source: Optional[str] = None  # where from_pretrained loaded it
         self.schedules: dict[str, list[float]] = {}  # named fast schedules stored with it
-        self.diffusion = GaussianDiffusion.from_config(config.diffusion, config.audio)
+        self.runner = DecodeRunner(self.model, config, self.device, engine=engine,
+                                   precision=precision, autocast=autocast,
+                                   cuda_graphs=cuda_graphs, chunk_seconds=chunk_seconds)
+        self.diffusion = self.runner.diffusion
         self._mel: Optional[MelSpectrogram] = None
-        if engine == "fast" and model.subbands != 1:
-            engine = "reference"  # the blocked engine runs single-band models only
-        self.engine_name = engine
-        # an explicit autocast wins over precision (the older spelling of the same choice)
-        if autocast is not None:
-            precision = "fp32" if autocast == "none" else autocast
-        self.precision = precision
-        self._autocast: Optional[str] = None
-        self.precision_reason: Optional[str] = None  # set when the engine is first built
-        self.cuda_graphs = cuda_graphs
-        self.chunk_seconds = chunk_seconds
-        self._engine: Optional[InferenceEngine] = None
-        self._engine_key: Optional[tuple] = None
 
     @classmethod
     def from_pretrained(cls, path_or_name: PathLike = DEFAULT_MODEL,
@@ -105,54 +75,19 @@ class Vocoder:
                         use_ema: bool = True, **options) -> "Vocoder":
         """Load a shipped model by name (``"joe"``, see ``wavediff models``), a pretrained
         folder (``config.yaml`` + ``model.safetensors``, as :meth:`save_pretrained`
-        writes), a checkpoint file, or the newest checkpoint of an experiment directory.
-
-        The model is rebuilt from the stored config (never from code defaults); with a
-        training checkpoint the EMA weights are used when present and ``use_ema``.
-        ``device="auto"`` takes CUDA when available. ``options`` go to the constructor
-        (``engine``, ``precision``, ``autocast``, ``cuda_graphs``, ``chunk_seconds``).
-        """
-        from wavediff import pretrained
-
-        device = pick_device(device)
-        named = None if os.path.exists(path_or_name) else pretrained.resolve_named(str(path_or_name))
-        folder = named or (Path(path_or_name) if pretrained.is_pretrained_dir(path_or_name) else None)
-        if folder is not None:
-            weights, config, meta = pretrained.load_pretrained(folder)
-            step = int(meta.get("step", -1))
-        else:
-            state = load_checkpoint(path_or_name, map_location="cpu")
-            config = state["config"]
-            weights = state["ema"] if use_ema and state.get("ema") else state["model"]
-            step = int(state["step"])
-        check_finite_weights(weights, str(folder or path_or_name))
-        model = DiffWave.from_config(config)
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as e:
-            raise CheckpointError(
-                f"{path_or_name}: its weights do not fit the model its config describes "
-                f"({str(e).splitlines()[0][:160]}); the files are damaged or mismatched"
-            ) from None
-        model.eval().requires_grad_(False)  # ours alone: frozen for inference
-        voc = cls(model, config, device, step=step if step >= 0 else None, **options)
-        voc.source = str(folder or path_or_name)
-        voc.schedules = read_schedules(folder or resolve_checkpoint(path_or_name))
+        writes), a checkpoint file, or the newest checkpoint of an experiment directory
+        (see :func:`~wavediff.inference.load.load_model`). ``options`` go to the
+        constructor (``engine``, ``precision``, ``cuda_graphs``, ``chunk_seconds``)."""
+        loaded = load_model(path_or_name, use_ema)
+        voc = cls(loaded.model, loaded.config, device,
+                  step=loaded.step if loaded.step >= 0 else None, **options)
+        voc.source, voc.schedules = loaded.source, loaded.schedules
         return voc
-
-    def named_schedule(self, name: str) -> list[float]:
-        """The stored fast schedule ``name`` (see :attr:`schedules`)."""
-        if name not in self.schedules:
-            known = ", ".join(sorted(self.schedules)) or "none"
-            raise ConfigError(f"this model has no schedule named {name!r} (stored: {known}); "
-                              f"find one with wavediff tune-schedule")
-        return list(self.schedules[name])
 
     def save_pretrained(self, directory: PathLike, *, dtype: str = "fp32",
                         card: Optional[dict] = None) -> Path:
-        """Write this model as ``config.yaml`` + ``model.safetensors`` (weights stored in
-        ``dtype``, fp32 or fp16) + ``card.json`` when given; :meth:`from_pretrained` reads
-        the folder back."""
+        """Write ``config.yaml`` + ``model.safetensors`` (weights in ``dtype``, fp32 or
+        fp16) + ``card.json`` when given, and the stored schedules."""
         from wavediff.inference.schedules import write_schedule
         from wavediff.pretrained import save_pretrained
 
@@ -162,202 +97,110 @@ class Vocoder:
             write_schedule(out, name, betas)
         return out
 
-    # ------------------------------------------------------------------ properties
+    # ------------------------------------------------------------------ what it is
     @property
     def preset(self) -> MelConfig:
         """The mel convention this model was trained on."""
         return self.config.audio
 
-    @property
-    def sample_rate(self) -> int:
-        return self.config.audio.sample_rate
-
-    @property
-    def hop_length(self) -> int:
-        return self.config.audio.hop_length
-
-    @property
-    def n_mels(self) -> int:
-        return self.config.audio.n_mels
+    sample_rate = property(lambda self: self.config.audio.sample_rate)
+    hop_length = property(lambda self: self.config.audio.hop_length)
+    n_mels = property(lambda self: self.config.audio.n_mels)
+    engine = property(lambda self: self.runner.engine, doc="The inference engine in use.")
+    autocast = property(lambda self: self.runner.autocast, doc="The decoding precision in effect.")
+    precision_reason = property(lambda self: self.runner.precision_reason)
+    engine_name = property(lambda self: self.runner.engine_name)
+    chunk_seconds = property(lambda self: self.runner.chunk_seconds)
 
     def mel(self, wav: Union[Tensor, np.ndarray]) -> Tensor:
         """The model's mel of ``wav`` ``(B, T)`` or ``(T,)`` in [-1, 1]."""
         if self._mel is None:
             self._mel = MelSpectrogram(self.config.audio).to(self.device)
-        wav = torch.as_tensor(wav, dtype=torch.float32, device=self.device)
-        return self._mel(wav)
+        return self._mel(torch.as_tensor(wav, dtype=torch.float32, device=self.device))
 
-    # ------------------------------------------------------------------ decoding
     def plan(self, sampler: Optional[str] = None, steps: Optional[int] = None,
              schedule: Union[None, str, Sequence[float]] = None) -> SamplingPlan:
         """The :class:`~wavediff.diffusion.schedule.SamplingPlan` for ``sampler`` (default:
         the configured one) and ``steps``, or for ``schedule`` (fast-sampler betas, or the
         name of a stored schedule, see :attr:`schedules`)."""
-        if schedule is not None:
-            if sampler not in (None, "fast"):
-                raise ConfigError(f"a schedule of betas is for the fast sampler, not {sampler!r}")
-            betas = self.named_schedule(schedule) if isinstance(schedule, str) else schedule
-            return plan("fast", self.config.diffusion, schedule=betas)
-        return plan(sampler or self.config.diffusion.sampler, self.config.diffusion, steps)
+        if schedule is None:
+            return plan(sampler or self.config.diffusion.sampler, self.config.diffusion, steps)
+        if sampler not in (None, "fast"):
+            raise ConfigError(f"a schedule of betas is for the fast sampler, not {sampler!r}")
+        if isinstance(schedule, str) and schedule not in self.schedules:
+            known = ", ".join(sorted(self.schedules)) or "none"
+            raise ConfigError(f"this model has no schedule named {schedule!r} (stored: "
+                              f"{known}); find one with wavediff tune-schedule")
+        betas = self.schedules[schedule] if isinstance(schedule, str) else schedule
+        return plan("fast", self.config.diffusion, schedule=list(betas))
 
     def schedule_for(self, sampler: str, steps: Optional[int]) -> Union[None, int, list[float]]:
-        """The ``schedule`` argument of ``sampler`` for ``steps`` inference steps (see
-        :func:`~wavediff.diffusion.schedule.plan`)."""
+        """The samplers' ``schedule`` argument for ``steps`` (see :meth:`plan`)."""
         return self.plan(sampler, steps).schedule
 
+    def denoiser_for(self, mel: Tensor, chosen: Optional[SamplingPlan] = None,
+                     chunk_seconds: Union[float, None, str] = "default"):
+        """The denoiser for ``mel`` ``(B, n_mels, F)`` under a plan (default: the
+        configured sampler's), whole or chunked."""
+        return self.runner.denoiser_for(mel, chosen or self.plan(), chunk_seconds)
+
+    # ------------------------------------------------------------------ decoding
     @torch.inference_mode()
     def decode(self, mel: Union[Tensor, np.ndarray], *, steps: Optional[int] = None,
                sampler: Optional[str] = None, seed: Optional[int] = None,
                generator: Optional[torch.Generator] = None,
                lengths: Optional[Sequence[int]] = None,
                callback: Optional[Callable[[int, int, Tensor], None]] = None,
-               input_preset: Optional[Union[str, MelConfig]] = "auto",
-               stats: Optional[object] = None,
+               input_preset: InputPreset = "auto", stats: Optional[object] = None,
                chunk_seconds: Union[float, None, str] = "default",
                schedule: Union[None, str, Sequence[float]] = None,
                consistency: Optional[int] = None,
                progress: Optional[Callable[[int, int], None]] = None) -> Tensor:
-        """Mel ``(B, n_mels, F)`` or ``(n_mels, F)`` in the model's convention -> waveform.
+        """Mel ``(B, n_mels, F)`` or ``(n_mels, F)`` -> waveform ``(B, F * hop)`` (or
+        ``(F * hop,)``), float32 in [-1, 1] on the vocoder's device.
 
-        Returns ``(B, F * hop)`` (or ``(F * hop,)``) float32 in [-1, 1] on the vocoder's
-        device. ``lengths`` (frames per item) marks padding of a batch of unequal mels.
-        ``chunk_seconds``: mels longer than this (plus the network's context on both
-        sides) are decoded in chunks of this length with memory bounded by the chunk; the
-        result equals whole decoding to float rounding. None or 0: never chunk; default:
-        the vocoder's ``chunk_seconds``.
-        ``input_preset``: the mel convention of ``mel``. ``"auto"`` (the default, as the
-        CLI's): detected from the values, and converted when it is another convention
-        than the model's (a single mel may then be in any stored layout), with a clear
-        error for values no convention explains (e.g. normalised features without
-        ``stats``). A preset name or a MelConfig: converted from that convention, with a
-        warning when the values contradict it. None: ``mel`` is already in the model's
-        convention (what :meth:`mel` returns); nothing is checked or converted. ``stats``
-        (a stats file or ``(mean, scale)``) de-normalises per-bin normalised features.
-        ``schedule``: the fast sampler's betas, or the name of a schedule stored with the
-        model (``schedules``, e.g. one found by ``wavediff tune-schedule``); it replaces
-        ``steps``.
-        ``consistency``: Griffin-Lim projections of each step's clean estimate onto the
-        magnitudes the mel implies (GLA-Grad; default: the model's
-        ``diffusion.consistency_iters``, 0 = off).
-        ``progress(done, total)``: called after each network evaluation of each chunk
-        (``total`` = steps x chunks), for progress within one long utterance.
+        ``input_preset``: the mel's convention. ``"auto"`` (the default, as the CLI's):
+        detected from the values and converted when it is not the model's (a single mel
+        may then be in any stored layout); values no convention explains (e.g. normalised
+        features without ``stats``) are refused. A preset name or MelConfig: converted
+        from it, with a warning when the values contradict it. None: already the model's
+        convention (what :meth:`mel` returns), unchecked. ``stats`` (a stats file or
+        ``(mean, scale)``) de-normalises per-bin normalised features.
+        ``lengths`` (frames per item) marks the padding of a batch of unequal mels.
+        ``chunk_seconds``: longer mels are decoded in chunks with memory bounded by the
+        chunk, equal to whole decoding to float rounding (None or 0: never chunk).
+        ``schedule``: fast-sampler betas or the name of a stored schedule; replaces
+        ``steps``. ``consistency``: Griffin-Lim projections of each step's clean estimate
+        onto the mel's magnitudes (GLA-Grad; default: ``diffusion.consistency_iters``).
+        ``callback(i, n, x)`` after each step; ``progress(done, total)`` after each
+        network evaluation of each chunk, for progress within one long utterance.
         """
-        if input_preset is not None or stats is not None:
-            from wavediff.audio.prepare import convert_batch
-
-            given = int(mel.shape[-1]) if getattr(mel, "ndim", 0) == 3 else None
-            mel, frames = convert_batch(mel, self.preset, input_preset, stats=stats)
-            if given is not None:
-                # a conversion that added or dropped frames moves each item's end with it
-                lengths = ([int(n) + f - given for n, f in zip(lengths, frames)]
-                           if lengths is not None else frames)
+        mel, lengths, single = model_mel(mel, self.preset, input_preset, stats=stats,
+                                         lengths=lengths)
         chosen = self.plan(sampler, steps, schedule)
-        mel = torch.as_tensor(mel, dtype=torch.float32).to(self.device)
-        single = mel.dim() == 2
-        if single:
-            mel = mel.unsqueeze(0)
-        if mel.dim() != 3 or mel.shape[1] != self.n_mels or mel.shape[-1] == 0:
-            raise MelError(
-                f"expected a mel of shape (batch, {self.n_mels}, frames) with frames > 0, "
-                f"got {tuple(mel.shape)}"
-            )
-        if not torch.isfinite(mel).all():
-            raise MelError("the mel holds NaN or Inf values; fix the input before vocoding")
+        mel = mel.to(self.device)
         if generator is None:
             generator = torch.Generator(self.device)
             if seed is None:
                 generator.seed()
             else:
                 generator.manual_seed(seed)
-        denoiser = self.denoiser_for(mel, chosen, chunk_seconds)
-        if consistency is None:
-            consistency = self.config.diffusion.consistency_iters
-        if isinstance(consistency, bool) or not isinstance(consistency, int) or consistency < 0:
-            raise ConfigError(f"consistency must be a non-negative number of projections, "
-                              f"got {consistency!r}")
-        if progress is not None:
-            callback = self._with_progress(denoiser, chosen, progress, callback)
-        wav = run_sampler(denoiser, self.diffusion, mel, chosen, generator=generator,
-                          audio=self.preset, consistency=consistency, callback=callback)
-        if not bool(torch.isfinite(wav).all()):
-            raise WavediffError(
-                f"the model produced {int((~torch.isfinite(wav)).sum())} NaN or infinite "
-                f"samples from a finite mel (precision {self.autocast or 'fp32'}): its weights "
-                f"overflow on this input; decode with precision='fp32' (--precision fp32), or "
-                f"use an earlier checkpoint")
-        if lengths is not None:
-            for i, n in enumerate(lengths):
-                wav[i, int(n) * self.hop_length:] = 0.0
+        wav = self.runner.run(
+            mel, chosen, generator=generator, chunk_seconds=chunk_seconds,
+            consistency=(self.config.diffusion.consistency_iters if consistency is None
+                         else consistency), callback=callback, progress=progress)
+        for i, n in enumerate(lengths or ()):
+            wav[i, int(n) * self.hop_length:] = 0.0
         return wav[0] if single else wav
 
-    @staticmethod
-    def _with_progress(denoiser, chosen: SamplingPlan, progress: Callable[[int, int], None],
-                       callback: Optional[Callable[[int, int, Tensor], None]]):
-        """Wire ``progress(done, total)`` to the chunks of a chunked denoiser, or to the
-        sampler's steps; returns the sampler callback to use."""
-        chunks = len(getattr(denoiser, "cores", ())) or 1
-        total = len(chosen.network_steps) * chunks
-        done = [0]
-
-        def tick() -> None:
-            done[0] += 1
-            progress(min(done[0], total), total)
-
-        if chunks > 1:
-            denoiser.on_chunk = tick
-            return callback
-
-        def per_step(i: int, n: int, x: Tensor) -> None:
-            tick()
-            if callback is not None:
-                callback(i, n, x)
-        return per_step
-
-    # ------------------------------------------------------------------ engine
-    @property
-    def engine(self) -> InferenceEngine:
-        """The inference engine of the current weights (rebuilt when they change)."""
-        key = tuple((id(p), p._version) for p in self.model.parameters())
-        if self._engine is None or key != self._engine_key:
-            self._engine = InferenceEngine(self.model, autocast=self.autocast)
-            self._engine_key = key
-        return self._engine
-
-    @property
-    def autocast(self) -> Optional[str]:
-        """The decoding precision in effect: None (float32), ``"bf16"`` or ``"fp16"``;
-        ``precision="auto"`` is resolved (and logged) the first time it is needed."""
-        if self.precision_reason is None:
-            self._autocast, self.precision_reason = resolve_decode_precision(
-                self.precision, self.model, self.device)
-            log.info("decoding precision: %s", self.precision_reason)
-        return self._autocast
-
-    def denoiser_for(self, mel: Tensor, chosen: Optional[SamplingPlan] = None,
-                     chunk_seconds: Union[float, None, str] = "default"):
-        """The denoiser for ``mel`` ``(B, n_mels, F)`` under a sampling plan (default: the
-        configured sampler's): whole or chunked, its step biases precomputed."""
-        if chunk_seconds == "default":
-            chunk_seconds = self.chunk_seconds
-        chunk = int(round(chunk_seconds * self.sample_rate)) if chunk_seconds else None
-        engine = None if self.engine_name == "reference" else self.engine
-        return select_denoiser(self.model, engine, mel, chosen or self.plan(),
-                               chunk_samples=chunk, cuda_graphs=self.cuda_graphs)
-
     def decode_many(self, mels: Sequence[np.ndarray], *, batch_size: int = 16,
-                    max_padding: float = 0.25, **kwargs) -> list[Tensor]:
-        """Decode many mels ``(n_mels, F_i)`` in batches of similar length.
-
-        Mels are grouped by :func:`~wavediff.inference.batching.length_buckets` (at most
-        ``batch_size`` per batch, at most ``max_padding`` of a batch's frames padding) and
-        each group goes through :meth:`decode_batch`; ``kwargs`` go there too. Returns the
-        waveforms in the order of ``mels``.
-        """
-        input_preset = kwargs.pop("input_preset", "auto")
-        stats = kwargs.pop("stats", None)
-        if input_preset is not None or stats is not None:  # convert first: lengths in frames
-            from wavediff.audio.prepare import convert_each
-
+                    max_padding: float = 0.25, input_preset: InputPreset = "auto",
+                    stats: Optional[object] = None, **kwargs) -> list[Tensor]:
+        """Decode many mels in batches of similar length (at most ``batch_size`` each, at
+        most ``max_padding`` of a batch's frames padding, see
+        :func:`~wavediff.inference.batching.length_buckets`); ``kwargs`` as
+        :meth:`decode`. Returns the waveforms in the order of ``mels``."""
+        if input_preset is not None or stats is not None:  # first: lengths in model frames
             mels = convert_each(mels, self.preset, input_preset, stats=stats)
         out: list[Optional[Tensor]] = [None] * len(mels)
         for group in length_buckets([m.shape[-1] for m in mels], batch_size,
@@ -367,31 +210,19 @@ class Vocoder:
                 out[i] = wav
         return out  # type: ignore[return-value]
 
-    def decode_batch(self, mels: Sequence[np.ndarray], *,
-                     input_preset: Optional[Union[str, MelConfig]] = "auto",
+    def decode_batch(self, mels: Sequence[np.ndarray], *, input_preset: InputPreset = "auto",
                      stats: Optional[object] = None, **kwargs) -> list[Tensor]:
-        """Decode mels of unequal lengths in one batch (padded with the mel of silence).
-
-        ``input_preset`` / ``stats``: as in :meth:`decode`, applied to each mel first.
-        """
+        """Decode mels of unequal lengths (any stored layout with ``input_preset``) in one
+        batch, padded with the model's silence; each waveform trimmed to its mel."""
         if input_preset is not None or stats is not None:
-            from wavediff.audio.prepare import convert_each
-
             mels = convert_each(mels, self.preset, input_preset, stats=stats)
-        frames = [m.shape[-1] for m in mels]
-        batch = np.full((len(mels), self.n_mels, max(frames)), self.config.audio.floor,
-                        dtype=np.float32)
-        for i, m in enumerate(mels):
-            batch[i, :, : m.shape[-1]] = m
+        batch, frames = pad_batch(mels, self.config.audio.floor)
         wav = self.decode(batch, lengths=frames, input_preset=None, **kwargs)
         return [wav[i, : n * self.hop_length] for i, n in enumerate(frames)]
 
     def copy_synthesis(self, wav: Union[Tensor, np.ndarray], **kwargs) -> Tensor:
-        """Analysis-synthesis: the model's mel of ``wav`` decoded back, trimmed to its length.
-
-        ``wav`` ``(T,)`` or ``(B, T)`` at the model's sample rate; ``kwargs`` go to
-        :meth:`decode`.
-        """
+        """Analysis-synthesis: the model's mel of ``wav`` ``(T,)`` or ``(B, T)`` decoded back
+        (``kwargs`` as :meth:`decode`), as long as ``wav``."""
         wav = torch.as_tensor(wav, dtype=torch.float32)
         n = wav.shape[-1]
         out = self.decode(self.mel(wav), input_preset=None, **kwargs)

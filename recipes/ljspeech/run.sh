@@ -40,6 +40,8 @@ nj=4
 ngpu=""                    # empty: GPU if present; 0: CPU; 1: one GPU; N: N GPUs (torchrun)
 resume=true                # continue an interrupted training from its newest checkpoint
 decode_seed=0
+# shellcheck disable=SC2034  # read by ../utils/stages.sh
+eval_metrics=all           # what stage 5 scores (wavediff evaluate --metrics)
 
 usage() {
     sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -52,6 +54,7 @@ Options (default):
   --n-dev N ($n_dev)  --n-eval N ($n_eval; 0: the dev set)  --held-out tail|head ($held_out)
   --nj N ($nj)  --ngpu N (auto)
   --resume [true|false] ($resume)  --decode-seed N ($decode_seed)
+  --eval-metrics LIST ($eval_metrics; e.g. pesq,stoi,log_mel_l1)
 EOF
 }
 
@@ -66,7 +69,7 @@ while (( $# > 0 )); do
             shift; continue ;;
         --stage|--stop-stage|--conf|--db-root|--download-dir|--download-url|--sha256|\
         --archive-size|--datadir|--dumpdir|--expdir|--n-dev|--n-eval|--held-out|--nj|--ngpu|\
-        --decode-seed)
+        --decode-seed|--eval-metrics)
             (( $# >= 2 )) || die "$opt needs a value"
             var=${opt#--}; var=${var//-/_}
             printf -v "$var" '%s' "$2"

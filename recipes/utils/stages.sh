@@ -129,7 +129,8 @@ stage_evaluate() {
         echo "stage 5: $evaldir/scores.json is up to date; skip"
     else
         wavediff evaluate --ref-scp "$datadir/eval/wav.scp" --gen-dir "$gendir" --config "$conf" \
-            --nj "$nj" --json "$evaldir/scores.json" --report "$evaldir/report.html"
+            --nj "$nj" --metrics "${eval_metrics:-all}" --json "$evaldir/scores.json" \
+            --report "$evaldir/report.html"
         echo "stage 5: scores in $evaldir/scores.json; open $evaldir/report.html in a browser"
     fi
     finished 5

@@ -194,3 +194,33 @@ def convert_batch(mel: Any, target: MelConfig, input_preset: Optional[PresetLike
     single = convert_each([a], target, input_preset, stats=stats, layout=layout)[0]
     out = torch.from_numpy(single).to(device)
     return (out.unsqueeze(0) if a.ndim == 3 else out), [single.shape[-1]]
+
+
+def model_mel(mel: Any, target: MelConfig, input_preset: Optional[PresetLike] = "auto", *,
+              stats: Any = None, lengths: Optional[Sequence[int]] = None,
+              ) -> tuple[Any, Optional[list[int]], bool]:
+    """What :meth:`wavediff.Vocoder.decode` decodes: ``mel`` (a batch ``(B, n_mels, F)`` or
+    one mel, numpy or torch) converted to ``target`` unless ``input_preset`` and ``stats``
+    are None, and checked. Returns ``(mel (B, n_mels, F) float32 tensor, lengths, single)``:
+    ``lengths`` follows a conversion that added or dropped frames; ``single`` tells that one
+    mel ``(n_mels, F)`` was given. Raises :class:`MelError` for a wrong shape or NaN/Inf."""
+    import torch
+
+    from wavediff.errors import MelError
+
+    if input_preset is not None or stats is not None:
+        given = int(mel.shape[-1]) if getattr(mel, "ndim", 0) == 3 else None
+        mel, frames = convert_batch(mel, target, input_preset, stats=stats)
+        if given is not None:  # a conversion that added or dropped frames moves each end
+            lengths = ([int(n) + f - given for n, f in zip(lengths, frames)]
+                       if lengths is not None else frames)
+    mel = torch.as_tensor(mel, dtype=torch.float32)
+    single = mel.dim() == 2
+    if single:
+        mel = mel.unsqueeze(0)
+    if mel.dim() != 3 or mel.shape[1] != target.n_mels or mel.shape[-1] == 0:
+        raise MelError(f"expected a mel of shape (batch, {target.n_mels}, frames) with "
+                       f"frames > 0, got {tuple(mel.shape)}")
+    if not bool(torch.isfinite(mel).all()):
+        raise MelError("the mel holds NaN or Inf values; fix the input before vocoding")
+    return mel, (list(lengths) if lengths is not None else None), single

@@ -30,6 +30,10 @@ from wavediff._fields import check_fields
 from wavediff.errors import ConfigError
 
 COMPRESSIONS = ("ln", "log10", "db")
+# bounds of the integer fields (a config is untrusted input: a typo like n_mels: 1e8 must not
+# allocate a 191 GiB filterbank); far above what any speech system uses
+LIMITS = {"sample_rate": 384_000, "n_fft": 65_536, "win_length": 65_536, "hop_length": 65_536,
+          "n_mels": 512}
 PADDINGS = ("center", "same")
 MEL_SCALES = ("slaney", "htk")
 MEL_NORMS = ("slaney", None)
@@ -75,6 +79,9 @@ class MelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise bad(f"{name} must be a positive integer, got {value!r}")
+            # beyond any speech front end: refused before a filterbank or window is built
+            if value > LIMITS[name]:
+                raise bad(f"{name} {value} is beyond the largest supported ({LIMITS[name]})")
         if self.win_length > self.n_fft:
             raise bad(f"win_length {self.win_length} exceeds n_fft {self.n_fft}")
         if self.hop_length > self.n_fft:

@@ -20,6 +20,9 @@ def setup_logging(verbose: int = 0) -> None:
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S",
                         stream=sys.stderr, force=True)
+    # each command starts from the root's level (an earlier command in the same process,
+    # e.g. a quiet training run, may have left wavediff's own logger at another)
+    logging.getLogger("wavediff").setLevel(logging.NOTSET)
 
 
 def _isatty(stream) -> bool:

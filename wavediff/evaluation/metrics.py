@@ -304,14 +304,16 @@ class Evaluator:
             raise ValueError(f"lengths differ: {ref.wav.shape} vs {gen.wav.shape}")
         values: dict[str, float] = {}
         notes: list[str] = []
-        silent = [what for what, a in (("reference", ref), ("generated audio", gen))
-                  if not np.any(np.abs(a.wav) > SILENCE_PEAK)]
+        silent_ref, silent_gen = (not np.any(np.abs(a.wav) > SILENCE_PEAK) for a in (ref, gen))
 
         def attempt(names: Sequence[str], fn: Any) -> None:
             wanted = [n for n in names if n in self.metrics]
             if not wanted:
                 return
-            if silent and set(wanted) & NEED_SOUND:
+            silent = ([w for w, s in (("reference", silent_ref), ("generated audio", silent_gen))
+                       if s] if set(wanted) & NEED_SOUND_BOTH else
+                      ["reference"] if silent_ref and set(wanted) & NEED_SOUND_REF else [])
+            if silent:
                 notes.append(f"{'/'.join(wanted)}: the {' and the '.join(silent)} is silent "
                              f"(peak below -100 dBFS), where {'/'.join(wanted)} is undefined: "
                              f"not scored")
@@ -368,9 +370,11 @@ class Evaluator:
 
 
 SILENCE_PEAK = 1e-5  # -100 dBFS: below this everywhere, a file is silent
-# metrics whose libraries fail or say nothing on silence (intelligibility, pitch, cepstra)
-NEED_SOUND = {"pesq", "stoi", "estoi", "mcd", "mcd_dtw", "f0_rmse", "vuv_error", "vuv_f1",
-              "periodicity"}
+# metrics undefined when a file is silent: PESQ on either side; intelligibility and
+# cepstral distortion when the reference is (silent generated audio scores as it should:
+# no intelligibility, no voicing)
+NEED_SOUND_BOTH = {"pesq"}
+NEED_SOUND_REF = {"stoi", "estoi", "mcd", "mcd_dtw"}
 
 
 def _why(err: BaseException) -> str:

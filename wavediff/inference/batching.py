@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from wavediff.errors import ConfigError
+
+
+def pad_batch(mels: Sequence[np.ndarray], fill: float) -> tuple[np.ndarray, list[int]]:
+    """Mels ``(n_mels, F_i)`` as one float32 batch ``(B, n_mels, max F_i)``, padded with
+    ``fill`` (the convention's silence), and each item's frame count."""
+    frames = [int(m.shape[-1]) for m in mels]
+    batch = np.full((len(mels), mels[0].shape[0], max(frames)), fill, dtype=np.float32)
+    for i, m in enumerate(mels):
+        batch[i, :, : frames[i]] = m
+    return batch, frames
 
 
 def length_buckets(lengths: Sequence[int], batch_size: int, *,

@@ -392,7 +392,9 @@ class Trainer:
             bar.close()
             writer.close()
             if file_log is not None:
-                logging.getLogger("wavediff").removeHandler(file_log)
+                logger = logging.getLogger("wavediff")
+                logger.removeHandler(file_log)
+                logger.setLevel(getattr(file_log, "previous_level", logger.level))
                 file_log.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -556,6 +558,7 @@ def _attach_file_log(path: Path) -> logging.Handler:
                                            "%Y-%m-%d %H:%M:%S"))
     handler.setLevel(logging.INFO)
     logger = logging.getLogger("wavediff")
+    handler.previous_level = logger.level  # type: ignore[attr-defined]  # restored on detach
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > logging.INFO:  # --quiet: the file still gets INFO lines
         logger.setLevel(logging.INFO)

@@ -1,0 +1,136 @@
+"""What decoding needs beside the model's owner: the engine built from the weights (rebuilt
+when they change), the decoding precision (resolved on first use), the choice between whole
+and chunked decoding, CUDA graphs, progress within an utterance, and the check that the
+audio came out finite. :class:`wavediff.Vocoder` holds one :class:`DecodeRunner`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, Union
+
+import torch
+from torch import Tensor
+
+from wavediff.config import Config
+from wavediff.diffusion import GaussianDiffusion
+from wavediff.diffusion.schedule import SamplingPlan
+from wavediff.errors import ConfigError, WavediffError
+from wavediff.inference.calibrate import PRECISIONS, resolve_decode_precision
+from wavediff.inference.decode import run_sampler, select_denoiser
+from wavediff.inference.engine import InferenceEngine
+from wavediff.model import DiffWave
+
+log = logging.getLogger("wavediff.vocoder")
+# Utterances longer than this (plus the context on both sides) are decoded in chunks.
+DEFAULT_CHUNK_SECONDS = 4.0
+ENGINES = ("fast", "reference")
+Progress = Callable[[int, int], None]
+StepCallback = Callable[[int, int, Tensor], None]
+
+
+class DecodeRunner:
+    """Decodes mels of ``config``'s convention with ``model`` on ``device``.
+
+    ``engine``: ``"fast"`` (:class:`~wavediff.inference.InferenceEngine`) or
+    ``"reference"`` (the model's own code); sub-band models always use the model's code.
+    ``precision``: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``; ``autocast`` is its
+    older spelling and wins when given. ``chunk_seconds``: the default chunk length.
+    """
+
+    def __init__(self, model: DiffWave, config: Config, device: torch.device, *,
+                 engine: str = "fast", precision: str = "auto", autocast: Optional[str] = None,
+                 cuda_graphs: bool = False,
+                 chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS) -> None:
+        if engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if autocast not in (None, "none", "bf16", "fp16"):
+            raise ConfigError(f"autocast must be none, bf16 or fp16, got {autocast!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {precision!r}")
+        self.model, self.config, self.device = model, config, device
+        self.diffusion = GaussianDiffusion.from_config(config.diffusion, config.audio)
+        # the blocked engine runs single-band models only
+        self.engine_name = "reference" if model.subbands != 1 else engine
+        self.precision = ("fp32" if autocast == "none" else autocast) if autocast else precision
+        self.precision_reason: Optional[str] = None  # set when first resolved
+        self._autocast: Optional[str] = None
+        self.cuda_graphs = cuda_graphs
+        self.chunk_seconds = chunk_seconds
+        self._engine: Optional[InferenceEngine] = None
+        self._engine_key: Optional[tuple] = None
+
+    @property
+    def autocast(self) -> Optional[str]:
+        """The decoding precision in effect: None (float32), ``"bf16"`` or ``"fp16"``;
+        ``precision="auto"`` is resolved (and logged) the first time it is needed."""
+        if self.precision_reason is None:
+            self._autocast, self.precision_reason = resolve_decode_precision(
+                self.precision, self.model, self.device)
+            log.info("decoding precision: %s", self.precision_reason)
+        return self._autocast
+
+    @property
+    def engine(self) -> InferenceEngine:
+        """The inference engine of the current weights (rebuilt when they change)."""
+        key = tuple((id(p), p._version) for p in self.model.parameters())
+        if self._engine is None or key != self._engine_key:
+            self._engine = InferenceEngine(self.model, autocast=self.autocast)
+            self._engine_key = key
+        return self._engine
+
+    def denoiser_for(self, mel: Tensor, chosen: SamplingPlan,
+                     chunk_seconds: Union[float, None, str] = "default"):
+        """The denoiser for ``mel`` ``(B, n_mels, F)`` under ``chosen``: whole or chunked
+        (``chunk_seconds``; ``"default"``: the runner's), step biases precomputed."""
+        if chunk_seconds == "default":
+            chunk_seconds = self.chunk_seconds
+        chunk = int(round(chunk_seconds * self.config.audio.sample_rate)) if chunk_seconds else None
+        engine = None if self.engine_name == "reference" else self.engine
+        return select_denoiser(self.model, engine, mel, chosen, chunk_samples=chunk,
+                               cuda_graphs=self.cuda_graphs)
+
+    def run(self, mel: Tensor, chosen: SamplingPlan, *, generator: torch.Generator,
+            consistency: int, chunk_seconds: Union[float, None, str] = "default",
+            callback: Optional[StepCallback] = None,
+            progress: Optional[Progress] = None) -> Tensor:
+        """The waveform ``(B, F * hop)`` of a checked mel ``(B, n_mels, F)`` on the device."""
+        if isinstance(consistency, bool) or not isinstance(consistency, int) or consistency < 0:
+            raise ConfigError(f"consistency must be a non-negative number of projections, "
+                              f"got {consistency!r}")
+        denoiser = self.denoiser_for(mel, chosen, chunk_seconds)
+        if progress is not None:
+            callback = with_progress(denoiser, chosen, progress, callback)
+        wav = run_sampler(denoiser, self.diffusion, mel, chosen, generator=generator,
+                          audio=self.config.audio, consistency=consistency, callback=callback)
+        if not bool(torch.isfinite(wav).all()):
+            raise WavediffError(
+                f"the model produced {int((~torch.isfinite(wav)).sum())} NaN or infinite "
+                f"samples from a finite mel (precision {self.autocast or 'fp32'}): its weights "
+                f"overflow on this input; decode with precision='fp32' (--precision fp32), or "
+                f"use an earlier checkpoint")
+        return wav
+
+
+def with_progress(denoiser, chosen: SamplingPlan, progress: Progress,
+                  callback: Optional[StepCallback]) -> Optional[StepCallback]:
+    """Wire ``progress(done, total)`` to the chunks of a chunked denoiser (``total`` =
+    network evaluations x chunks), or to the sampler's steps; returns the sampler
+    callback to use."""
+    chunks = len(getattr(denoiser, "cores", ())) or 1
+    total = len(chosen.network_steps) * chunks
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        progress(min(done[0], total), total)
+
+    if chunks > 1:
+        denoiser.on_chunk = tick
+        return callback
+
+    def per_step(i: int, n: int, x: Tensor) -> None:
+        tick()
+        if callback is not None:
+            callback(i, n, x)
+    return per_step
