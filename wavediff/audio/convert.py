@@ -226,7 +226,7 @@ class MelConverter:
         if self.kind == "exact":
             return f"exact conversion {s} -> {t}: {what}"
         how = ("values exact, frames shifted" if self.filterbank_same
-               else "through the linear spectrum (filterbank pseudo-inverse)")
+               else "through the linear spectrum, by the filterbank's pseudo-inverse")
         return (f"approximate conversion {s} -> {t} ({how}): {what}; expected error on "
                 f"speech-like audio in {t} units: {self.expected_error()}")
 
