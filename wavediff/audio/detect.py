@@ -18,7 +18,9 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from wavediff.audio.formats import LAYOUT_SHAPES, LAYOUTS, apply_layout, possible_layouts
+from wavediff.audio.formats import (
+    LAYOUT_SHAPES, LAYOUTS, apply_layout, check_array, possible_layouts,
+)
 from wavediff.audio.mel import compress_mel, decompress_mel, mel_filterbank
 from wavediff.audio.presets import PRESET_NAMES, MelConfig, get_preset
 from wavediff.errors import MelError
@@ -168,26 +170,6 @@ class Detection:
                 f"{self.shape}; {self.evidence}")
 
 
-def check_array(array: object, source: str = "mel") -> None:
-    """Refuse what is not a mel before any conversion: a non-real dtype (complex, bool,
-    strings, objects) or an empty array; the message names the dtype as stored."""
-    if isinstance(array, torch.Tensor):
-        dtype, kind, size = str(array.dtype).replace("torch.", ""), (
-            "c" if array.is_complex() else "b" if array.dtype == torch.bool
-            else "f" if array.is_floating_point() else "i"), array.numel()
-        shape = tuple(array.shape)
-    else:
-        a = np.asarray(array)
-        dtype, kind, size, shape = str(a.dtype), a.dtype.kind, a.size, tuple(a.shape)
-    if kind not in "fiu":
-        what = {"c": "complex", "b": "boolean"}.get(kind, "not numeric")
-        raise MelError(f"{source}: a {what} array (dtype {dtype}, shape {shape}) is not a mel; "
-                       "write the log-mel magnitudes as a real float array")
-    if size == 0:
-        raise MelError(f"{source}: an empty array (dtype {dtype}, shape {shape}); write the mel "
-                       "with at least one frame")
-
-
 def _evaluate(a: np.ndarray, cfg: MelConfig, layout: str) -> Evidence:
     """Score convention ``cfg`` for ``a`` ``(n_mels, T)``."""
     tol = _TOL_DB * units_per_db(cfg)
@@ -313,10 +295,13 @@ def detect(array: np.ndarray, *, source: str = "mel", layout: Optional[str] = No
             f"<stats.h5|stats.npy|feats_stats.npz> (Python: stats=...)"
         )
     if constant and not any(e.floor_mass >= _MIN_FLOOR_MASS for e in evidences):
+        floors: dict[float, str] = {}  # one name per floor value (hifigan and tacotron2 share)
+        for c in cands:
+            floors.setdefault(round(c.floor, 4), c.preset)
         raise MelError(
             f"{source}: every value is {lo_v:.6g}: a constant mel carries no sound and is the "
             f"floor of no known convention (silence is the floor: "
-            + ", ".join(f"{c.floor:.4g} for {c.preset}" for c in cands[:3])
+            + ", ".join(f"{fl:.4g} for {name}" for fl, name in list(floors.items())[:3])
             + "); check what the TTS model wrote"
         )
     alive = [e for e in evidences if not e.rejected]

@@ -429,13 +429,26 @@ def load_mel_file(spec: PathLike, max_frames: int = DEFAULT_MAX_FRAMES) -> MelFi
 
 
 # ---------------------------------------------------------------------- layouts
-def _as_numbers(array: np.ndarray, source: str) -> np.ndarray:
-    a = np.asarray(array)
-    if a.dtype.kind not in "fiu":
-        raise MelError(f"{source}: mel must hold numbers, got dtype {a.dtype}")
-    if a.size == 0:
-        raise MelError(f"{source}: the mel is empty (shape {tuple(a.shape)})")
-    return a
+def check_array(array: object, source: str = "mel") -> None:
+    """Refuse what is not a mel before any conversion: a non-real dtype (complex, bool,
+    strings, objects) or an empty array; the message names the dtype as stored."""
+    import torch
+
+    if isinstance(array, torch.Tensor):
+        dtype, kind, size = str(array.dtype).replace("torch.", ""), (
+            "c" if array.is_complex() else "b" if array.dtype == torch.bool
+            else "f" if array.is_floating_point() else "i"), array.numel()
+        shape = tuple(array.shape)
+    else:
+        a = np.asarray(array)
+        dtype, kind, size, shape = str(a.dtype), a.dtype.kind, a.size, tuple(a.shape)
+    if kind not in "fiu":
+        what = {"c": "complex", "b": "boolean"}.get(kind, "not numeric")
+        raise MelError(f"{source}: a {what} array (dtype {dtype}, shape {shape}) is not a mel; "
+                       "write the log-mel magnitudes as a real float array")
+    if size == 0:
+        raise MelError(f"{source}: an empty array (dtype {dtype}, shape {shape}); write the mel "
+                       "with at least one frame")
 
 
 def possible_layouts(shape: Sequence[int], n_mels_options: Sequence[int]) -> list[tuple[str, int]]:
@@ -454,7 +467,8 @@ def possible_layouts(shape: Sequence[int], n_mels_options: Sequence[int]) -> lis
 
 def apply_layout(array: np.ndarray, layout: str, source: str = "mel") -> np.ndarray:
     """``array`` stored in ``layout`` -> float32 ``(n_mels, T)``, checked to be finite."""
-    a = _as_numbers(array, source)
+    check_array(array, source)
+    a = np.asarray(array)
     if layout not in LAYOUTS:
         raise MelError(f"unknown mel layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if layout == "1-mels-frames":
