@@ -30,6 +30,7 @@ AUX_TARGETS = ("x0", "noise")
 AMP_CHOICES = ("auto", "fp32", "none", "bf16", "fp16")
 SAMPLER_NAMES = ("fast", "ddim", "ddpm")
 LOSS_TYPES = ("l1", "l2")
+OBJECTIVES = ("diffusion", "few_step")
 
 # The fast 6-step inference schedule of DiffWave (Kong et al. 2021, table 1).
 DIFFWAVE_FAST_SCHEDULE = (1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5)
@@ -110,6 +111,18 @@ class TrainConfig:
     # ("x0"), or between the true and the predicted noise ("noise", as FreGrad); 0 = off.
     aux_loss_weight: float = 0.0
     aux_loss_target: str = "x0"
+    # "diffusion": the eps-prediction loss at random noise levels (DiffWave). "few_step":
+    # every crop is also decoded over diffusion.fast_schedule with gradients and the decode
+    # scored against the recording (wavediff.train.objectives): a full-band log-mel L1, the
+    # multi-resolution STFT loss, multi-period/multi-resolution discriminators with
+    # feature matching, and the diffusion loss; each term weighted below (0 = off).
+    objective: str = "diffusion"
+    mel_loss_weight: float = 45.0
+    stft_loss_weight: float = 0.0
+    adversarial_weight: float = 0.0
+    feature_matching_weight: float = 0.0
+    diffusion_loss_weight: float = 1.0
+    discriminator_lr: float = 2e-4
     optimizer: str = "adam"
     learning_rate: float = 2e-4
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -156,6 +169,17 @@ class Config:
         t, d = self.train, self.diffusion
         if t.loss not in LOSS_TYPES:
             raise ConfigError(f"train.loss must be one of {', '.join(LOSS_TYPES)}, got {t.loss!r}")
+        if t.objective not in OBJECTIVES:
+            raise ConfigError(f"train.objective must be one of {', '.join(OBJECTIVES)}, "
+                              f"got {t.objective!r}")
+        for name in ("mel_loss_weight", "stft_loss_weight", "adversarial_weight",
+                     "feature_matching_weight", "diffusion_loss_weight"):
+            value = getattr(t, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ConfigError(f"train.{name} must be a number >= 0 (0 = off), got {value}")
+        if not (math.isfinite(t.discriminator_lr) and t.discriminator_lr > 0):
+            raise ConfigError(f"train.discriminator_lr must be a positive number, "
+                              f"got {t.discriminator_lr}")
         if t.optimizer not in ("adam", "adamw"):
             raise ConfigError(f"train.optimizer must be 'adam' or 'adamw', got {t.optimizer!r}")
         if t.amp not in AMP_CHOICES:

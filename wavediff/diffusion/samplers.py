@@ -26,6 +26,7 @@ recomputed from it, so the last step returns the projected estimate.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Optional, Sequence, Union
 
@@ -144,6 +145,24 @@ def sample_ddim(
         return x.clamp(-1.0, 1.0)
 
 
+def unrolled_fast(
+    denoiser: Denoiser,
+    diffusion: GaussianDiffusion,
+    mel: Tensor,
+    *,
+    schedule: Optional[Sequence[float]] = None,
+    generator: Optional[torch.Generator] = None,
+    noise: Optional[Tensor] = None,
+) -> Tensor:
+    """:func:`sample_fast`'s chain with the autograd graph kept: the same arithmetic and
+    random draws, so a loss on the result trains the denoiser through the inference
+    schedule (InferGrad, Chen et al. 2022). Returns ``(B, F * hop)``, clamped to [-1, 1]."""
+    betas = list(DIFFWAVE_FAST_SCHEDULE if schedule is None else schedule)
+    steps = align_fast_schedule(diffusion.betas, betas).tolist()
+    return _ancestral(denoiser, diffusion, mel, betas, steps, generator, noise, None, None,
+                      grad=True)
+
+
 SAMPLERS: dict[str, Sampler] = {"fast": sample_fast, "ddim": sample_ddim, "ddpm": sample_ddpm}
 assert tuple(SAMPLERS) == SAMPLER_NAMES
 
@@ -169,10 +188,12 @@ def _ancestral(
     noise: Optional[Tensor],
     callback: Optional[Callback],
     project: Optional[Projection] = None,
+    grad: bool = False,
 ) -> Tensor:
-    """The DDPM/DiffWave reverse chain over ``betas``, the denoiser run at ``steps``."""
+    """The DDPM/DiffWave reverse chain over ``betas``, the denoiser run at ``steps``;
+    ``grad``: keep the autograd graph (training through the chain), else inference mode."""
     abar = alpha_bar(betas).tolist()
-    with torch.inference_mode():
+    with contextlib.nullcontext() if grad else torch.inference_mode():
         x, std = _start(denoiser, diffusion, mel, generator, noise)
         n = len(betas)
         for i, s in enumerate(reversed(range(n))):

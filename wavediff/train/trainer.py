@@ -104,8 +104,23 @@ class Trainer:
         opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.model.parameters(), lr=tc.learning_rate,
                                  betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+        self.objective = None
+        if tc.objective == "few_step":
+            from wavediff.train.objectives import FewStepObjective
+
+            if self.objective_has_discriminators(tc) and (self.dist.enabled or tc.grad_accum > 1):
+                raise WavediffError(
+                    "train.adversarial_weight and train.feature_matching_weight train "
+                    "discriminators in one process without accumulation: run without torchrun "
+                    "and with train.grad_accum 1, or set both weights to 0")
+            self.objective = FewStepObjective(self.config, self.device)
+        self.last_terms: dict[str, float] = {}
         self.amp_dtype, self.amp_reason = resolve_precision(tc.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+
+    @staticmethod
+    def objective_has_discriminators(tc: Any) -> bool:
+        return tc.adversarial_weight > 0.0 or tc.feature_matching_weight > 0.0
 
     def _start_or_resume(self, resume: bool) -> None:
         """Resume from the newest checkpoint of the output folder (with ``resume``), or
@@ -162,6 +177,7 @@ class Trainer:
             "rng": rng,
             "nonfinite_steps": self.nonfinite_total,
             "train_seconds": self.train_seconds,
+            "objective": self.objective.state_dict() if self.objective is not None else None,
         }
 
     def _build_diffusion(self, config: Config) -> GaussianDiffusion:
@@ -193,6 +209,8 @@ class Trainer:
             )
         ckpt.load_weights(state, self.model, self.ema)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.objective is not None:
+            self.objective.load_state_dict(state.get("objective"))
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         rng = state.get("rng") or {}
@@ -279,11 +297,7 @@ class Trainer:
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
-                    loss = self.diffusion.loss(self.ddp_model, wave, mel, loss_type=tc.loss,
-                                               generator=self.noise_gen, t=t_all[off:off + n],
-                                               noise=noise_all[off:off + n],
-                                               aux_loss=multi_resolution_stft_loss, aux_weight=tc.aux_loss_weight,
-                                               aux_target=tc.aux_loss_target)
+                    loss = self._loss(wave, mel, t_all[off:off + n], noise_all[off:off + n])
                 # DDP averages gradients over ranks: weight n * world / total makes the sum
                 # over ranks and micro-steps the mean over the global batch.
                 weight = n * self.dist.world_size / total
@@ -338,6 +352,21 @@ class Trainer:
                 )
         self.step += 1
         return {"loss": loss_value, "grad_norm": grad_norm, "lr": self._lr(), "finite": finite}
+
+    def _loss(self, wave: torch.Tensor, mel: torch.Tensor, t: torch.Tensor,
+              noise: torch.Tensor) -> torch.Tensor:
+        """The training objective on one micro-batch (``train.objective``)."""
+        tc = self.config.train
+        if self.objective is None:
+            return self.diffusion.loss(self.ddp_model, wave, mel, loss_type=tc.loss,
+                                       generator=self.noise_gen, t=t, noise=noise,
+                                       aux_loss=multi_resolution_stft_loss,
+                                       aux_weight=tc.aux_loss_weight,
+                                       aux_target=tc.aux_loss_target)
+        terms = self.objective.losses(self.ddp_model, self.diffusion, wave, mel, t=t,
+                                      noise=noise, generator=self.noise_gen, loss_type=tc.loss)
+        self.last_terms = {k: float(v) for k, v in terms.items() if k != "total"}
+        return terms["total"]
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -425,12 +454,15 @@ class Trainer:
                 elapsed = max(now - t0, 1e-9)
                 steps_done = tc.log_interval if self.step % tc.log_interval == 0 else \
                     self.step % tc.log_interval
-                log.info("(steps: %d) train/loss = %.4f, grad_norm = %.3g, %.2f steps/s, "
+                log.info("(steps: %d) train/loss = %.4f%s, grad_norm = %.3g, %.2f steps/s, "
                          "%.0f samples/s, data wait %.1f%%, %.1f min of training", self.step,
-                         out["loss"], out["grad_norm"], steps_done / elapsed, samples / elapsed,
+                         out["loss"], "".join(f", {k} {v:.4f}" for k, v in self.last_terms.items()),
+                         out["grad_norm"], steps_done / elapsed, samples / elapsed,
                          100.0 * waited / elapsed, self.train_seconds / 60)
                 writer.add_scalar("speed/data_wait_fraction", waited / elapsed, self.step)
                 writer.add_scalar("train/loss", out["loss"], self.step)
+                for name, value in self.last_terms.items():
+                    writer.add_scalar(f"train/{name}", value, self.step)
                 writer.add_scalar("train/grad_norm", out["grad_norm"], self.step)
                 writer.add_scalar("train/learning_rate", out["lr"], self.step)
                 writer.add_scalar("train/nonfinite_steps", self.nonfinite_total, self.step)

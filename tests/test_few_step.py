@@ -1,0 +1,158 @@
+"""Training through the few-step decode (train.objective: few_step) and the discriminators."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import make_dump, tiny_config_dict
+from wavediff.checkpoint import load_checkpoint
+from wavediff.config import Config
+from wavediff.diffusion import GaussianDiffusion, sample_fast
+from wavediff.diffusion.samplers import unrolled_fast
+from wavediff.errors import ConfigError
+from wavediff.model import DiffWave
+from wavediff.train.adversarial import (
+    Discriminators, discriminator_loss, feature_matching_loss, generator_loss,
+)
+from wavediff.train.trainer import Trainer
+
+
+def _model(seed: int = 0) -> tuple[DiffWave, Config]:
+    cfg = Config.from_dict(tiny_config_dict())
+    torch.manual_seed(seed)
+    model = DiffWave.from_config(cfg)
+    torch.nn.init.normal_(model.output_projection.weight, std=0.1)  # not the zero init
+    return model, cfg
+
+
+def test_unrolled_chain_is_the_fast_sampler_with_gradients():
+    model, cfg = _model()
+    diffusion = GaussianDiffusion.from_config(cfg.diffusion, cfg.audio)
+    mel = torch.randn(2, 80, 4)
+    noise = torch.randn(2, 4 * 256, generator=torch.Generator().manual_seed(1))
+    ref = sample_fast(model, diffusion, mel, noise=noise,
+                      generator=torch.Generator().manual_seed(2))
+    out = unrolled_fast(model, diffusion, mel, noise=noise,
+                        generator=torch.Generator().manual_seed(2))
+    # the same operations on the same inputs in one process (autograd only records them):
+    # identical up to the last bit in practice; 1e-6 allows a kernel that differs with
+    # gradient mode and still catches a different draw order (differences of order 0.1)
+    torch.testing.assert_close(out.detach(), ref, rtol=0, atol=1e-6)
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None for g in grads)
+    assert float(model.output_projection.weight.grad.abs().sum()) > 0
+    # gradients reach the first layer through every step of the chain
+    assert float(model.input_projection.weight.grad.abs().sum()) > 0
+
+
+def test_discriminators_judge_and_learn_to_tell_real_from_fake():
+    torch.manual_seed(0)
+    d = Discriminators()
+    t = torch.arange(4096) / 22050
+    real = (0.5 * torch.sin(2 * math.pi * 150 * t)).expand(2, -1).contiguous()
+    fake = 0.05 * torch.randn(2, 4096, generator=torch.Generator().manual_seed(3))
+    judged = d(real)
+    assert len(judged) == 8  # 5 periods + 3 resolutions
+    for logits, features in judged:
+        assert logits.shape[0] == 2 and logits.dim() == 2 and len(features) >= 4
+    opt = torch.optim.Adam(d.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = discriminator_loss(d(real), d(fake))
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    # 8 discriminators, each starting near (1 - 0)^2 + 0^2 = 1: they learn the difference
+    assert losses[-1] < 0.5 * losses[0], losses
+    # a perfect discriminator's verdicts give the generator the largest loss, and feature
+    # matching is zero only for identical audio
+    with torch.no_grad():
+        assert float(generator_loss(d(fake))) > float(generator_loss(d(real)))
+    assert float(feature_matching_loss(d(real), d(real))) == 0.0  # exactly: |a - a| = 0
+    assert float(feature_matching_loss(d(real), d(fake))) > 0.0
+
+
+def test_objective_fields_are_checked():
+    with pytest.raises(ConfigError, match="train.objective"):
+        Config.from_dict(tiny_config_dict(objective="gan"))
+    with pytest.raises(ConfigError, match="train.adversarial_weight"):
+        Config.from_dict(tiny_config_dict(objective="few_step", adversarial_weight=-1))
+    with pytest.raises(ConfigError, match="discriminator_lr"):
+        Config.from_dict(tiny_config_dict(discriminator_lr=0))
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory):
+    return make_dump(tmp_path_factory.mktemp("few_step"), n=3, seconds=0.3)
+
+
+def _few_step_config(**train) -> Config:
+    fields = {"objective": "few_step", "adversarial_weight": 1.0,
+              "feature_matching_weight": 2.0, "batch_size": 2, "crop_samples": 2048,
+              "save_interval": 2, "log_interval": 1}
+    d = tiny_config_dict(**{**fields, **train})
+    d["diffusion"] = {"fast_schedule": [1e-4, 0.05, 0.5]}
+    return Config.from_dict(d)
+
+
+def test_few_step_training_steps_logs_every_term_and_resumes_exactly(dump, tmp_path):
+    straight = Trainer(_few_step_config(max_steps=4), dump, None, tmp_path / "a",
+                       progress=False)
+    straight.run()
+    assert set(straight.last_terms) == {"mel_l1", "discriminator", "adversarial",
+                                        "feature_matching", "diffusion"}
+    assert all(math.isfinite(v) for v in straight.last_terms.values())
+    first = Trainer(_few_step_config(max_steps=2), dump, None, tmp_path / "b", progress=False)
+    first.run()
+    state = load_checkpoint(tmp_path / "b")
+    assert set(state["objective"]) == {"discriminators", "optimizer"}
+    resumed = Trainer(_few_step_config(max_steps=4), dump, None, tmp_path / "b",
+                      resume=True, progress=False)
+    resumed.run()
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    # the same steps on the same batches and noise in one process: bit-identical, the
+    # discriminators included (their state went through the checkpoint)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    for key, value in a["objective"]["discriminators"].items():
+        torch.testing.assert_close(value, b["objective"]["discriminators"][key], rtol=0,
+                                   atol=0, msg=key)
+
+
+def test_mel_loss_alone_lowers_the_decodes_mel_error(dump, tmp_path):
+    # without discriminators: the few-step decode's log-mel L1 falls within 30 steps
+    cfg = _few_step_config(max_steps=30, adversarial_weight=0.0, feature_matching_weight=0.0,
+                           diffusion_loss_weight=0.0, learning_rate=3e-3, save_interval=30)
+    trainer = Trainer(cfg, dump, None, tmp_path / "m", progress=False)
+    assert trainer.objective.discriminators is None
+    seen = []
+    real = trainer._loss
+
+    def spy(*args):
+        loss = real(*args)
+        seen.append(trainer.last_terms["mel_l1"])
+        return loss
+
+    trainer._loss = spy
+    trainer.run()
+    assert set(trainer.last_terms) == {"mel_l1"}
+    first, last = sum(seen[:5]) / 5, sum(seen[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+
+
+def test_inference_never_imports_the_discriminators(tmp_path):
+    code = ("import sys, torch; from wavediff import Vocoder; "
+            "v = Vocoder.from_pretrained('joe'); v.decode(torch.full((1, 80, 4), -5.0), "
+            "steps=2, seed=0, input_preset=None); "
+            "print([m for m in sys.modules if m.startswith('wavediff.train')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

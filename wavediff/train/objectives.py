@@ -1,0 +1,125 @@
+"""Training objectives beyond the plain diffusion loss.
+
+``train.objective: few_step`` trains the denoiser through the decode it will be used with:
+each crop is decoded from the prior's noise over the fast sampler's schedule
+(``diffusion.fast_schedule``) with the autograd graph kept
+(:func:`~wavediff.diffusion.samplers.unrolled_fast`), and the decoded waveform is scored
+against the recording (InferGrad, Chen et al. 2022; WaveFit, Koizumi et al. 2022):
+
+* a full-band log-mel L1 in the model's compression (``train.mel_loss_weight``; HiFi-GAN's
+  weight 45 against the adversarial terms);
+* optionally the multi-resolution STFT loss (``train.stft_loss_weight``);
+* optionally multi-period and multi-resolution discriminators with least-squares and
+  feature-matching losses (``train.adversarial_weight``, ``train.feature_matching_weight``;
+  :mod:`wavediff.train.adversarial`), their own Adam at ``train.discriminator_lr``;
+* the ordinary eps-prediction loss beside them (``train.diffusion_loss_weight``), so the
+  network stays a denoiser at every noise level.
+
+Every term is logged as ``train/<name>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from wavediff.audio.mel import MelSpectrogram
+from wavediff.config import Config
+from wavediff.diffusion import GaussianDiffusion
+from wavediff.diffusion.samplers import unrolled_fast
+from wavediff.evaluation.spectral import multi_resolution_stft_loss
+
+
+class FewStepObjective:
+    """The losses of ``train.objective: few_step`` and the discriminators' state."""
+
+    def __init__(self, config: Config, device: torch.device) -> None:
+        tc = self.train = config.train
+        self.schedule = list(config.diffusion.fast_schedule)
+        # the model's mel convention over the whole band: the top of the spectrum (above
+        # the conditioning mel's fmax) is judged too
+        full = dataclasses.replace(config.audio, fmax=None)
+        self.mel_fn = MelSpectrogram(full).to(device)
+        self.discriminators: Optional[torch.nn.Module] = None
+        self.d_optimizer: Optional[torch.optim.Optimizer] = None
+        if tc.adversarial_weight > 0.0 or tc.feature_matching_weight > 0.0:
+            from wavediff.train.adversarial import Discriminators
+
+            self.discriminators = Discriminators().to(device)
+            self.d_optimizer = torch.optim.Adam(self.discriminators.parameters(),
+                                                lr=tc.discriminator_lr, betas=(0.8, 0.99))
+
+    def losses(self, denoiser: Any, diffusion: GaussianDiffusion, wave: Tensor, mel: Tensor,
+               *, t: Tensor, noise: Tensor, generator: Optional[torch.Generator],
+               loss_type: str) -> dict[str, Tensor]:
+        """The weighted terms for one batch (``total`` is their sum); updates the
+        discriminators once on the batch first (when there are any).
+
+        Args:
+            wave: ``(B, T)`` recordings; ``mel``: their ``(B, n_mels, F)`` mels.
+            t, noise: the diffusion loss's steps and noise for the batch; ``noise`` is also
+                the decode's starting point (before the prior's scaling).
+        """
+        tc = self.train
+        terms: dict[str, Tensor] = {}
+        fake = unrolled_fast(denoiser, diffusion, mel, schedule=self.schedule,
+                             generator=generator, noise=noise)
+        real = wave.to(fake.dtype)
+        terms["mel_l1"] = (self.mel_fn(fake) - self.mel_fn(real)).abs().mean()
+        total = tc.mel_loss_weight * terms["mel_l1"]
+        if tc.stft_loss_weight > 0.0:
+            terms["mr_stft"] = multi_resolution_stft_loss(real, fake)
+            total = total + tc.stft_loss_weight * terms["mr_stft"]
+        if self.discriminators is not None:
+            terms["discriminator"] = self._discriminator_step(real, fake.detach())
+            from wavediff.train.adversarial import feature_matching_loss, generator_loss
+
+            self.discriminators.requires_grad_(False)  # the generator's step leaves them be
+            judged_fake = self.discriminators(fake)
+            with torch.no_grad():
+                judged_real = self.discriminators(real)
+            terms["adversarial"] = generator_loss(judged_fake)
+            terms["feature_matching"] = feature_matching_loss(judged_real, judged_fake)
+            total = (total + tc.adversarial_weight * terms["adversarial"]
+                     + tc.feature_matching_weight * terms["feature_matching"])
+        if tc.diffusion_loss_weight > 0.0:
+            terms["diffusion"] = diffusion.loss(denoiser, wave, mel, loss_type=loss_type,
+                                                t=t, noise=noise)
+            total = total + tc.diffusion_loss_weight * terms["diffusion"]
+        terms["total"] = total
+        return terms
+
+    def _discriminator_step(self, real: Tensor, fake: Tensor) -> Tensor:
+        """One update of the discriminators on ``real`` against ``fake`` (detached);
+        skipped when the loss is not finite. Returns the loss."""
+        from wavediff.train.adversarial import discriminator_loss
+
+        assert self.discriminators is not None and self.d_optimizer is not None
+        self.discriminators.requires_grad_(True)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        loss = discriminator_loss(self.discriminators(real), self.discriminators(fake))
+        if torch.isfinite(loss):
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.discriminators.parameters(),
+                                           max(self.train.grad_clip, 0.0) or float("inf"))
+            self.d_optimizer.step()
+        self.d_optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Optional[dict[str, Any]]:
+        if self.discriminators is None:
+            return None
+        assert self.d_optimizer is not None
+        return {"discriminators": self.discriminators.state_dict(),
+                "optimizer": self.d_optimizer.state_dict()}
+
+    def load_state_dict(self, state: Optional[dict[str, Any]]) -> None:
+        if self.discriminators is None or not state:
+            return
+        assert self.d_optimizer is not None
+        self.discriminators.load_state_dict(state["discriminators"])
+        self.d_optimizer.load_state_dict(state["optimizer"])
