@@ -25,7 +25,7 @@ from wavediff.audio.mel import MelSpectrogram
 from wavediff.audio.prepare import convert_each, model_mel
 from wavediff.audio.presets import MelConfig
 from wavediff.config import Config
-from wavediff.diffusion.schedule import SamplingPlan, plan
+from wavediff.diffusion.schedule import GRIFFIN_LIM, GRIFFIN_LIM_ITERS, SamplingPlan, plan
 from wavediff.distributed import pick_device
 from wavediff.errors import ConfigError
 from wavediff.inference.batching import length_buckets, pad_batch
@@ -172,6 +172,8 @@ class Vocoder:
         ``schedule``: fast-sampler betas or the name of a stored schedule; replaces
         ``steps``. ``consistency``: Griffin-Lim projections of each step's clean estimate
         onto the mel's magnitudes (GLA-Grad; default: ``diffusion.consistency_iters``).
+        ``steps=0`` runs no network: Griffin-Lim alone, ``consistency`` projections (default
+        32) of noise drawn from the seed, the no-network baseline.
         ``callback(i, n, x)`` after each step; ``progress(done, total)`` after each
         network evaluation of each chunk, for progress within one long utterance.
         """
@@ -185,10 +187,11 @@ class Vocoder:
                 generator.seed()
             else:
                 generator.manual_seed(seed)
-        wav = self.runner.run(
-            mel, chosen, generator=generator, chunk_seconds=chunk_seconds,
-            consistency=(self.config.diffusion.consistency_iters if consistency is None
-                         else consistency), callback=callback, progress=progress)
+        if consistency is None:
+            consistency = (GRIFFIN_LIM_ITERS if chosen.sampler == GRIFFIN_LIM
+                           else self.config.diffusion.consistency_iters)
+        wav = self.runner.run(mel, chosen, generator=generator, chunk_seconds=chunk_seconds,
+                              consistency=consistency, callback=callback, progress=progress)
         for i, n in enumerate(lengths or ()):
             wav[i, int(n) * self.hop_length:] = 0.0
         return wav[0] if single else wav

@@ -59,7 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="appended to each output name: <name><SUFFIX>.wav (e.g. _gen, as "
                         "ParallelWaveGAN writes; wavediff evaluate pairs both)")
     p.add_argument("--steps", type=int, default=None,
-                   help="inference steps (default: the model's schedule, 6 for the fast sampler)")
+                   help="inference steps (default: the model's schedule, 6 for the fast "
+                        "sampler); 0: no network, Griffin-Lim alone (--consistency "
+                        "projections of noise, default 32), the no-network baseline")
     p.add_argument("--schedule", default=None,
                    help="a fast schedule stored with the model by name (wavediff "
                         "tune-schedule), e.g. searched-4; replaces --steps")
@@ -162,8 +164,12 @@ def check_options(args: argparse.Namespace) -> None:
                                                and args.chunk_seconds >= 0):
         raise WavediffError(f"--chunk-seconds must be a number of seconds >= 0 (0: never "
                             f"chunk), got {args.chunk_seconds}")
-    if args.steps is not None and args.steps < 1:
-        raise WavediffError(f"--steps must be at least 1, got {args.steps}")
+    if args.steps is not None and args.steps < 0:
+        raise WavediffError(f"--steps must be at least 1 (or 0: Griffin-Lim alone, no "
+                            f"network), got {args.steps}")
+    if args.steps == 0 and args.consistency == 0:
+        raise WavediffError("--steps 0 decodes with Griffin-Lim alone and needs projections: "
+                            "give --consistency 32 (or leave it out)")
     if args.consistency is not None and not 0 <= args.consistency <= 100:
         raise WavediffError(f"--consistency must be 0..100 projections per step, "
                             f"got {args.consistency}")
@@ -178,6 +184,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     from tqdm import tqdm
 
     from wavediff.audio.detect import NormalisedMelError
+    from wavediff.diffusion.schedule import GRIFFIN_LIM, GRIFFIN_LIM_ITERS
     from wavediff.audio.prepare import MelPreparer
     from wavediff.audio.formats import load_mel_file, read_stats
     from wavediff.audio.io import load_audio, save_audio
@@ -206,18 +213,24 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     if args.schedule and args.sampler not in (None, "fast"):
         raise WavediffError(f"--schedule is a fast-sampler schedule; drop --sampler {args.sampler}")
     sampler = "fast" if args.schedule else (args.sampler or voc.config.diffusion.sampler)
-    n_steps = len(voc.plan(sampler, args.steps, args.schedule).network_steps)
-    consistency = (voc.config.diffusion.consistency_iters if args.consistency is None
-                   else args.consistency)
+    chosen = voc.plan(sampler, args.steps, args.schedule)
+    n_steps = len(chosen.network_steps)
+    consistency = args.consistency
+    if consistency is None:
+        consistency = (GRIFFIN_LIM_ITERS if chosen.sampler == GRIFFIN_LIM
+                       else voc.config.diffusion.consistency_iters)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     prep = MelPreparer(voc.preset, args.input_preset, layout=args.input_layout,
                        stats=read_stats(args.stats) if args.stats else None)
     side_preps: dict = {}  # stats file found beside the inputs -> its preparer
-    log.info("model: step %s, %s mel (%d bins, hop %d, %d Hz), sampler %s, %d steps%s",
-             voc.step, voc.preset.preset, voc.n_mels, voc.hop_length, voc.sample_rate,
-             sampler, n_steps,
-             f", {consistency} consistency projection(s) per step" if consistency else "")
+    if chosen.sampler == GRIFFIN_LIM:
+        decoding = f"no network: Griffin-Lim alone, {consistency} projections of noise"
+    else:
+        decoding = f"sampler {sampler}, {n_steps} steps" + (
+            f", {consistency} consistency projection(s) per step" if consistency else "")
+    log.info("model: step %s, %s mel (%d bins, hop %d, %d Hz), %s", voc.step,
+             voc.preset.preset, voc.n_mels, voc.hop_length, voc.sample_rate, decoding)
 
     failures: list[tuple[str, str]] = []
     jobs = []  # (name, mel (n_mels, F), original length or None)
@@ -283,7 +296,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
                 wavs = voc.decode_batch([m for _, m, _ in batch], input_preset=None,
                                         steps=args.steps,
                                         sampler=args.sampler, generator=generator,
-                                        schedule=args.schedule, consistency=args.consistency,
+                                        schedule=args.schedule, consistency=consistency,
                                         progress=within)
             except WavediffError as e:
                 failures += [(name, f"{name}: {e}") for name, _, _ in batch]

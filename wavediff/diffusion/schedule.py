@@ -194,6 +194,11 @@ class SamplingPlan:
     network_steps: list[float]
 
 
+# The plan of ``steps=0``: no denoiser call, only Griffin-Lim projections of noise
+GRIFFIN_LIM = "griffin-lim"
+GRIFFIN_LIM_ITERS = 32  # projections of a Griffin-Lim decode when none are asked for
+
+
 def plan(sampler: str, diffusion: DiffusionConfig, steps: Optional[int] = None,
          schedule: Union[None, int, Sequence[float]] = None) -> SamplingPlan:
     """The one rule for turning a sampler name and a step count (or an explicit schedule)
@@ -202,8 +207,12 @@ def plan(sampler: str, diffusion: DiffusionConfig, steps: Optional[int] = None,
     ``fast``: ``schedule`` (betas) when given; the configured ``fast_schedule`` when
     ``steps`` is None or its length; otherwise ``steps`` betas whose alpha-bars match evenly
     spaced training steps. ``ddim``: ``schedule`` or ``steps`` (a count) or the configured
-    ``ddim_steps``. ``ddpm``: the whole training chain only.
+    ``ddim_steps``. ``ddpm``: the whole training chain only. ``steps=0`` (any sampler):
+    the :data:`GRIFFIN_LIM` plan, no network evaluation at all.
     """
+    if steps == 0 and schedule is None:
+        # no network: Griffin-Lim alone from noise (the no-network baseline)
+        return SamplingPlan(GRIFFIN_LIM, None, [])
     train = diffusion.training_betas()
     num = len(train)
     if sampler == "fast":

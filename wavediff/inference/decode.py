@@ -10,10 +10,12 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from wavediff.audio.phase import consistency_projector
+from wavediff.audio.phase import SpectralProjector, consistency_projector
 from wavediff.audio.presets import MelConfig
 from wavediff.diffusion import GaussianDiffusion, get_sampler
-from wavediff.diffusion.schedule import SamplingPlan
+from wavediff.diffusion.process import randn
+from wavediff.diffusion.schedule import GRIFFIN_LIM, SamplingPlan
+from wavediff.errors import ConfigError
 from wavediff.inference.denoisers import ChunkedDenoiser, EngineDenoiser
 from wavediff.inference.engine import InferenceEngine
 from wavediff.model import DiffWave
@@ -61,10 +63,27 @@ def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: Sampl
                 generator: torch.Generator, audio: MelConfig, consistency: int = 0,
                 callback: Optional[Callable[[int, int, Tensor], None]] = None) -> Tensor:
     """The waveform ``(B, F * hop)`` of ``mel`` under ``plan``; ``consistency`` Griffin-Lim
-    projections of each step's clean estimate onto the mel's magnitudes (0 = off)."""
+    projections of each step's clean estimate onto the mel's magnitudes (0 = off). The
+    :data:`~wavediff.diffusion.schedule.GRIFFIN_LIM` plan runs no network: ``consistency``
+    projections of standard normal noise (drawn from ``generator``), Griffin-Lim alone."""
+    if plan.sampler == GRIFFIN_LIM:
+        return griffin_lim(audio, mel, consistency, generator=generator)
     project = consistency_projector(audio, mel, consistency)
     return get_sampler(plan.sampler)(denoiser, diffusion, mel, schedule=plan.schedule,
                                      generator=generator, callback=callback, project=project)
+
+
+def griffin_lim(audio: MelConfig, mel: Tensor, iters: int, *,
+                generator: torch.Generator) -> Tensor:
+    """The waveform ``(B, F * hop)`` of ``mel`` by ``iters`` Griffin-Lim projections
+    (:class:`~wavediff.audio.phase.SpectralProjector`) from standard normal noise, no
+    network: the baseline every trained model must beat. Clamped to [-1, 1]."""
+    if iters < 1:
+        raise ConfigError("Griffin-Lim decoding (steps=0, no network) needs at least one "
+                          "projection: set consistency to e.g. 32 (--consistency 32)")
+    noise = randn((mel.shape[0], mel.shape[-1] * audio.hop_length), generator, mel.device,
+                  mel.dtype)
+    return SpectralProjector(audio, mel).griffin_lim(noise, iters).clamp(-1.0, 1.0)
 
 
 def decode_mel(model: DiffWave, diffusion: GaussianDiffusion, mel: Tensor, plan: SamplingPlan,

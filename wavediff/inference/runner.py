@@ -13,7 +13,7 @@ from torch import Tensor
 
 from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion
-from wavediff.diffusion.schedule import SamplingPlan
+from wavediff.diffusion.schedule import GRIFFIN_LIM, SamplingPlan
 from wavediff.errors import ConfigError, WavediffError
 from wavediff.inference.calibrate import PRECISIONS, resolve_decode_precision
 from wavediff.inference.decode import run_sampler, select_denoiser
@@ -98,6 +98,9 @@ class DecodeRunner:
         if isinstance(consistency, bool) or not isinstance(consistency, int) or consistency < 0:
             raise ConfigError(f"consistency must be a non-negative number of projections, "
                               f"got {consistency!r}")
+        if chosen.sampler == GRIFFIN_LIM:  # no network: nothing to build
+            return run_sampler(None, self.diffusion, mel, chosen, generator=generator,
+                               audio=self.config.audio, consistency=consistency)
         denoiser = self.denoiser_for(mel, chosen, chunk_seconds)
         if progress is not None:
             callback = with_progress(denoiser, chosen, progress, callback)

@@ -365,7 +365,7 @@ class Trainer:
                                        aux_target=tc.aux_loss_target)
         terms = self.objective.losses(self.ddp_model, self.diffusion, wave, mel, t=t,
                                       noise=noise, generator=self.noise_gen, loss_type=tc.loss)
-        self.last_terms = {k: float(v) for k, v in terms.items() if k != "total"}
+        self.last_terms = {k: float(v.detach()) for k, v in terms.items() if k != "total"}
         return terms["total"]
 
     @torch.no_grad()
