@@ -66,12 +66,12 @@ def load_systems(ckpt: Path, device: str, which: str, args: argparse.Namespace):
         model = LmntDiffWave(AttrDict(params)).to(device)
         model.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True)["model"])
         return model.eval()
-    from wavediff.model import DiffWave
+    from wavediff.model import build_model
     from wavediff.importers.lmnt import convert_lmnt_state, read_lmnt_checkpoint
     from wavediff.vocoder import Vocoder
 
     config, weights = convert_lmnt_state(read_lmnt_checkpoint(ckpt))
-    model = DiffWave.from_config(config)
+    model = build_model(config)
     model.load_state_dict(weights)
     if args.case_kind == "train":
         return model.to(device), config

@@ -31,6 +31,8 @@ AMP_CHOICES = ("auto", "fp32", "none", "bf16", "fp16")
 SAMPLER_NAMES = ("fast", "ddim", "ddpm")
 LOSS_TYPES = ("l1", "l2")
 OBJECTIVES = ("diffusion", "few_step")
+# the denoisers of wavediff.model.registry.ARCHITECTURES
+ARCHITECTURE_NAMES = ("diffwave",)
 
 # The fast 6-step inference schedule of DiffWave (Kong et al. 2021, table 1).
 DIFFWAVE_FAST_SCHEDULE = (1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5)
@@ -38,8 +40,10 @@ DIFFWAVE_FAST_SCHEDULE = (1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5)
 
 @dataclass
 class ModelConfig:
-    """The DiffWave denoiser (Kong et al. 2021). BASE: 30 layers, 64 channels."""
+    """The denoiser: ``architecture`` names a registered one (wavediff.model.registry);
+    the fields below size it. DiffWave (Kong et al. 2021) BASE: 30 layers, 64 channels."""
 
+    architecture: str = "diffwave"
     residual_layers: int = 30
     residual_channels: int = 64
     dilation_cycle: int = 10
@@ -233,6 +237,9 @@ class Config:
         if not betas or any(not 0.0 < b < 1.0 for b in betas):
             raise ConfigError("diffusion betas must all lie in (0, 1)")
         m = self.model
+        if m.architecture not in ARCHITECTURE_NAMES:
+            raise ConfigError(f"model.architecture must be one of {', '.join(ARCHITECTURE_NAMES)}, "
+                              f"got {m.architecture!r}")
         for name in ("residual_layers", "residual_channels", "dilation_cycle", "kernel_size"):
             if getattr(m, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(m, name)}")

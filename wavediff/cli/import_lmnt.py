@@ -29,13 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from wavediff.errors import WavediffError
-    from wavediff.model import DiffWave, count_parameters
+    from wavediff.model import build_model, count_parameters
     from wavediff.importers.lmnt import convert_lmnt_state, read_lmnt_checkpoint
     from wavediff.checkpoint import checkpoint_name, save_checkpoint
 
     state = read_lmnt_checkpoint(args.weights)
     config, weights = convert_lmnt_state(state, source=str(args.weights))
-    model = DiffWave.from_config(config)
+    model = build_model(config)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise WavediffError(

@@ -13,7 +13,7 @@ from wavediff.checkpoint import check_finite_weights, load_checkpoint, resolve_c
 from wavediff.config import Config
 from wavediff.errors import CheckpointError
 from wavediff.inference.schedules import read_schedules
-from wavediff.model import DiffWave
+from wavediff.model import DiffWave, build_model
 
 PathLike = Union[str, os.PathLike]
 
@@ -46,7 +46,7 @@ def load_model(path_or_name: PathLike, use_ema: bool = True) -> LoadedModel:
         step = int(state["step"])
     source = str(folder or path_or_name)
     check_finite_weights(weights, source)
-    model = DiffWave.from_config(config)
+    model = build_model(config)
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:

@@ -1,5 +1,6 @@
-"""The denoiser network."""
+"""The denoiser network: the registered architectures and the one factory."""
 
 from wavediff.model.diffwave import DiffWave, count_parameters
+from wavediff.model.registry import ARCHITECTURES, DenoiserModel, build_model
 
-__all__ = ["DiffWave", "count_parameters"]
+__all__ = ["ARCHITECTURES", "DenoiserModel", "DiffWave", "build_model", "count_parameters"]

@@ -36,7 +36,7 @@ from wavediff.diffusion.process import randn as _randn
 from wavediff.errors import WavediffError
 from wavediff.evaluation.spectral import multi_resolution_stft_loss
 from wavediff.hardware import resolve_precision
-from wavediff.model import DiffWave, count_parameters
+from wavediff.model import build_model, count_parameters
 from wavediff import checkpoint as ckpt
 from wavediff import distributed as distrib
 from wavediff.audio.dump import (
@@ -97,7 +97,7 @@ class Trainer:
 
     def _build_model_and_optimizer(self) -> None:
         tc = self.config.train
-        self.model = DiffWave.from_config(self.config).to(self.device)
+        self.model = build_model(self.config).to(self.device)
         self.ema = None
         if tc.ema_decay is not None:
             self.ema = copy.deepcopy(self.model).requires_grad_(False)
@@ -401,7 +401,7 @@ class Trainer:
                   if self.is_main else _NullWriter())
         file_log = _attach_file_log(self.outdir / "train.log") if self.is_main else None
         if self.is_main:
-            log.info("DiffWave with %.2fM parameters on %s; step %d of %d",
+            log.info("%s with %.2fM parameters on %s; step %d of %d", self.config.model.architecture,
                      count_parameters(self.model) / 1e6, self.device, self.step, tc.max_steps)
             log.info("precision: %s", self.amp_reason)
             if self.diffusion.prior is not None or self.diffusion.continuous or tc.aux_loss_weight:

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from wavediff.hardware import cpu_name
-from wavediff.model import DiffWave, count_parameters
+from wavediff.model import build_model, count_parameters
 from wavediff.pretrained import CARD_NAME, load_pretrained
 
 SPEECH_GRADE = {"stoi": 0.9, "dnsmos_p808": 3.5}
@@ -34,7 +34,7 @@ def main() -> None:
     args = p.parse_args()
 
     weights, config, meta = load_pretrained(args.pretrained)
-    model = DiffWave.from_config(config)
+    model = build_model(config)
     scores = json.loads(args.scores.read_text())["systems"][0]["summary"]
     quality = {k: round(float(scores[k]["mean"]), 3) for k in REPORTED
                if k in scores and scores[k].get("mean") is not None}
