@@ -39,3 +39,30 @@ def test_each_architecture_keeps_the_protocol_and_decodes_on_the_fast_engine(nam
     # rounding, which 3 steps of a 4-layer network amplify to about 1e-6 of the unit range
     torch.testing.assert_close(fast, readable, rtol=0, atol=1e-4)
     assert float(fast.abs().max()) > 0
+
+
+def test_the_configured_ddim_eta_reaches_the_sampler():
+    # diffusion.ddim_eta is part of the plan and reaches the DDIM sampler's eta
+    d = tiny_config_dict()
+    cfg0 = Config.from_dict({**d, "diffusion": {"sampler": "ddim", "ddim_eta": 0.0}})
+    cfg1 = Config.from_dict({**d, "diffusion": {"sampler": "ddim", "ddim_eta": 1.0}})
+    torch.manual_seed(0)
+    model = build_model(cfg0)
+    torch.nn.init.normal_(model.output_projection.weight, std=0.1)
+    mel = torch.randn(1, 80, 4) - 4
+    seen = []
+    import wavediff.diffusion.samplers as samplers
+
+    real = samplers.sample_ddim
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("eta"))
+        return real(*args, **kwargs)
+
+    samplers.SAMPLERS["ddim"] = spy
+    try:
+        Vocoder(model, cfg0).decode(mel, steps=3, seed=0, input_preset=None, consistency=0)
+        Vocoder(model, cfg1).decode(mel, steps=3, seed=0, input_preset=None, consistency=0)
+    finally:
+        samplers.SAMPLERS["ddim"] = real
+    assert seen == [0.0, 1.0]

@@ -1,6 +1,6 @@
 """List the models shipped with wavediff: name, sample rate, mel convention, size, training
 data and measured quality. Use one by name: `wavediff vocode --checkpoint joe ...` (the
-first listed default is used when --checkpoint is left out) or
+one marked "(default)", joe, is used when --checkpoint is left out) or
 `Vocoder.from_pretrained("joe")`.
 
 example:

@@ -54,8 +54,8 @@ class EnergyPrior:
     """``std(mel)``: the per-sample standard deviation of PriorGrad's prior.
 
     Args:
-        audio: the mel convention the mels are in.
-        hop_length: samples per frame (each frame's std is repeated ``hop`` times).
+        audio: the mel convention the mels are in; each frame's std is repeated for its
+            ``audio.hop_length`` samples.
         energy: ``(min, max)`` frame energy of the training set.
         floor: the smallest std (0.1 in the paper), in (0, 1].
     """

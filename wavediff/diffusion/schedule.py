@@ -186,12 +186,14 @@ def subsampled_betas(train_betas: BetasLike, steps: int) -> list[float]:
 
 @dataclass(frozen=True)
 class SamplingPlan:
-    """What a sampler runs: its ``schedule`` argument and the (fractional) training steps
-    at which it evaluates the network, in increasing order."""
+    """What a sampler runs: its ``schedule`` argument, the (fractional) training steps
+    at which it evaluates the network, in increasing order, and DDIM's ``eta`` (the
+    configured ``diffusion.ddim_eta``; 0 for the other samplers)."""
 
     sampler: str
     schedule: Union[None, int, list[float], list[int]]
     network_steps: list[float]
+    eta: float = 0.0
 
 
 # The plan of ``steps=0``: no denoiser call, only Griffin-Lim projections of noise
@@ -228,7 +230,7 @@ def plan(sampler: str, diffusion: DiffusionConfig, steps: Optional[int] = None,
             diffusion.ddim_steps if steps is None else int(steps))
         indices = ddim_schedule(chosen, num)
         return SamplingPlan(sampler, chosen if isinstance(chosen, int) else indices,
-                            [float(t) for t in indices])
+                            [float(t) for t in indices], eta=float(diffusion.ddim_eta))
     if sampler == "ddpm":
         if schedule is not None or steps not in (None, num):
             raise ConfigError(f"the ddpm sampler runs all {num} training steps; "

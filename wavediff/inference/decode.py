@@ -69,8 +69,10 @@ def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: Sampl
     if plan.sampler == GRIFFIN_LIM:
         return griffin_lim(audio, mel, consistency, generator=generator)
     project = consistency_projector(audio, mel, consistency)
+    extra = {"eta": plan.eta} if plan.sampler == "ddim" else {}
     return get_sampler(plan.sampler)(denoiser, diffusion, mel, schedule=plan.schedule,
-                                     generator=generator, callback=callback, project=project)
+                                     generator=generator, callback=callback, project=project,
+                                     **extra)
 
 
 def griffin_lim(audio: MelConfig, mel: Tensor, iters: int, *,
