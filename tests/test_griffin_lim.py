@@ -77,3 +77,65 @@ def test_vocode_steps_zero_writes_griffin_lim_audio(tmp_path, capsys):
     assert main(["vocode", "--checkpoint", str(tmp_path / "model"), "--outdir",
                  str(tmp_path / "out2"), "--steps", "0", "--consistency", "0",
                  str(tmp_path / "a.npy")]) != 0
+
+
+class _Recorder(torch.nn.Module):
+    """eps = 0, and every input recorded."""
+    hop_length = 4
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, steps, mel):
+        self.seen.append(x.clone())
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("sampler", ["fast", "ddim", "ddpm"])
+def test_the_chain_starts_around_init(sampler):
+    from wavediff.diffusion import GaussianDiffusion, get_sampler
+    from wavediff.diffusion.schedule import alpha_bar
+
+    betas = [1e-4 + i * (0.05 - 1e-4) / 49 for i in range(50)]
+    diffusion = GaussianDiffusion(betas)
+    mel, init = torch.zeros(2, 3, 5), torch.linspace(-0.5, 0.5, 20).expand(2, 20)
+    noise = torch.randn(2, 20, generator=torch.Generator().manual_seed(0))
+    rec = _Recorder()
+    get_sampler(sampler)(rec, diffusion, mel, noise=noise, init=init,
+                         generator=torch.Generator().manual_seed(1))
+    first = {"fast": alpha_bar([1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5])[-1],
+             "ddim": diffusion.alpha_bar[-1], "ddpm": diffusion.alpha_bar[-1]}[sampler]
+    a = float(first)
+    # x_T = sqrt(abar_T) init + sqrt(1 - abar_T) noise: a few float32 operations
+    torch.testing.assert_close(rec.seen[0], math.sqrt(a) * init + math.sqrt(1 - a) * noise,
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="init must have shape"):
+        get_sampler(sampler)(rec, diffusion, mel, noise=noise, init=init[:, :8])
+
+
+def test_a_model_configured_to_start_from_griffin_lim_decodes_from_it(monkeypatch):
+    voc = _vocoder()
+    voc.config.diffusion.start_iters = 8
+    mel = voc.mel(_buzz())
+    seen = []
+    real = voc.model.denoise
+
+    def spy(x, steps, conds):
+        seen.append(x.clone())
+        return real(x, steps, conds)
+
+    monkeypatch.setattr(voc.model, "denoise", spy)
+    voc2 = Vocoder(voc.model, voc.config, engine="reference")
+    out = voc2.decode(mel, schedule=[1e-4, 0.1], seed=3, input_preset=None, consistency=0)
+    assert out.shape == (1, mel.shape[-1] * 256)
+    gl = voc2.decode(mel, steps=0, consistency=8, seed=3, input_preset=None)
+    # the draws: Griffin-Lim's starting noise first (so its decode is the steps=0 decode of
+    # the same seed), then x_T's noise; abar_T of the schedule is 0.9999 * 0.9
+    g = torch.Generator().manual_seed(3)
+    torch.randn(gl.shape, generator=g)
+    z = torch.randn(gl.shape, generator=g)
+    a = 0.9999 * 0.9
+    # float32 arithmetic of a few operations on values below 1
+    torch.testing.assert_close(seen[0], math.sqrt(a) * gl + math.sqrt(1 - a) * z,
+                               rtol=0, atol=1e-5)

@@ -180,7 +180,8 @@ def prune_checkpoints(expdir: PathLike, keep: int) -> list[Path]:
 # What trained weights depend on: the mel convention, the network and the training chain.
 # The diffusion section's inference settings (sampler, schedules, consistency) may differ
 # between a checkpoint and the run that loads it.
-_INFERENCE_FIELDS = ("sampler", "fast_schedule", "ddim_steps", "ddim_eta", "consistency_iters")
+_INFERENCE_FIELDS = ("sampler", "fast_schedule", "ddim_steps", "ddim_eta", "consistency_iters",
+                     "start_iters")
 
 
 def incompatible_section(stored: Config, current: Config) -> Optional[str]:

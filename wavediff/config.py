@@ -71,6 +71,11 @@ class DiffusionConfig:
     fast_schedule: list[float] = field(default_factory=lambda: list(DIFFWAVE_FAST_SCHEDULE))
     ddim_steps: int = 6
     ddim_eta: float = 0.0
+    # Where the reverse chain starts: 0 = the prior's noise (DiffWave); N > 0 = around the
+    # waveform of N Griffin-Lim projections of the mel (wavediff.audio.phase), noised to the
+    # schedule's first level, x_T = sqrt(abar_T) gl + sqrt(1 - abar_T) std z: a
+    # data-dependent prior mean, so the network learns what Griffin-Lim gets wrong.
+    start_iters: int = 0
     # The prior the chain ends in: "none" (N(0, I), DiffWave) or "priorgrad" (N(0, Sigma),
     # per-frame std from the mel's energy; Lee et al. 2022). prior_energy is the training
     # set's [min, max] frame energy, filled in by the trainer when null.
@@ -227,6 +232,9 @@ class Config:
             raise ConfigError(f"train.lr_min must lie in [0, train.learning_rate], got {t.lr_min}")
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
+        if not 0 <= d.start_iters <= 100:
+            raise ConfigError(f"diffusion.start_iters must be in 0..100 (0 = start from the "
+                              f"prior's noise), got {d.start_iters}")
         if not 0 <= d.consistency_iters <= 100:
             raise ConfigError(f"diffusion.consistency_iters must be in 0..100 (0 = off), "
                               f"got {d.consistency_iters}")

@@ -3,7 +3,7 @@
 All share one signature::
 
     fn(denoiser, diffusion, mel, *, schedule=None, generator=None, noise=None, callback=None,
-       project=None)
+       project=None, init=None)
         -> Tensor (B, F * denoiser.hop_length)
 
 ``mel`` is ``(B, n_mels, F)``; the audio is computed in ``mel``'s device and dtype. The
@@ -22,6 +22,11 @@ in the order of sampling) with the current, unclamped ``x``. The result is clamp
 is taken, e.g. onto the magnitudes the mel implies
 (:class:`~wavediff.audio.phase.SpectralProjector`, GLA-Grad); the noise estimate is
 recomputed from it, so the last step returns the projected estimate.
+
+``init`` ``(B, F * hop)`` (optional) is a first estimate of the clean waveform (e.g. a
+Griffin-Lim decode of the mel) that the chain starts around: ``x_T = sqrt(abar_T) init +
+sqrt(1 - abar_T) std z``, the forward process run from ``init`` to the schedule's first
+noise level (SDEdit, Meng et al. 2022; a data-dependent prior mean), instead of ``std z``.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ def sample_ddpm(
     noise: Optional[Tensor] = None,
     callback: Optional[Callback] = None,
     project: Optional[Projection] = None,
+    init: Optional[Tensor] = None,
 ) -> Tensor:
     """Ancestral sampling over all ``T`` training steps (Ho et al. 2020, alg. 2).
 
@@ -67,7 +73,7 @@ def sample_ddpm(
         )
     betas = diffusion.betas.tolist()
     return _ancestral(denoiser, diffusion, mel, betas, [float(t) for t in range(len(betas))],
-                      generator, noise, callback, project)
+                      generator, noise, callback, project, init=init)
 
 
 def sample_fast(
@@ -80,6 +86,7 @@ def sample_fast(
     noise: Optional[Tensor] = None,
     callback: Optional[Callback] = None,
     project: Optional[Projection] = None,
+    init: Optional[Tensor] = None,
 ) -> Tensor:
     """DiffWave fast sampling (Kong et al. 2021, appendix B; lmnt-com/diffwave).
 
@@ -93,7 +100,8 @@ def sample_fast(
     """
     betas = list(DIFFWAVE_FAST_SCHEDULE if schedule is None else schedule)
     steps = align_fast_schedule(diffusion.betas, betas).tolist()
-    return _ancestral(denoiser, diffusion, mel, betas, steps, generator, noise, callback, project)
+    return _ancestral(denoiser, diffusion, mel, betas, steps, generator, noise, callback, project,
+                      init=init)
 
 
 def sample_ddim(
@@ -107,6 +115,7 @@ def sample_ddim(
     callback: Optional[Callback] = None,
     eta: float = 0.0,
     project: Optional[Projection] = None,
+    init: Optional[Tensor] = None,
 ) -> Tensor:
     """DDIM sampling (Song et al. 2021, "Denoising Diffusion Implicit Models", eq. 12).
 
@@ -126,7 +135,7 @@ def sample_ddim(
     timesteps = ddim_schedule(schedule, diffusion.num_steps)
     abar = diffusion.alpha_bar.tolist()
     with torch.inference_mode():
-        x, std = _start(denoiser, diffusion, mel, generator, noise)
+        x, std = _start(denoiser, diffusion, mel, generator, noise, init, abar[timesteps[-1]])
         n = len(timesteps)
         for i, t in enumerate(reversed(timesteps)):
             a_t = abar[t]
@@ -153,6 +162,7 @@ def unrolled_fast(
     schedule: Optional[Sequence[float]] = None,
     generator: Optional[torch.Generator] = None,
     noise: Optional[Tensor] = None,
+    init: Optional[Tensor] = None,
 ) -> Tensor:
     """:func:`sample_fast`'s chain with the autograd graph kept: the same arithmetic and
     random draws, so a loss on the result trains the denoiser through the inference
@@ -160,7 +170,7 @@ def unrolled_fast(
     betas = list(DIFFWAVE_FAST_SCHEDULE if schedule is None else schedule)
     steps = align_fast_schedule(diffusion.betas, betas).tolist()
     return _ancestral(denoiser, diffusion, mel, betas, steps, generator, noise, None, None,
-                      grad=True)
+                      init=init, grad=True)
 
 
 SAMPLERS: dict[str, Sampler] = {"fast": sample_fast, "ddim": sample_ddim, "ddpm": sample_ddpm}
@@ -188,13 +198,14 @@ def _ancestral(
     noise: Optional[Tensor],
     callback: Optional[Callback],
     project: Optional[Projection] = None,
+    init: Optional[Tensor] = None,
     grad: bool = False,
 ) -> Tensor:
     """The DDPM/DiffWave reverse chain over ``betas``, the denoiser run at ``steps``;
     ``grad``: keep the autograd graph (training through the chain), else inference mode."""
     abar = alpha_bar(betas).tolist()
     with contextlib.nullcontext() if grad else torch.inference_mode():
-        x, std = _start(denoiser, diffusion, mel, generator, noise)
+        x, std = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1])
         n = len(betas)
         for i, s in enumerate(reversed(range(n))):
             eps = _eps(denoiser, x, steps[s], mel)
@@ -223,13 +234,23 @@ def _draw(x: Tensor, std: Optional[Tensor], generator: Optional[torch.Generator]
 
 def _start(
     denoiser: Denoiser, diffusion: GaussianDiffusion, mel: Tensor,
-    generator: Optional[torch.Generator], noise: Optional[Tensor]
+    generator: Optional[torch.Generator], noise: Optional[Tensor],
+    init: Optional[Tensor] = None, abar_first: float = 0.0,
 ) -> tuple[Tensor, Optional[Tensor]]:
     """``x_T`` and the prior's std (None for ``N(0, I)``): ``noise`` (checked to be
-    ``(B, F * hop)``) or a fresh standard normal, times the prior's std."""
+    ``(B, F * hop)``) or a fresh standard normal, times the prior's std; with ``init``,
+    ``sqrt(abar_first) init + sqrt(1 - abar_first)`` times that (``abar_first``: the
+    alpha-bar of the schedule's first, noisiest step)."""
     x = _start_noise(denoiser, mel, generator, noise)
     std = diffusion.noise_std(mel, x.dtype)
-    return (x, None) if std is None else (x * std, std)
+    if std is not None:
+        x = x * std
+    if init is not None:
+        if tuple(init.shape) != tuple(x.shape):
+            raise ValueError(f"init must have shape {tuple(x.shape)} (B, frames * hop), "
+                             f"got {tuple(init.shape)}")
+        x = math.sqrt(abar_first) * init.to(x.dtype) + math.sqrt(1.0 - abar_first) * x
+    return x, std
 
 
 def _start_noise(

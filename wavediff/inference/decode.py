@@ -61,15 +61,20 @@ def select_denoiser(model: DiffWave, engine: Optional[InferenceEngine], mel: Ten
 
 def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: SamplingPlan, *,
                 generator: torch.Generator, audio: MelConfig, consistency: int = 0,
-                callback: Optional[Callable[[int, int, Tensor], None]] = None) -> Tensor:
+                callback: Optional[Callable[[int, int, Tensor], None]] = None,
+                start_iters: int = 0) -> Tensor:
     """The waveform ``(B, F * hop)`` of ``mel`` under ``plan``; ``consistency`` Griffin-Lim
     projections of each step's clean estimate onto the mel's magnitudes (0 = off). The
     :data:`~wavediff.diffusion.schedule.GRIFFIN_LIM` plan runs no network: ``consistency``
-    projections of standard normal noise (drawn from ``generator``), Griffin-Lim alone."""
+    projections of standard normal noise (drawn from ``generator``), Griffin-Lim alone.
+    ``start_iters`` > 0 (``diffusion.start_iters``): the chain starts around the Griffin-Lim
+    decode of that many projections (drawn from ``generator`` first)."""
     if plan.sampler == GRIFFIN_LIM:
         return griffin_lim(audio, mel, consistency, generator=generator)
     project = consistency_projector(audio, mel, consistency)
     extra = {"eta": plan.eta} if plan.sampler == "ddim" else {}
+    if start_iters > 0:
+        extra["init"] = griffin_lim(audio, mel, start_iters, generator=generator)
     return get_sampler(plan.sampler)(denoiser, diffusion, mel, schedule=plan.schedule,
                                      generator=generator, callback=callback, project=project,
                                      **extra)
@@ -90,10 +95,11 @@ def griffin_lim(audio: MelConfig, mel: Tensor, iters: int, *,
 
 def decode_mel(model: DiffWave, diffusion: GaussianDiffusion, mel: Tensor, plan: SamplingPlan,
                *, generator: torch.Generator, audio: MelConfig,
-               chunk_samples: Optional[int] = None, consistency: int = 0) -> Tensor:
+               chunk_samples: Optional[int] = None, consistency: int = 0,
+               start_iters: int = 0) -> Tensor:
     """Decode ``mel`` with ``model`` in one call (the trainer's dev decodes), through the
     engine built from the model (sub-band models: the readable model itself)."""
     engine = InferenceEngine(model) if model.subbands == 1 else None
     denoiser = select_denoiser(model, engine, mel, plan, chunk_samples=chunk_samples)
     return run_sampler(denoiser, diffusion, mel, plan, generator=generator, audio=audio,
-                       consistency=consistency)
+                       consistency=consistency, start_iters=start_iters)

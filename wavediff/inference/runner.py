@@ -105,7 +105,8 @@ class DecodeRunner:
         if progress is not None:
             callback = with_progress(denoiser, chosen, progress, callback)
         wav = run_sampler(denoiser, self.diffusion, mel, chosen, generator=generator,
-                          audio=self.config.audio, consistency=consistency, callback=callback)
+                          audio=self.config.audio, consistency=consistency, callback=callback,
+                          start_iters=self.config.diffusion.start_iters)
         if not bool(torch.isfinite(wav).all()):
             raise WavediffError(
                 f"the model produced {int((~torch.isfinite(wav)).sum())} NaN or infinite "

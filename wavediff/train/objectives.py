@@ -2,7 +2,8 @@
 
 ``train.objective: few_step`` trains the denoiser through the decode it will be used with:
 each crop is decoded from the prior's noise over the fast sampler's schedule
-(``diffusion.fast_schedule``) with the autograd graph kept
+(``diffusion.fast_schedule``; around Griffin-Lim's decode with ``diffusion.start_iters``)
+with the autograd graph kept
 (:func:`~wavediff.diffusion.samplers.unrolled_fast`), and the decoded waveform is scored
 against the recording (InferGrad, Chen et al. 2022; WaveFit, Koizumi et al. 2022):
 
@@ -39,6 +40,7 @@ class FewStepObjective:
     def __init__(self, config: Config, device: torch.device) -> None:
         tc = self.train = config.train
         self.schedule = list(config.diffusion.fast_schedule)
+        self.audio, self.start_iters = config.audio, config.diffusion.start_iters
         # the model's mel convention over the whole band: the top of the spectrum (above
         # the conditioning mel's fmax) is judged too
         full = dataclasses.replace(config.audio, fmax=None)
@@ -65,8 +67,15 @@ class FewStepObjective:
         """
         tc = self.train
         terms: dict[str, Tensor] = {}
+        init = None
+        if self.start_iters > 0:  # the chain starts around Griffin-Lim's decode
+            from wavediff.inference.decode import griffin_lim
+
+            with torch.no_grad():
+                init = griffin_lim(self.audio, mel.float(), self.start_iters,
+                                   generator=generator)
         fake = unrolled_fast(denoiser, diffusion, mel, schedule=self.schedule,
-                             generator=generator, noise=noise)
+                             generator=generator, noise=noise, init=init)
         real = wave.to(fake.dtype)
         terms["mel_l1"] = (self.mel_fn(fake) - self.mel_fn(real)).abs().mean()
         total = tc.mel_loss_weight * terms["mel_l1"]

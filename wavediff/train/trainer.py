@@ -545,7 +545,8 @@ class Trainer:
             wave, mel = load_record(path)
             m = torch.from_numpy(mel).to(self.device)[None]
             gen_wave = decode_mel(model, self.diffusion, m, fast, audio=audio_cfg,
-                                  generator=torch.Generator(self.device).manual_seed(tc.seed + i))
+                                  generator=torch.Generator(self.device).manual_seed(tc.seed + i),
+                                  start_iters=self.config.diffusion.start_iters)
             gen = gen_wave[0].float().cpu()
             n = min(gen.shape[-1], wave.shape[-1])
             ref = torch.from_numpy(wave[:n])
