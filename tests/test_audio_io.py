@@ -42,6 +42,7 @@ def test_int16_round_trip_scales_by_32768(tmp_path: Path, ext: str) -> None:
     sf.write(path, raw, 22050, subtype="PCM_16")
     x, sr = load_audio(path, 22050)
     assert sr == 22050 and x.dtype == np.float32 and x.shape == (4000,)
+    # int16 / 2**15 is exact in float32 (a power-of-two scale of a 16-bit integer): bit-identical
     assert np.array_equal(x, raw.astype(np.float32) / 32768)
     assert x.min() == -1.0 and x.max() == 32767 / 32768
 
@@ -105,6 +106,8 @@ def test_stereo_is_refused_unless_to_mono(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match=advice):
         load_audio(path)
     x, _ = load_audio(path, to_mono=True)
+    # (0.5 - 0.25) / 2 is exact in binary; allclose's default tolerance only absorbs a mixdown
+    # written another way (a wrong channel or no averaging is off by 0.125 or more)
     assert x.shape == (1000,) and np.allclose(x, 0.125)
 
 
@@ -135,6 +138,7 @@ def test_resample_keeps_pitch_and_length(tmp_path: Path) -> None:
     assert sr == 22050 and x.dtype == np.float32
     assert len(x) == 22050
     assert abs(peak_frequency(x, sr) - 440.0) <= 1.0
+    # the resampler's passband ripple, not rounding, bounds the amplitude error
     assert abs(np.abs(x[1000:-1000]).max() - 0.5) < 1e-3
 
 
@@ -155,6 +159,7 @@ def test_save_round_trip_and_clipping(tmp_path: Path) -> None:
     info = sf.info(path)
     assert info.subtype == "PCM_16" and info.samplerate == 22050 and info.channels == 1
     y, sr = load_audio(path, 22050)
+    # these samples are exact in int16 and int16 / 2**15 is exact: bit-identical
     assert np.array_equal(y, np.array([0, 16384, -16384, 32767, -32768, 8192]) / np.float32(32768))
     assert sorted(os.listdir(path.parent)) == ["out.wav"]
 
@@ -163,6 +168,8 @@ def test_save_torch_tensor_as_float_flac(tmp_path: Path) -> None:
     x = torch.linspace(-1, 1, 1001, dtype=torch.float64)
     path = save_audio(tmp_path / "t.flac", x, 24000, subtype="PCM_24")
     y, sr = load_audio(path, 24000)
+    # quantisation, not arithmetic: PCM_24 is off by at most one step of 2**-23 (rounding and
+    # the clip at +1 included) and 24-bit values read back exactly in float32
     assert sr == 24000 and np.abs(y - x.numpy()).max() <= 2.0**-23
 
 
@@ -171,7 +178,7 @@ def test_save_overwrites_existing_file(tmp_path: Path) -> None:
     save_audio(path, np.zeros(100, dtype=np.float32), 22050)
     save_audio(path, np.full(50, 0.5, dtype=np.float32), 22050)
     y, _ = load_audio(path)
-    assert len(y) == 50 and np.all(y == 0.5)
+    assert len(y) == 50 and np.all(y == 0.5)  # 0.5 is exact in int16 (16384 / 32768)
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ def mel_input(config: Config, frames: int = 6) -> torch.Tensor:
 def assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.equal(a[k], b[k]), k
+        assert torch.equal(a[k], b[k]), k  # weights saved and read back: bit-identical
 
 
 # ---------------------------------------------------------------------- round trip
@@ -93,6 +93,7 @@ def test_round_trip_state_and_audio(tmp_path):
     assert reference.abs().max() > 0
     loaded = Vocoder.from_pretrained(path)
     assert loaded.step == 7
+    # the same weights (bit for bit), decode and seed in one process: bit-identical audio
     assert torch.equal(loaded.decode(mel, seed=11), reference)
     from_dir = Vocoder.from_pretrained(tmp_path)
     assert torch.equal(from_dir.decode(mel, seed=11), reference)

@@ -52,7 +52,7 @@ def test_preprocess_records_are_frame_aligned(tmp_path, preset):
         assert len(wave) == mel.shape[1] * cfg.hop_length
         original, _ = sf.read(src, dtype="float32")
         k = min(n, len(wave))
-        np.testing.assert_array_equal(wave[:k], original[:k])
+        np.testing.assert_array_equal(wave[:k], original[:k])  # samples copied, not computed
 
 
 def test_preprocess_scp_parallel_matches_serial_and_resumes(tmp_path):
@@ -64,6 +64,7 @@ def test_preprocess_scp_parallel_matches_serial_and_resumes(tmp_path):
                      "--nj", str(nj), "-q"]) == 0
     for ra, rb in zip(list_records(tmp_path / "a"), list_records(tmp_path / "b")):
         assert ra.name == rb.name
+        # each mel is the same single-threaded computation in either process: bit-identical
         np.testing.assert_array_equal(load_record(ra)[1], load_record(rb)[1])
     # a rerun keeps existing records untouched
     before = {r.name: r.stat().st_mtime_ns for r in list_records(tmp_path / "a")}
@@ -95,6 +96,8 @@ def test_compute_statistics_matches_numpy(tmp_path):
     stats = np.load(out)
     allmel = np.concatenate([load_record(r)[1] for r in list_records(tmp_path / "d")], axis=1)
     assert stats.shape == (2, 80)
+    # float64 one-pass sums (stored as float32) vs numpy's float32 pairwise mean and
+    # two-pass std of ~100 frames: both within ~1e-6 relative of the exact values
     np.testing.assert_allclose(stats[0], allmel.mean(axis=1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(stats[1], allmel.std(axis=1), rtol=1e-4, atol=1e-5)
     # .h5 is real HDF5 (ParallelWaveGAN's mean/scale datasets), which --stats reads back
@@ -104,6 +107,8 @@ def test_compute_statistics_matches_numpy(tmp_path):
 
     h5 = tmp_path / "stats.h5"
     assert main(["compute-statistics", "--dumpdir", str(tmp_path / "d"), "--out", str(h5), "-q"]) == 0
+    # the same computation written to another format and read back: bit-identical (the
+    # default rtol=1e-7 is below one float32 ulp)
     with h5py.File(h5, "r") as f:
         np.testing.assert_allclose(f["mean"][()], stats[0])
         np.testing.assert_allclose(f["scale"][()], stats[1])
@@ -170,6 +175,7 @@ def test_vocode_same_seed_same_audio(trained_exp, tmp_path):
                          "--seed", seed, "-q", tmp_path / "m.npy")
         assert r.returncode == 0, r.stderr
         outs.append(sf.read(tmp_path / f"o{i}" / "m.wav")[0])
+    # the same decode with the same seed on the same machine (one thread): bit-identical
     np.testing.assert_array_equal(outs[0], outs[1])
     assert not np.array_equal(outs[0], outs[2])
 
@@ -235,7 +241,8 @@ def test_config_errors_are_one_line(tmp_path):
     (["--seed", str(2**70)], "--seed must be an integer in 0..2**63-1"),
     (["--chunk-seconds", "nan"], "--chunk-seconds must be a number of seconds >= 0"),
     (["--chunk-seconds", "-1"], "--chunk-seconds must be a number of seconds >= 0"),
-    (["--steps", "0"], "--steps must be at least 1"),
+    (["--steps", "-1"], "--steps must be at least 1 (or 0: Griffin-Lim alone"),
+    (["--steps", "0", "--consistency", "0"], "--steps 0 decodes with Griffin-Lim alone"),
     (["--consistency", "101"], "--consistency must be 0..100"),
 ])
 def test_vocode_refuses_bad_options_once_before_loading(tmp_path, capsys, option, message):

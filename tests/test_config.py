@@ -30,13 +30,14 @@ def test_defaults_are_diffwave_base():
     assert (m.step_embedding_dim, m.step_hidden_dim) == (128, 512)
     assert m.upsample_factors is None
     assert d.num_steps == 50
+    # Python float64 scalar arithmetic (no kernels): approx's rel=1e-6 is ample slack
     assert d.beta_start == pytest.approx(1e-4)
     assert d.beta_end == pytest.approx(0.05)
     betas = d.training_betas()
     assert len(betas) == 50
     assert betas[0] == pytest.approx(1e-4) and betas[-1] == pytest.approx(0.05)
     assert betas[1] - betas[0] == pytest.approx((0.05 - 1e-4) / 49)
-    assert d.fast_schedule == [1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5]
+    assert d.fast_schedule == [1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5]  # stored literals: exact
     assert len(d.fast_schedule) == 6
     assert t.batch_size == 16 and t.learning_rate == pytest.approx(2e-4)
     assert cfg.audio.preset == "hifigan" and cfg.audio.hop_length == 256
@@ -50,6 +51,7 @@ def test_large_config():
     assert cfg.diffusion.num_steps == 200
     betas = cfg.diffusion.training_betas()
     assert len(betas) == 200
+    # float64 scalars: approx's rel=1e-6 is ample slack
     assert betas[0] == pytest.approx(1e-4) and betas[-1] == pytest.approx(0.02)
 
 
@@ -135,6 +137,7 @@ def test_wrong_type_inside_a_list_names_the_index():
 
 def test_int_is_accepted_for_float_and_converted():
     cfg = Config.from_dict({"train": {"learning_rate": 1}})
+    # float(1) is exactly 1.0
     assert cfg.train.learning_rate == 1.0 and isinstance(cfg.train.learning_rate, float)
 
 
@@ -216,7 +219,7 @@ def test_audio_preset_expands_fully():
     a = cfg.audio
     assert a.preset == "vocos"
     assert (a.sample_rate, a.n_fft, a.hop_length, a.n_mels) == (24000, 1024, 256, 100)
-    assert a.fmax == 12000.0 and a.mel_scale == "htk" and a.mel_norm is None
+    assert a.fmax == 12000.0 and a.mel_scale == "htk" and a.mel_norm is None  # a stored literal
     assert a.padding == "center" and a.clamp_min == pytest.approx(1e-7)
     d = cfg.to_dict()["audio"]
     assert set(d) == {f for f in MelConfig.__dataclass_fields__}
@@ -226,7 +229,7 @@ def test_audio_preset_expands_fully():
 def test_audio_preset_with_field_override_becomes_custom():
     a = Config.from_dict({"audio": {"preset": "espnet", "n_mels": 64}}).audio
     assert a.preset == "custom"
-    assert a.n_mels == 64 and a.fmin == 80.0 and a.compression == "log10"
+    assert a.n_mels == 64 and a.fmin == 80.0 and a.compression == "log10"  # literals: exact
 
 
 def test_unknown_preset_lists_the_names():
@@ -272,6 +275,7 @@ def test_crop_must_cover_a_hop():
 def test_mel_fmax_above_nyquist_is_refused():
     with pytest.raises(ConfigError, match="Nyquist"):
         MelConfig(sample_rate=16000, fmax=9000.0)
+    # a given literal, and 16000 / 2: exact
     assert MelConfig(sample_rate=16000, fmax=8000.0).max_frequency == 8000.0
     assert MelConfig(sample_rate=16000, fmax=None).max_frequency == 8000.0
 
@@ -323,12 +327,14 @@ def test_mel_replace_unknown_field_refused():
     ],
 )
 def test_mel_floor(name, expected):
+    # float64 scalar formulas; 1e-9 absorbs their rounding and the printed matcha constants
+    # are used in both; a wrong floor is off by 0.1 or more
     assert get_preset(name).floor == pytest.approx(expected, abs=1e-9)
 
 
 def test_mel_floor_unclipped_db():
     cfg = get_preset("diffwave-lmnt").replace(clip=None)
-    assert cfg.floor == pytest.approx(-0.2)
+    assert cfg.floor == pytest.approx(-0.2)  # (-120 + 100) / 100 in float64: rounding only
 
 
 @pytest.mark.parametrize("name", ["hifigan", "tacotron2"])
@@ -363,6 +369,7 @@ def test_learning_rate_decay_schedule():
     def lr(step):
         return Trainer._lr(SimpleNamespace(config=cfg, step=step))
 
+    # Python float64 scalar arithmetic (no kernels): approx's rel=1e-6 is ample slack
     assert lr(0) == pytest.approx(1e-3)
     assert lr(1000) == pytest.approx(5e-4)
     assert lr(1500) == pytest.approx(1e-3 * 0.5 ** 1.5)

@@ -56,4 +56,4 @@ def test_set_preset_brings_the_presets_values():
     cfg = Config().override(["audio.preset=vocos"])
     assert (cfg.audio.preset, cfg.audio.sample_rate, cfg.audio.n_mels) == ("vocos", 24000, 100)
     cfg = Config().override(["audio.preset=espnet", "audio.fmin=60"])
-    assert cfg.audio.fmax == 7600.0 and cfg.audio.fmin == 60.0
+    assert cfg.audio.fmax == 7600.0 and cfg.audio.fmin == 60.0  # parsed literals: exact

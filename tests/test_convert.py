@@ -93,11 +93,14 @@ def test_value_conversions_round_trip(name: str) -> None:
     assert hifi.shape[1] == FACTS["systems"]["hifigan"]["frames"]
     again = back(hifi)
     n = hifi.shape[1]  # a frame dropped on the way (tacotron2) cannot come back
+    # float64 affine/log maths, stored as float32 twice: ~1 ulp of values up to ~12 (1e-6)
     assert np.abs(again[:, :n] - mel[:, :n]).max() <= 1e-4
 
 
 def test_matcha_and_tacotron2_convert_to_the_hifigan_reference() -> None:
     reference = as_mel("hifigan")
+    # the same clip's mels, related by matcha's affine map with 7-digit constants, each stored
+    # in float32: ~1e-6 apart; 1e-4 is slack
     assert np.abs(MelConverter("matcha", "hifigan")(as_mel("matcha")) - reference).max() <= 1e-4
     # tacotron2 has the same values on a grid half a hop earlier: one frame more. The
     # values convert exactly but the frames do not: labelled approximate, and the error it
@@ -117,6 +120,7 @@ def test_stats_conversion_is_exact() -> None:
     conv = MelConverter("espnet", "espnet", source_stats=stats)
     raw = conv(feats.T)
     assert conv.exact
+    # float64 (x * scale + mean) and back, each stored as float32: ~1 ulp (1e-6); 1e-4 is slack
     assert np.abs(raw - as_mel("espnet")).max() <= 1e-4
     back = MelConverter("espnet", "espnet", target_stats=stats)(raw)
     assert np.abs(back - feats.T).max() <= 1e-4
@@ -176,12 +180,16 @@ def test_one_decompression_for_numpy_and_torch(name):
     linear = np.geomspace(max(cfg.clamp_min, 1e-4) * 2, 50.0, 97)
     y = compress(cfg, linear)
     y_torch = compress_mel(cfg, torch.from_numpy(linear)).numpy()
+    # compress() calls compress_mel on the same float64 input: the same computation
     np.testing.assert_array_equal(y, y_torch)
     inside = (y > (cfg.clip[0] if cfg.clip else -np.inf)) & (y < (cfg.clip[1] if cfg.clip else np.inf))
     assert inside.sum() > 10
+    # float64 log then exp/pow: relative error ~|log value| * 1e-16 (< 1e-13); 1e-9 is slack
     np.testing.assert_allclose(decompress(cfg, y)[inside], linear[inside], rtol=1e-9)
+    # decompress() calls decompress_mel on the same input: equal, rtol is slack
     np.testing.assert_allclose(decompress(cfg, y), decompress_mel(cfg, torch.from_numpy(y)).numpy(),
                                rtol=1e-12)
+    # float64 dB of values up to ~70: ~1e-14 apart
     np.testing.assert_allclose(to_db(cfg, y)[inside], 20 * np.log10(linear[inside]), atol=1e-9)
 
 

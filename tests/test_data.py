@@ -40,6 +40,7 @@ def test_record_round_trip(tmp_path):
     save_record(path, wave, mel)
     w, m = load_record(path)
     assert w.dtype == np.float32 and m.dtype == np.float32
+    # stored and read back (the float64 wave rounded to float32 once, as here): bit-identical
     np.testing.assert_array_equal(w, wave.astype(np.float32))
     np.testing.assert_array_equal(m, mel)
     assert [p.name for p in tmp_path.iterdir()] == ["utt1.npz"]  # no temp file left
@@ -105,7 +106,7 @@ def test_crops_are_aligned_and_exact(tmp_path, frames, crop):
         start = int(mel[0, 0])
         starts.add(start)
         assert 0 <= start <= frames - crop
-        # consecutive frames, every bin alike
+        # consecutive frames, every bin alike (integer values, crops are data movement: exact)
         np.testing.assert_array_equal(mel.numpy(), np.tile(np.arange(start, start + crop),
                                                            (N_MELS, 1)))
         # each hop of samples belongs to the mel frame beside it
@@ -136,6 +137,7 @@ def test_short_utterance_is_padded(tmp_path, pad_value):
     for u in (0.0, 0.5, 0.99):
         w, m = ds[(0, u)]
         assert w.shape == (7 * HOP,) and m.shape == (N_MELS, 7)
+        # copies and constant padding, no arithmetic: exact
         np.testing.assert_array_equal(w[:3 * HOP].numpy(), wave)
         assert np.all(w[3 * HOP:].numpy() == 0.0)
         np.testing.assert_array_equal(m[:, :3].numpy(), mel)
@@ -147,7 +149,7 @@ def test_crop_of_exact_length_is_the_whole_record(tmp_path):
     ds = CropDataset([rec], crop_frames=6, hop_length=HOP, pad_value=0.0)
     for u in (0.0, 0.5, 0.999):
         w, m = ds[(0, u)]
-        np.testing.assert_array_equal(m[0].numpy(), np.arange(6))
+        np.testing.assert_array_equal(m[0].numpy(), np.arange(6))  # integer values: exact
         np.testing.assert_array_equal(w.numpy(), np.arange(6 * HOP) // HOP)
 
 
@@ -165,7 +167,7 @@ def test_cache_returns_same_crops(tmp_path):
     cached = CropDataset(records, crop_frames=4, hop_length=HOP, pad_value=0.0, cache=True)
     assert len(plain) == len(cached) == 3
     for item in [(0, 0.3), (2, 0.9), (0, 0.3), (1, 0.0)]:
-        for a, b in zip(plain[item], cached[item]):
+        for a, b in zip(plain[item], cached[item]):  # the same stored data, cropped: exact
             assert np.array_equal(a.numpy(), b.numpy())
     before = cached[(0, 0.3)]
     records[0].unlink()

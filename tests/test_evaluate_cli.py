@@ -57,6 +57,7 @@ def test_pairs_gen_suffix_and_writes_json_and_table(tmp_path, capsys):
     data = json.loads((tmp_path / "s.json").read_text())
     (system,) = data["systems"]
     assert sorted(system["utterances"]) == ["U00", "U01", "U02"]
+    # noise added at 10 dB: a statistical tolerance, not a rounding one
     assert system["summary"]["snr"]["mean"] == pytest.approx(10.0, abs=0.5)
     assert system["summary"]["snr"]["n"] == 3 and system["summary"]["snr"]["ci95"] > 0
     assert {m["name"] for m in data["metrics"]} == {"mr_stft", "log_mel_l1", "snr", "si_sdr",
@@ -71,6 +72,7 @@ def test_identical_folders_score_perfectly(tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((tmp_path / "s.json").read_text())["systems"][0]["summary"]
     assert summary["pesq"]["mean"] >= 4.5 and summary["stoi"]["mean"] >= 0.99
+    # the same analysis of the same file on both sides: the difference is exactly 0
     assert summary["mcd"]["mean"] == pytest.approx(0.0, abs=1e-9)
 
 
@@ -162,6 +164,7 @@ def test_real_time_factor_comes_from_the_decoders_stats(tmp_path, capsys):
                              "--metrics", "snr,rtf", capsys=capsys)
     assert code == 0, err
     system = json.loads((tmp_path / "s.json").read_text())["systems"][0]
+    # Python float64 arithmetic on the stored times: approx's rel=1e-6 is ample
     assert system["summary"]["rtf"]["mean"] == pytest.approx(0.375)
     assert system["rtf_overall"] == pytest.approx(1.0 / 3.0)
     assert "RTF" in out

@@ -63,6 +63,7 @@ def test_identical_audio_scores_perfectly(noisy_scores):
     s = noisy_scores[0]
     assert s["pesq"] >= 4.5
     assert s["stoi"] >= 0.99 and s["estoi"] >= 0.99
+    # the same analysis on both sides: differences are exactly 0 (and SNRs hit their cap)
     assert s["mcd"] == pytest.approx(0.0, abs=1e-9)
     assert s["mcd_dtw"] == pytest.approx(0.0, abs=1e-9)
     assert s["mr_stft"] == 0.0 and s["log_mel_l1"] == 0.0
@@ -89,7 +90,9 @@ def test_more_noise_lowers_dnsmos_sig_and_ovrl(noisy_scores, metric):
 
 def test_snr_of_known_noise_and_si_sdr_ignores_scale(speech):
     noisy = with_noise(speech, 12.0)
-    assert spectral.snr(speech, noisy) == pytest.approx(12.0, abs=0.2)
+    assert spectral.snr(speech, noisy) == pytest.approx(12.0, abs=0.2)  # statistical
+    # float64 sums; only the float32 rounding of 0.3 * noisy (random, ~6e-8 per sample)
+    # differs, which moves SI-SDR by far less than 1e-6 dB
     assert spectral.si_sdr(speech, 0.3 * noisy) == pytest.approx(spectral.si_sdr(speech, noisy), abs=1e-6)
     assert spectral.snr(speech, 0.3 * noisy) < 4.0  # SNR does not forgive the gain
     with pytest.raises(AudioError, match="same length"):
@@ -102,6 +105,7 @@ def test_mr_stft_grows_with_distortion_and_takes_batches(speech):
     d_strong = spectral.multi_resolution_stft_distance(speech, strong)
     assert 0 < d_mild < d_strong
     batch = spectral.multi_resolution_stft_distance(np.stack([speech, speech]), np.stack([mild, strong]))
+    # each row is scored on its own as above, then averaged: equal up to the last bits
     assert batch == pytest.approx((d_mild + d_strong) / 2, rel=1e-5)
     short = speech[:300]  # shorter than the largest FFT: still a finite distance
     assert math.isfinite(spectral.multi_resolution_stft_distance(short, with_noise(short, 5)))
@@ -115,17 +119,18 @@ def test_fast_mel_cepstrum_equals_pysptk_sp2mc(speech):
     envelope = pyworld.cheaptrick(x, pyworld.stonemask(x, f0, t, SR), t, SR)
     expected = pysptk.sp2mc(envelope, order=M.MCEP_ORDER, alpha=pysptk.util.mcepalpha(SR))
     got = M.Evaluator(["mcd"], SR)._sp2mc(envelope)
+    # two float64 algorithms for the same coefficients (values up to ~20): ~1e-14 apart
     np.testing.assert_allclose(got, expected, atol=1e-10)
 
 
 def test_summary_is_mean_with_student_t_interval():
     s = summarise([1.0, 2.0, 3.0, 4.0, None, float("nan")])
-    assert s.mean == 2.5 and s.n == 4 and s.missing == 2
-    # t(0.975, 3) = 3.182446; std = 1.290994
+    assert s.mean == 2.5 and s.n == 4 and s.missing == 2  # 10 / 4 is exact
+    # t(0.975, 3) = 3.182446; std = 1.290994 (7 digits: rel 1e-5)
     assert s.ci95 == pytest.approx(3.182446 * 1.290994 / 2, rel=1e-5)
     assert (s.low, s.high) == pytest.approx((2.5 - s.ci95, 2.5 + s.ci95))
     one = summarise([3.0])
-    assert one.mean == 3.0 and math.isnan(one.ci95)
+    assert one.mean == 3.0 and math.isnan(one.ci95)  # the value itself
     assert summarise([]).n == 0 and summarise([]).to_dict()["mean"] is None
 
 
@@ -160,7 +165,7 @@ def test_a_failing_library_gives_nan_and_a_note(monkeypatch, speech):
     monkeypatch.setattr(M.Evaluator, "_pesq", broken)
     ev = M.Evaluator(["pesq", "snr"], SR)
     values, notes = ev.score(ev.analyse(speech), ev.analyse(with_noise(speech, 10)))
-    assert math.isnan(values["pesq"]) and values["snr"] == pytest.approx(10, abs=0.3)
+    assert math.isnan(values["pesq"]) and values["snr"] == pytest.approx(10, abs=0.3)  # statistical
     assert notes == ["pesq: RuntimeError: cannot score this"]
 
 
@@ -200,6 +205,7 @@ def test_pitch_holds_on_a_low_voice_with_noise():
     ref = ev.analyse(low_voice())
     same, notes = ev.score(ref, ref)
     assert notes == []
+    # the same analysis on both sides: exact zeros, and an F1 of counts
     assert same == {"f0_rmse": 0.0, "vuv_error": 0.0, "vuv_f1": 1.0, "periodicity": 0.0}
     noisy, _ = ev.score(ref, ev.analyse(low_voice(noise_db=40.0)))
     assert noisy["f0_rmse"] < 10.0, noisy  # cents: no octave errors
@@ -209,4 +215,4 @@ def test_pitch_holds_on_a_low_voice_with_noise():
     assert 600.0 < fifth["f0_rmse"] < 800.0, fifth
     # silence where the reference speaks: voicing is lost
     silent, _ = ev.score(ref, ev.analyse(np.zeros_like(low_voice())))
-    assert silent["vuv_f1"] == 0.0 and silent["vuv_error"] > 50.0, silent
+    assert silent["vuv_f1"] == 0.0 and silent["vuv_error"] > 50.0, silent  # F1 of counts: 0

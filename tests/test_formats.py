@@ -28,6 +28,7 @@ def test_npy_layouts(tmp_path: Path, mel: np.ndarray, layout: str) -> None:
     stored = {"mels-frames": mel, "1-mels-frames": mel[None], "frames-mels": mel.T}[layout]
     np.save(tmp_path / "a.npy", stored)
     assert possible_layouts(stored.shape, [80]) == [(layout, 80)]
+    # every reader in this file copies the stored float32 values (transposes, squeezes): exact
     np.testing.assert_array_equal(read_mel(tmp_path / "a.npy", 80), mel)
     np.testing.assert_array_equal(apply_layout(stored, layout), mel)
 
@@ -137,15 +138,19 @@ def test_stats_files(tmp_path: Path) -> None:
     mean, scale = np.linspace(-6, 0, 80), np.linspace(0.5, 2, 80)
     np.save(tmp_path / "stats.npy", np.stack([mean, scale]).astype(np.float32))
     m, s = read_stats(tmp_path / "stats.npy", 80)
+    # stored as float32: one rounding (<= 6e-8 relative) of the float64 values
     np.testing.assert_allclose(m, mean, rtol=1e-6)
     np.testing.assert_allclose(s, scale, rtol=1e-6)
     with h5py.File(tmp_path / "stats.h5", "w") as f:
         f["mean"], f["scale"] = mean, scale
+    # float64 stored and read back: exact (the default rtol 1e-7 is slack)
     np.testing.assert_allclose(read_stats(tmp_path / "stats.h5")[1], scale)
     x = np.random.default_rng(1).normal(mean, scale, (500, 80))
     np.savez(tmp_path / "feats_stats.npz", count=np.array(500), sum=x.sum(0),
              sum_square=(x * x).sum(0))
     m, s = read_stats(tmp_path / "feats_stats.npz")
+    # float64: sum / count vs numpy's mean of the same sum (~1 ulp of values up to 6), and
+    # one-pass vs two-pass variance (cancellation costs ~36 / 0.25 x 1e-16 relative)
     np.testing.assert_allclose(m, x.mean(0), atol=1e-9)
     np.testing.assert_allclose(s, x.std(0), rtol=1e-6)
     with pytest.raises(MelError, match="80 bins but the features have 60"):

@@ -52,7 +52,7 @@ def test_gta_dump_trims_to_the_frame_grid(tmp_path: Path) -> None:
         audio, _ = load_audio(f, 22050)
         wave, mel = load_record(tmp_path / "dump" / f"{f.stem}.npz")
         assert mel.shape == (80, len(audio) // HOP) and len(wave) == mel.shape[1] * HOP
-        np.testing.assert_array_equal(wave, audio[: len(wave)])
+        np.testing.assert_array_equal(wave, audio[: len(wave)])  # samples copied: exact
         assert mel.shape == target(torch.from_numpy(audio)).shape
     assert report.trimmed + report.padded + report.exact == 3
     assert report.trimmed == sum(1 for f in files if len(load_audio(f, 22050)[0]) % HOP)

@@ -107,7 +107,7 @@ def test_untrained_output_is_exactly_zero():
     assert torch.count_nonzero(model.output_projection.weight) == 0
     x, steps, mel = inputs(model)
     out = model(x, steps, mel)
-    assert torch.equal(out, torch.zeros_like(out))
+    assert torch.equal(out, torch.zeros_like(out))  # zero weights and bias: exactly 0
 
 
 # ---------------------------------------------------------------------- step embedding
@@ -123,6 +123,7 @@ def test_integer_steps_match_closed_form():
             tol = 1e-5 + 3e-7 * arg  # float32 rounding of the argument (up to 4.9e5 here)
             assert got[b, j].item() == pytest.approx(math.sin(arg), abs=tol)
             assert got[b, half + j].item() == pytest.approx(math.cos(arg), abs=tol)
+    # integer steps: the interpolation adds (high - low) * 0.0, exactly nothing
     assert torch.equal(sinusoidal_embedding(steps, dim), got)
 
 
@@ -130,6 +131,8 @@ def test_fractional_steps_interpolate_linearly():
     emb = StepEmbedding(16, 32)
     e2, e3 = emb.encode(torch.tensor([2.0])), emb.encode(torch.tensor([3.0]))
     mid = emb.encode(torch.tensor([2.5]))
+    # e2 + (e3 - e2) * f vs the mix written here: 2-3 float32 roundings of values <= 1
+    # (<= 2e-7); 1e-6 is slack and the sinusoid at 2.5 itself is 1e-3+ away (checked below)
     torch.testing.assert_close(mid, (e2 + e3) / 2, atol=1e-6, rtol=0)
     quarter = emb.encode(torch.tensor([2.25]))
     torch.testing.assert_close(quarter, 0.75 * e2 + 0.25 * e3, atol=1e-6, rtol=0)
@@ -150,7 +153,7 @@ def test_step_changes_output():
     a = model(x, torch.tensor([3.0, 3.0]), mel)
     b = model(x, torch.tensor([30.0, 30.0]), mel)
     assert not torch.allclose(a, b)
-    # a scalar step is broadcast over the batch
+    # a scalar step is broadcast over the batch: the same computation (default tolerance)
     torch.testing.assert_close(model(x, torch.tensor(3.0), mel), a)
 
 
@@ -182,6 +185,7 @@ def test_conditioned_denoiser_equals_model():
         assert expected.abs().max() > 1e-3
         den = ConditionedDenoiser(model, mel)
         assert den.hop_length == model.hop_length
+        # forward() is conditioning() then denoise(): the same computation, bit-identical
         torch.testing.assert_close(den(x, steps, mel), expected, atol=0, rtol=0)
         torch.testing.assert_close(den(x, torch.tensor(7.0), mel),
                                    model(x, torch.full((2,), 7.0), mel), atol=0, rtol=0)
@@ -202,6 +206,9 @@ def test_batch_consistency():
         batched = model(x, steps, mel)
         for i in range(4):
             alone = model(x[i:i + 1], steps[i:i + 1], mel[i:i + 1])
+            # batch size changes the conv kernels' blocking: float32 (u = 6e-8) over 4 layers
+            # of <= 3 * 8 + 8-term sums is ~u * sqrt(4 * 32) ~ 7e-7 of the output (~1.4
+            # here); 1e-5 is ~10x that, and another item's output is ~0.1+ away
             torch.testing.assert_close(batched[i:i + 1], alone, atol=1e-5, rtol=0)
 
 
@@ -213,6 +220,8 @@ def test_output_is_local_in_time():
     x2[:, -1] += 5.0
     with torch.no_grad():
         a, b = model(x, steps, mel), model(x2, steps, mel)
+    # outside the changed sample's receptive field every output is the same arithmetic on the
+    # same inputs: bit-identical
     assert torch.equal(a[:, :100], b[:, :100])
     assert not torch.equal(a[:, -1], b[:, -1])
 

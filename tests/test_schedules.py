@@ -27,6 +27,7 @@ def test_search_finds_the_minimum_of_a_known_objective():
 
     grid_only, grid_err = search_schedule(objective, TRAIN, 4, grid=6, rounds=0)
     best, err = search_schedule(objective, TRAIN, 4, grid=6, rounds=4)
+    # the same float64 objective of the same betas: equal, approx's rel=1e-6 is slack
     assert err <= grid_err and err == pytest.approx(objective(best))
     assert err < 0.05  # within about 12% of each target beta
     assert valid(TRAIN, best)
@@ -51,6 +52,7 @@ def test_schedules_are_stored_and_reused_by_name(trained_exp, tmp_path):
     mel = np.load(next((trained_exp["dump"] / "dev").glob("*.npz")))["mel"]
     by_name = voc.decode(mel, schedule="fast2", seed=0)
     by_betas = voc.decode(mel, schedule=stored["fast2"], seed=0)
+    # the same betas, decode and seed in one process: bit-identical
     assert np.array_equal(by_name.numpy(), by_betas.numpy())
     with pytest.raises(ConfigError, match="no schedule named 'nope'.*fast2"):
         voc.decode(mel, schedule="nope")

@@ -46,6 +46,8 @@ def test_resume_is_exact(dumps, tmp_path):
     a = load_checkpoint(tmp_path / "a")
     b = load_checkpoint(tmp_path / "b")
     assert a["step"] == b["step"] == 6
+    # the same steps on the same batches and noise in one process, the optimiser state saved
+    # and read back bit for bit: bit-identical
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
         torch.testing.assert_close(a["ema"][key], b["ema"][key], rtol=0, atol=0, msg=key)
@@ -75,7 +77,7 @@ def test_nonfinite_steps_are_skipped_and_counted_then_stop(dumps, tmp_path, monk
         assert not out["finite"]
     assert trainer.nonfinite_total == 2
     for k, v in trainer.model.state_dict().items():
-        assert torch.equal(v, before[k]), k  # nothing NaN was written into the weights
+        assert torch.equal(v, before[k]), k  # untouched: nothing NaN was written into the weights
     with pytest.raises(TrainingError, match="3 non-finite steps in a row"):
         trainer.train_step(wave, mel)
 

@@ -67,12 +67,13 @@ def test_decode_accepts_numpy(vocoder):
     mel = random_mel(1, 4)
     a = vocoder.decode(mel.numpy(), seed=3)
     b = vocoder.decode(mel, seed=3)
-    assert torch.equal(a, b)
+    assert torch.equal(a, b)  # the same values and decode in one process: bit-identical
 
 
 def test_seed_determines_the_audio(vocoder):
     mel = random_mel()
     a = vocoder.decode(mel, seed=1)
+    # the same seed (or generator state) repeats the same computation: bit-identical
     assert torch.equal(vocoder.decode(mel, seed=1), a)
     assert not torch.allclose(vocoder.decode(mel, seed=2), a)
     g = torch.Generator().manual_seed(1)
@@ -85,8 +86,10 @@ def test_decode_matches_the_sampler_directly(vocoder):
         ConditionedDenoiser(vocoder.model, mel), vocoder.diffusion, mel,
         schedule=list(vocoder.config.diffusion.fast_schedule),
         generator=torch.Generator().manual_seed(4))
-    # the inference engine reorders the float arithmetic: equal up to rounding
-    torch.testing.assert_close(vocoder.decode(mel, seed=4), expected, atol=1e-5, rtol=0)
+    # the inference engine reorders the float32 arithmetic: equal up to rounding, ~1e-6 of
+    # eps per evaluation (u * sqrt(layers * terms), 4 layers of <= 32-term sums) carried
+    # through 6 steps to ~5e-6 of the audio; 5e-5 is ~10x that and a wrong step is ~0.1
+    torch.testing.assert_close(vocoder.decode(mel, seed=4), expected, atol=5e-5, rtol=0)
 
 
 def test_mel_conditions_the_audio(vocoder):
@@ -119,11 +122,14 @@ def test_subsampled_betas_reproduce_training_alpha_bars(steps, indices):
     betas = _subsampled_betas(torch.tensor(train, dtype=torch.float64), steps)
     assert len(betas) == steps
     abar_train = alpha_bar(train)
+    # float64 products of up to 50 factors, grouped differently: ~1e-15 relative
     np.testing.assert_allclose(alpha_bar(betas).numpy(), abar_train[indices].numpy(),
                                rtol=1e-12)
-    # the fast sampler runs the denoiser exactly at those training steps
+    # the fast sampler runs the denoiser exactly at those training steps (float64; the
+    # alignment divides by level differences, so ~1e-12 at worst)
     np.testing.assert_allclose(align_fast_schedule(train, betas).numpy(), indices, atol=1e-6)
     if steps == 50:
+        # 1 - abar_i / abar_(i-1) in float64 cancels: ~1e-16 / beta (<= 1e-12) relative
         np.testing.assert_allclose(betas, train, rtol=1e-9)
 
 
@@ -154,6 +160,7 @@ def test_fast_with_other_step_count_uses_subsampled_betas(vocoder):
         reference.decode(random_mel(1, 2), steps=8, seed=0)
     finally:
         del vocoder.model.denoise
+    # float64 alignment (~1e-12 off the integers) seen as float32 steps: exact integers
     np.testing.assert_allclose(sorted(seen), [0, 7, 14, 21, 28, 35, 42, 49], atol=1e-6)
     assert seen == sorted(seen, reverse=True)  # from the noisiest step down
 
@@ -191,7 +198,7 @@ def test_decode_batch_of_unequal_lengths(vocoder):
 
 def test_lengths_zero_the_padding(vocoder):
     wav = vocoder.decode(random_mel(2, 6), lengths=[6, 2], seed=0)
-    assert torch.all(wav[1, 2 * HOP:] == 0)
+    assert torch.all(wav[1, 2 * HOP:] == 0)  # written as 0.0: exact
     assert wav[1, :2 * HOP].abs().max() > 0
     assert wav[0, 2 * HOP:].abs().max() > 0
 
@@ -241,6 +248,7 @@ def test_mel_uses_the_model_convention():
     voc = tiny_vocoder("center")
     mel = voc.mel(torch.zeros(1000))
     assert mel.shape == (N_MELS, 1000 // HOP + 1)
+    # float32 log of the clamp value vs the float64 floor: within 1 ulp, inside rtol 1e-5
     assert torch.allclose(mel, torch.full_like(mel, voc.preset.floor))
     assert voc.preset.padding == "center" and voc.sample_rate == 8000
 
@@ -251,6 +259,7 @@ def test_one_plan_for_every_sampler(vocoder):
     d = vocoder.config.diffusion
     fast = plan("fast", d)
     assert fast.schedule == list(d.fast_schedule)
+    # the same alignment of the same betas: equal, the default rtol 1e-7 is slack
     np.testing.assert_allclose(fast.network_steps,
                                align_fast_schedule(d.training_betas(), d.fast_schedule).numpy())
     assert plan("ddim", d, 5).network_steps == [float(t) for t in ddim_timesteps(50, 5)]
@@ -285,7 +294,8 @@ def test_vocoder_leaves_the_callers_model_alone_and_engine_is_a_snapshot():
     with torch.no_grad():  # the caller trains on: every weight moves
         for p in model.parameters():
             p.add_(0.05)
-    # the engine answers as before, for every part of the network
+    # the engine answers as before, for every part of the network (its own copy of the
+    # weights: the same computation, bit-identical in fact; default tolerance as slack)
     torch.testing.assert_close(engine.denoise(x, steps, engine.conditioning(mel)), snap)
     torch.testing.assert_close(engine.step_bias(torch.tensor([10.0])).step, steps.step)
     # the vocoder sees the new weights (its engine is rebuilt)
@@ -318,7 +328,7 @@ def test_converted_batch_keeps_each_items_length():
     hop = target.hop_length
     assert out.shape[-1] == frames[0] * hop
     assert out[0, -hop:].abs().sum() > 0           # the whole first item is audio
-    assert out[1, 19 * hop:].abs().sum() == 0      # the second ends one frame earlier too
+    assert out[1, 19 * hop:].abs().sum() == 0      # zeroed: the second ends one frame earlier too
     assert out[1, : 19 * hop].abs().sum() > 0
 
 
