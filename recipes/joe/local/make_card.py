@@ -24,6 +24,18 @@ REPORTED = ("pesq", "stoi", "estoi", "mcd", "f0_rmse", "vuv_error", "vuv_f1", "p
             "mr_stft", "log_mel_l1", "dnsmos_p808")
 
 
+def decoding(config) -> str:
+    """How the model decodes by default, as a clause: '; decoded in 2 steps ...'."""
+    d = config.diffusion
+    steps = len(d.fast_schedule) if d.sampler == "fast" else d.ddim_steps
+    parts = [f"{steps} {d.sampler}-sampler steps"]
+    if d.start_iters:
+        parts.append(f"from the {d.start_iters}-projection Griffin-Lim decode")
+    if d.consistency_iters:
+        parts.append(f"with {d.consistency_iters} spectral-consistency projection(s) per step")
+    return "; decoded in " + " ".join(parts)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pretrained", type=Path, required=True)
@@ -49,8 +61,7 @@ def main() -> None:
                         + (", continuous noise levels" if config.diffusion.conditioning == "noise_level"
                            else "")
                         + ", trained on the joe voice (synthetic US-English male, ~85 Hz)"
-                        + (f"; decoded with {config.diffusion.consistency_iters} spectral-consistency "
-                           f"projection(s) per step" if config.diffusion.consistency_iters else "")),
+                        + decoding(config)),
         "status": "ready" if speech else "experimental",
         "parameters": count_parameters(model),
         "step": int(meta.get("step", -1)),
@@ -58,8 +69,7 @@ def main() -> None:
                      f"on a CPU ({cpu_name()})"),
         "dev_set": dev_ids,
         "quality": {**quality, "decoding": (
-            f"copy-synthesis of the dev set, 6 steps, "
-            f"{config.diffusion.consistency_iters} consistency projection(s) per step, seed 0")},
+            f"copy-synthesis of the dev set, the default decode{decoding(config)}, seed 0")},
         "limits": (f"one synthetic male voice; {a.sample_rate} Hz; '{a.preset}' mels "
                    f"({a.n_mels} bins, hop {a.hop_length}); other voices, languages and "
                    f"sample rates are out of its training"),
