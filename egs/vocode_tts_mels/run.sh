@@ -18,9 +18,9 @@ checkpoint=$1
 mel_dir=$2
 outdir=${3:-vocoded}
 
-# --steps 6 with the fast sampler is DiffWave's 6-step schedule; --seed makes it repeatable;
-# --batch-size decodes several mels at once (faster on a GPU).
-wavediff vocode --checkpoint "$checkpoint" --outdir "$outdir" --steps 6 --seed 0 \
+# The model decodes with its own schedule (--steps N for another); --seed makes it
+# repeatable; --batch-size decodes several mels at once (faster on a GPU).
+wavediff vocode --checkpoint "$checkpoint" --outdir "$outdir" --seed 0 \
     --batch-size 4 "$mel_dir"
 
 echo "wrote $(find "$outdir" -maxdepth 1 -name '*.wav' | wc -l) wav files to $outdir"

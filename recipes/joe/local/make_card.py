@@ -25,7 +25,7 @@ REPORTED = ("pesq", "stoi", "estoi", "mcd", "f0_rmse", "vuv_error", "vuv_f1", "p
 
 
 def decoding(config) -> str:
-    """How the model decodes by default, as a clause: '; decoded in 2 steps ...'."""
+    """How the model decodes by default: '2 fast-sampler steps from ... with ...'."""
     d = config.diffusion
     steps = len(d.fast_schedule) if d.sampler == "fast" else d.ddim_steps
     parts = [f"{steps} {d.sampler}-sampler steps"]
@@ -33,7 +33,7 @@ def decoding(config) -> str:
         parts.append(f"from the {d.start_iters}-projection Griffin-Lim decode")
     if d.consistency_iters:
         parts.append(f"with {d.consistency_iters} spectral-consistency projection(s) per step")
-    return "; decoded in " + " ".join(parts)
+    return " ".join(parts)
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
                         + (", continuous noise levels" if config.diffusion.conditioning == "noise_level"
                            else "")
                         + ", trained on the joe voice (synthetic US-English male, ~85 Hz)"
-                        + decoding(config)),
+                        + "; decoded in " + decoding(config)),
         "status": "ready" if speech else "experimental",
         "parameters": count_parameters(model),
         "step": int(meta.get("step", -1)),
@@ -69,7 +69,7 @@ def main() -> None:
                      f"on a CPU ({cpu_name()})"),
         "dev_set": dev_ids,
         "quality": {**quality, "decoding": (
-            f"copy-synthesis of the dev set, the default decode{decoding(config)}, seed 0")},
+            f"copy-synthesis of the dev set, seed 0, in {decoding(config)}")},
         "limits": (f"one synthetic male voice; {a.sample_rate} Hz; '{a.preset}' mels "
                    f"({a.n_mels} bins, hop {a.hop_length}); other voices, languages and "
                    f"sample rates are out of its training"),
