@@ -98,10 +98,7 @@ def sample_fast(
     taken over the inference schedule. With the training betas as ``schedule`` this is
     exactly :func:`sample_ddpm`. Returns ``(B, F * hop)``.
     """
-    betas = list(DIFFWAVE_FAST_SCHEDULE if schedule is None else schedule)
-    steps = align_fast_schedule(diffusion.betas, betas).tolist()
-    return _ancestral(denoiser, diffusion, mel, betas, steps, generator, noise, callback, project,
-                      init=init)
+    return _fast(denoiser, diffusion, mel, schedule, generator, noise, callback, project, init)
 
 
 def sample_ddim(
@@ -167,10 +164,8 @@ def unrolled_fast(
     """:func:`sample_fast`'s chain with the autograd graph kept: the same arithmetic and
     random draws, so a loss on the result trains the denoiser through the inference
     schedule (InferGrad, Chen et al. 2022). Returns ``(B, F * hop)``, clamped to [-1, 1]."""
-    betas = list(DIFFWAVE_FAST_SCHEDULE if schedule is None else schedule)
-    steps = align_fast_schedule(diffusion.betas, betas).tolist()
-    return _ancestral(denoiser, diffusion, mel, betas, steps, generator, noise, None, None,
-                      init=init, grad=True)
+    return _fast(denoiser, diffusion, mel, schedule, generator, noise, None, None, init,
+                 grad=True)
 
 
 SAMPLERS: dict[str, Sampler] = {"fast": sample_fast, "ddim": sample_ddim, "ddpm": sample_ddpm}
@@ -188,6 +183,17 @@ def get_sampler(name: str) -> Sampler:
 
 
 # ---------------------------------------------------------------------- shared parts
+def _fast(denoiser: Denoiser, diffusion: GaussianDiffusion, mel: Tensor,
+          schedule: Optional[Sequence[float]], generator: Optional[torch.Generator],
+          noise: Optional[Tensor], callback: Optional[Callback],
+          project: Optional[Projection], init: Optional[Tensor], grad: bool = False) -> Tensor:
+    """The fast sampler's chain over ``schedule`` (default ``DIFFWAVE_FAST_SCHEDULE``)."""
+    betas = list(DIFFWAVE_FAST_SCHEDULE if schedule is None else schedule)
+    steps = align_fast_schedule(diffusion.betas, betas).tolist()
+    return _ancestral(denoiser, diffusion, mel, betas, steps, generator, noise, callback, project,
+                      init=init, grad=grad)
+
+
 def _ancestral(
     denoiser: Denoiser,
     diffusion: GaussianDiffusion,

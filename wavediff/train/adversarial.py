@@ -35,6 +35,18 @@ SLOPE = 0.1  # leaky ReLU slope of HiFi-GAN's discriminators
 Judgement = tuple[Tensor, list[Tensor]]  # (logits, hidden activations)
 
 
+def _judge(layers: nn.ModuleList, post: nn.Module, h: Tensor) -> Judgement:
+    """The convolution stack of a discriminator: leaky ReLU after each layer, every
+    activation kept for feature matching, the last layer's output as the logits."""
+    features = []
+    for layer in layers:
+        h = F.leaky_relu(layer(h), SLOPE)
+        features.append(h)
+    h = post(h)
+    features.append(h)
+    return h.flatten(1), features
+
+
 class PeriodDiscriminator(nn.Module):
     """``(B, T) -> (logits, features)`` on the waveform folded by ``period``."""
 
@@ -53,14 +65,7 @@ class PeriodDiscriminator(nn.Module):
         b, t = wav.shape
         if t % self.period:  # reflect-pad to a whole number of periods, as HiFi-GAN
             wav = F.pad(wav[:, None], (0, self.period - t % self.period), mode="reflect")[:, 0]
-        h = wav.reshape(b, 1, -1, self.period)
-        features = []
-        for layer in self.layers:
-            h = F.leaky_relu(layer(h), SLOPE)
-            features.append(h)
-        h = self.post(h)
-        features.append(h)
-        return h.flatten(1), features
+        return _judge(self.layers, self.post, wav.reshape(b, 1, -1, self.period))
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -84,14 +89,7 @@ class ResolutionDiscriminator(nn.Module):
                           center=True, return_complex=True)
         # |z| with a finite gradient at 0, compressed as Vocos' discriminator input
         h = (spec.real.square() + spec.imag.square()).clamp(min=1e-10).sqrt()
-        h = torch.log1p(h)[:, None]  # (B, 1, freq, frames)
-        features = []
-        for layer in self.layers:
-            h = F.leaky_relu(layer(h), SLOPE)
-            features.append(h)
-        h = self.post(h)
-        features.append(h)
-        return h.flatten(1), features
+        return _judge(self.layers, self.post, torch.log1p(h)[:, None])  # (B, 1, freq, frames)
 
 
 class Discriminators(nn.Module):
