@@ -80,3 +80,12 @@ def trained_exp(tmp_path_factory) -> dict:
                      "--dev-dumpdir", root / "dump/dev", "--outdir", root / "exp", "-q")
     assert r.returncode == 0, r.stderr
     return {"root": root, "conf": conf, "exp": root / "exp", "dump": root / "dump"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test that uses the trained experiment trains a model (once per worker): it is an
+    end-to-end test, marked ``slow`` like the modules that say so themselves, so
+    ``-m "not slow"`` trains nothing."""
+    for item in items:
+        if "trained_exp" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -102,6 +102,7 @@ def _few_step_config(**train) -> Config:
     return Config.from_dict(d)
 
 
+@pytest.mark.slow  # trains
 def test_few_step_training_steps_logs_every_term_and_resumes_exactly(dump, tmp_path):
     straight = Trainer(_few_step_config(max_steps=4), dump, None, tmp_path / "a",
                        progress=False)
@@ -126,6 +127,7 @@ def test_few_step_training_steps_logs_every_term_and_resumes_exactly(dump, tmp_p
                                    atol=0, msg=key)
 
 
+@pytest.mark.slow  # trains
 def test_mel_loss_alone_lowers_the_decodes_mel_error(dump, tmp_path):
     # without discriminators: the few-step decode's log-mel L1 falls within 30 steps
     cfg = _few_step_config(max_steps=30, adversarial_weight=0.0, feature_matching_weight=0.0,
