@@ -13,7 +13,8 @@
 # training time and continues from its newest checkpoint when rerun (raise either to
 # train longer). Stage 6 exports exp/joe/pretrained (config.yaml + model.safetensors),
 # the layout of the shipped model; local/make_card.py writes its card.json from the
-# stage-5 scores. To warm-start from the shipped weights instead of from scratch:
+# stage-5 scores. The shipped weights then had the few-step fine-tune from Griffin-Lim:
+# conf/joe_gl.yaml and conf/joe_gl2.yaml (their headers give the commands). To warm-start from the shipped weights instead of from scratch:
 #   wavediff train --init-checkpoint joe --config conf/joe.yaml --train-dumpdir \
 #       dump/train_nodev --dev-dumpdir dump/dev --outdir exp/joe_more
 set -euo pipefail
