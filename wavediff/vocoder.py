@@ -134,6 +134,15 @@ class Vocoder:
         betas = self.schedules[schedule] if isinstance(schedule, str) else schedule
         return plan("fast", self.config.diffusion, schedule=list(betas))
 
+    def consistency_for(self, chosen: SamplingPlan, consistency: Optional[int] = None) -> int:
+        """The projections per step a decode under ``chosen`` makes: ``consistency`` when
+        given; else 32 for Griffin-Lim alone, the model's ``diffusion.consistency_iters``
+        otherwise."""
+        if consistency is not None:
+            return consistency
+        return (GRIFFIN_LIM_ITERS if chosen.sampler == GRIFFIN_LIM
+                else self.config.diffusion.consistency_iters)
+
     def schedule_for(self, sampler: str, steps: Optional[int]) -> Union[None, int, list[float]]:
         """The samplers' ``schedule`` argument for ``steps`` (see :meth:`plan`)."""
         return self.plan(sampler, steps).schedule
@@ -187,11 +196,9 @@ class Vocoder:
                 generator.seed()
             else:
                 generator.manual_seed(seed)
-        if consistency is None:
-            consistency = (GRIFFIN_LIM_ITERS if chosen.sampler == GRIFFIN_LIM
-                           else self.config.diffusion.consistency_iters)
         wav = self.runner.run(mel, chosen, generator=generator, chunk_seconds=chunk_seconds,
-                              consistency=consistency, callback=callback, progress=progress)
+                              consistency=self.consistency_for(chosen, consistency),
+                              callback=callback, progress=progress)
         for i, n in enumerate(lengths or ()):
             wav[i, int(n) * self.hop_length:] = 0.0
         return wav[0] if single else wav

@@ -184,7 +184,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     from tqdm import tqdm
 
     from wavediff.audio.detect import NormalisedMelError
-    from wavediff.diffusion.schedule import GRIFFIN_LIM, GRIFFIN_LIM_ITERS
+    from wavediff.diffusion.schedule import GRIFFIN_LIM
     from wavediff.audio.prepare import MelPreparer
     from wavediff.audio.formats import load_mel_file, read_stats
     from wavediff.audio.io import load_audio, save_audio
@@ -215,10 +215,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     sampler = "fast" if args.schedule else (args.sampler or voc.config.diffusion.sampler)
     chosen = voc.plan(sampler, args.steps, args.schedule)
     n_steps = len(chosen.network_steps)
-    consistency = args.consistency
-    if consistency is None:
-        consistency = (GRIFFIN_LIM_ITERS if chosen.sampler == GRIFFIN_LIM
-                       else voc.config.diffusion.consistency_iters)
+    consistency = voc.consistency_for(chosen, args.consistency)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     prep = MelPreparer(voc.preset, args.input_preset, layout=args.input_layout,

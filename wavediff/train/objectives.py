@@ -32,6 +32,16 @@ from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion
 from wavediff.diffusion.samplers import unrolled_fast
 from wavediff.evaluation.spectral import multi_resolution_stft_loss
+from wavediff.inference.decode import griffin_lim
+from wavediff.train.adversarial import (
+    Discriminators, discriminator_loss, feature_matching_loss, generator_loss,
+)
+
+
+def uses_discriminators(train: Any) -> bool:
+    """Whether a ``TrainConfig`` trains discriminators (an adversarial or feature-matching
+    weight above 0)."""
+    return train.adversarial_weight > 0.0 or train.feature_matching_weight > 0.0
 
 
 class FewStepObjective:
@@ -47,9 +57,7 @@ class FewStepObjective:
         self.mel_fn = MelSpectrogram(full).to(device)
         self.discriminators: Optional[torch.nn.Module] = None
         self.d_optimizer: Optional[torch.optim.Optimizer] = None
-        if tc.adversarial_weight > 0.0 or tc.feature_matching_weight > 0.0:
-            from wavediff.train.adversarial import Discriminators
-
+        if uses_discriminators(tc):
             self.discriminators = Discriminators().to(device)
             self.d_optimizer = torch.optim.Adam(self.discriminators.parameters(),
                                                 lr=tc.discriminator_lr, betas=(0.8, 0.99))
@@ -69,8 +77,6 @@ class FewStepObjective:
         terms: dict[str, Tensor] = {}
         init = None
         if self.start_iters > 0:  # the chain starts around Griffin-Lim's decode
-            from wavediff.inference.decode import griffin_lim
-
             with torch.no_grad():
                 init = griffin_lim(self.audio, mel.float(), self.start_iters,
                                    generator=generator)
@@ -84,8 +90,6 @@ class FewStepObjective:
             total = total + tc.stft_loss_weight * terms["mr_stft"]
         if self.discriminators is not None:
             terms["discriminator"] = self._discriminator_step(real, fake.detach())
-            from wavediff.train.adversarial import feature_matching_loss, generator_loss
-
             self.discriminators.requires_grad_(False)  # the generator's step leaves them be
             judged_fake = self.discriminators(fake)
             with torch.no_grad():
@@ -104,8 +108,6 @@ class FewStepObjective:
     def _discriminator_step(self, real: Tensor, fake: Tensor) -> Tensor:
         """One update of the discriminators on ``real`` against ``fake`` (detached);
         skipped when the loss is not finite. Returns the loss."""
-        from wavediff.train.adversarial import discriminator_loss
-
         assert self.discriminators is not None and self.d_optimizer is not None
         self.discriminators.requires_grad_(True)
         self.d_optimizer.zero_grad(set_to_none=True)

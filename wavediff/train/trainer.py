@@ -106,9 +106,9 @@ class Trainer:
                                  betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
         self.objective = None
         if tc.objective == "few_step":
-            from wavediff.train.objectives import FewStepObjective
+            from wavediff.train.objectives import FewStepObjective, uses_discriminators
 
-            if self.objective_has_discriminators(tc) and (self.dist.enabled or tc.grad_accum > 1):
+            if uses_discriminators(tc) and (self.dist.enabled or tc.grad_accum > 1):
                 raise WavediffError(
                     "train.adversarial_weight and train.feature_matching_weight train "
                     "discriminators in one process without accumulation: run without torchrun "
@@ -117,10 +117,6 @@ class Trainer:
         self.last_terms: dict[str, float] = {}
         self.amp_dtype, self.amp_reason = resolve_precision(tc.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
-
-    @staticmethod
-    def objective_has_discriminators(tc: Any) -> bool:
-        return tc.adversarial_weight > 0.0 or tc.feature_matching_weight > 0.0
 
     def _start_or_resume(self, resume: bool) -> None:
         """Resume from the newest checkpoint of the output folder (with ``resume``), or
