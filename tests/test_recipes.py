@@ -62,8 +62,7 @@ def snapshot(root: Path) -> dict[str, int]:
 def test_ljspeech_recipe_end_to_end_then_rerun_skips(tmp_path, archive):
     tar_path, digest = archive
     args = [*download_args(tar_path, digest), "--conf", "conf/debug.yaml", "--n-dev", N_DEV,
-            "--n-eval", N_EVAL, "--nj", "2", "--ngpu", "0",
-            "--eval-metrics", "pesq,stoi,log_mel_l1"]  # the metrics are tested elsewhere
+            "--n-eval", N_EVAL, "--nj", "2", "--ngpu", "0"]
     r = run_recipe(tmp_path, *args)
     assert r.returncode == 0, r.stdout + r.stderr
     for stage in range(6):
@@ -80,10 +79,19 @@ def test_ljspeech_recipe_end_to_end_then_rerun_skips(tmp_path, archive):
         assert all(Path(p).is_absolute() and Path(p).is_file() for _, p in rows)
         split[name] = [u for u, _ in rows]
     assert split == {"train_nodev": ids[:-4], "dev": ids[-4:-2], "eval": ids[-2:]}
-    # stage 2: one record per utterance, statistics
-    for name, utts in split.items():
-        assert sorted(p.stem for p in (tmp_path / f"dump/{name}").glob("*.npz")) == utts
-    assert (tmp_path / "dump/train_nodev/stats.npy").is_file()
+    # the debug config's recipe section cuts each set to its first 4 utterances: the cut
+    # lists and their features live in the experiment, data/ keeps the whole split
+    cut = {name: utts[:4] for name, utts in split.items()}
+    assert len(cut["train_nodev"]) < len(split["train_nodev"])
+    assert "sets cut to their first 4 utterances" in r.stdout
+    for name, utts in cut.items():
+        rows = (tmp_path / f"exp/debug/data/{name}/wav.scp").read_text().splitlines()
+        assert [line.split()[0] for line in rows] == utts
+    # stage 2: one record per utterance of the cut sets, statistics
+    for name, utts in cut.items():
+        assert sorted(p.stem for p in (tmp_path / f"exp/debug/dump/{name}").glob("*.npz")) == utts
+    assert (tmp_path / "exp/debug/dump/train_nodev/stats.npy").is_file()
+    assert not (tmp_path / "dump").exists()
     # stage 3: the debug config trains 10 steps
     assert (tmp_path / "exp/debug/checkpoint-10steps.pt").is_file()
     # stage 4: one wav per eval utterance, as long as its mel
@@ -92,7 +100,7 @@ def test_ljspeech_recipe_end_to_end_then_rerun_skips(tmp_path, archive):
     for utt in split["eval"]:
         import numpy as np
 
-        with np.load(tmp_path / f"dump/eval/{utt}.npz") as rec:
+        with np.load(tmp_path / f"exp/debug/dump/eval/{utt}.npz") as rec:
             expected = rec["wave"].shape[-1]
         info = sf.info(str(out / f"{utt}.wav"))
         assert info.samplerate == 22050 and info.frames == expected
@@ -102,7 +110,8 @@ def test_ljspeech_recipe_end_to_end_then_rerun_skips(tmp_path, archive):
 
     scores = json.loads((evaldir / "scores.json").read_text())
     assert sorted(scores["systems"][0]["utterances"]) == split["eval"]
-    assert {m["name"] for m in scores["metrics"]} == {"pesq", "stoi", "log_mel_l1"}
+    # the debug config's quick metrics (recipe.eval_metrics), not every metric
+    assert {m["name"] for m in scores["metrics"]} == {"pesq", "stoi", "log_mel_l1", "mr_stft"}
     assert (evaldir / "report.html").is_file() and (evaldir / "report_files").is_dir()
 
     before = snapshot(tmp_path)
@@ -117,6 +126,12 @@ def test_ljspeech_recipe_end_to_end_then_rerun_skips(tmp_path, archive):
     assert "scores.json is up to date; skip" in r2.stdout
     assert "wavediff preprocess" not in r2.stderr and "train:" not in r2.stderr
     assert snapshot(tmp_path) == before
+
+    # the command line overrides the config's cut: every utterance, in the shared dump/
+    r3 = run_recipe(tmp_path, *args, "--max-utts", "0", "--stage", "2", "--stop-stage", "2")
+    assert r3.returncode == 0, r3.stdout + r3.stderr
+    assert "sets cut" not in r3.stdout
+    assert sorted(p.stem for p in (tmp_path / "dump/train_nodev").glob("*.npz")) == split["train_nodev"]
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
@@ -178,7 +193,20 @@ def test_recipe_options_are_checked(tmp_path):
     r = run_recipe(tmp_path, "--conf", "conf/missing.yaml")
     assert r.returncode != 0 and "not found" in r.stderr
     r = run_recipe(tmp_path, "--help")
-    assert r.returncode == 0 and "--db-root" in r.stdout
+    assert r.returncode == 0 and "--db-root" in r.stdout and "--max-utts" in r.stdout
+
+
+def test_recipe_section_of_the_config_is_checked(tmp_path):
+    conf = tmp_path / "bad.yaml"
+    conf.write_text("recipe:\n  eval_metrics: pesq,nonsense\n")
+    r = run_recipe(tmp_path, "--db-root", tmp_path, "--conf", conf, "--stage", "2")
+    assert r.returncode != 0
+    assert "unknown metric 'nonsense'" in r.stderr and "Traceback" not in r.stderr
+    conf.write_text("recipe:\n  max_utterances: -1\n")
+    r = run_recipe(tmp_path, "--db-root", tmp_path, "--conf", conf, "--stage", "2")
+    assert r.returncode != 0 and "recipe.max_utterances must be >= 0" in r.stderr
+    r = run_recipe(tmp_path, "--db-root", tmp_path, "--max-utts", "many", "--stage", "2")
+    assert r.returncode != 0 and "--max-utts many" in r.stderr
 
 
 def test_template_recipe_prepares_a_folder_of_audio(tmp_path):

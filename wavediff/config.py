@@ -1,4 +1,4 @@
-"""Typed configuration: audio (mel convention), model, diffusion and training sections.
+"""Typed configuration: audio (mel convention), model, diffusion, training and recipe sections.
 
 A config is built from YAML or a dict; unknown keys and values of the wrong type are refused
 with a :class:`~wavediff.errors.ConfigError` that names the key. The resolved config (every
@@ -165,11 +165,24 @@ class TrainConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """What the recipe scripts (recipes/utils/stages.sh) do with a config; no wavediff
+    command reads it. Smoke runs (conf/debug.yaml) keep a recipe quick on any corpus."""
+
+    # each set (train_nodev, dev, eval) cut to its first N utterances; 0: all of them.
+    # A cut run keeps its lists and features in exp/<conf>/data and exp/<conf>/dump.
+    max_utterances: int = 0
+    # what stage 5 scores (wavediff evaluate --metrics): "all", or names and groups
+    eval_metrics: str = "all"
+
+
+@dataclass
 class Config:
     audio: MelConfig = field(default_factory=MelConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -253,20 +266,28 @@ class Config:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(m, name)}")
         if m.kernel_size % 2 == 0:
             raise ConfigError(f"model.kernel_size must be odd, got {m.kernel_size}")
+        if self.recipe.max_utterances < 0:
+            raise ConfigError(f"recipe.max_utterances must be >= 0 (0 = every utterance), "
+                              f"got {self.recipe.max_utterances}")
+        if not self.recipe.eval_metrics.strip():
+            raise ConfigError("recipe.eval_metrics must name metrics (or 'all')")
 
     # ------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "audio": self.audio.to_dict(),
             "model": dataclasses.asdict(self.model),
             "diffusion": dataclasses.asdict(self.diffusion),
             "train": dataclasses.asdict(self.train),
         }
+        if self.recipe != RecipeConfig():  # only the recipe scripts read it
+            out["recipe"] = dataclasses.asdict(self.recipe)
+        return out
 
     @classmethod
     def from_dict(cls, data: Optional[dict[str, Any]]) -> "Config":
         data = dict(data or {})
-        known = {"audio", "model", "diffusion", "train"}
+        known = {"audio", "model", "diffusion", "train", "recipe"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(
@@ -282,6 +303,7 @@ class Config:
             model=_build(ModelConfig, data.get("model"), "model"),
             diffusion=_build(DiffusionConfig, data.get("diffusion"), "diffusion"),
             train=_build(TrainConfig, data.get("train"), "train"),
+            recipe=_build(RecipeConfig, data.get("recipe"), "recipe"),
         )
 
     @classmethod

@@ -32,7 +32,11 @@ ngpu=""                    # empty: GPU if present; 0: CPU; 1: one GPU; N: N GPU
 resume=true                # continue an interrupted training from its newest checkpoint
 decode_seed=0
 # shellcheck disable=SC2034  # read by ../utils/stages.sh
-eval_metrics=all           # what stage 5 scores (wavediff evaluate --metrics)
+eval_metrics=""            # what stage 5 scores (wavediff evaluate --metrics); default:
+                           # the config's recipe.eval_metrics ("all" unless it says)
+# shellcheck disable=SC2034  # read by ../utils/stages.sh
+max_utts=""                # cut each set to its first N utterances (0: all); default: the
+                           # config's recipe.max_utterances (conf/debug.yaml: a handful)
 
 usage() {
     sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -43,7 +47,8 @@ Options (default):
   --datadir DIR ($datadir)  --dumpdir DIR ($dumpdir)  --expdir DIR ($expdir)
   --n-dev N ($n_dev)  --n-eval N ($n_eval)  --nj N ($nj)  --ngpu N (auto)
   --resume [true|false] ($resume)  --decode-seed N ($decode_seed)
-  --eval-metrics LIST ($eval_metrics; e.g. pesq,stoi,log_mel_l1)
+  --eval-metrics LIST (the config's recipe.eval_metrics, else all; e.g. pesq,stoi,log_mel_l1)
+  --max-utts N (the config's recipe.max_utterances, else 0: every utterance of each set)
 EOF
 }
 
@@ -56,7 +61,7 @@ while (( $# > 0 )); do
         --resume)
             if [[ ${2:-} == true || ${2:-} == false ]]; then resume=$2; shift; else resume=true; fi
             shift; continue ;;
-        --stage|--stop-stage|--conf|--db-root|--datadir|--dumpdir|--expdir|--n-dev|--n-eval|--nj|--ngpu|--decode-seed|--eval-metrics)
+        --stage|--stop-stage|--conf|--db-root|--datadir|--dumpdir|--expdir|--n-dev|--n-eval|--nj|--ngpu|--decode-seed|--eval-metrics|--max-utts)
             (( $# >= 2 )) || die "$opt needs a value"
             var=${opt#--}; var=${var//-/_}
             printf -v "$var" '%s' "$2"

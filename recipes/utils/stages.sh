@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2154  # the variables come from the recipe that sources this file
 # Stages 2-6 shared by the recipes (sourced by recipes/<corpus>/run.sh after its options are
-# parsed). Expects: conf, datadir, dumpdir, expdir, nj, ngpu, resume, decode_seed, utils,
-# recipe_dir, stage, stop_stage and die(). Sets: conf (absolute), name, exp, launch, device.
-# Every stage skips work already done, so a finished recipe reruns in seconds and an
-# interrupted one continues where it stopped. Sets are train_nodev, dev and eval.
+# parsed). Expects: conf, datadir, dumpdir, expdir, nj, ngpu, resume, decode_seed,
+# eval_metrics, max_utts, utils, recipe_dir, stage, stop_stage and die(). Sets: conf
+# (absolute), name, exp, launch, device, and data/dump: where stages 2-5 find the lists and
+# features (datadir and dumpdir, or exp/data and exp/dump when the sets are cut to max_utts
+# utterances each). Every stage skips work already done, so a finished recipe reruns in
+# seconds and an interrupted one continues where it stopped. Sets are train_nodev, dev, eval.
 
 set -euo pipefail  # as the recipe that sources it
 
@@ -14,6 +16,20 @@ if [[ ! -f $conf && -f $recipe_dir/$conf ]]; then conf=$recipe_dir/$conf; fi
 conf=$(cd "$(dirname "$conf")" && pwd)/$(basename "$conf")
 name=$(basename "$conf" .yaml)
 exp=$expdir/$name
+
+# The config's recipe section (recipe.max_utterances, recipe.eval_metrics) gives the
+# defaults of --max-utts and --eval-metrics; the command line wins.
+settings=$(python "$utils/recipe_settings.py" "$conf") || exit 1
+read -r conf_max_utts conf_eval_metrics <<< "$settings"
+max_utts=${max_utts:-$conf_max_utts}
+eval_metrics=${eval_metrics:-$conf_eval_metrics}
+[[ $max_utts =~ ^[0-9]+$ ]] || die "--max-utts $max_utts: give a number of utterances (0: all)"
+data=$datadir
+dump=$dumpdir
+if (( max_utts > 0 )); then
+    data=$exp/data
+    dump=$exp/dump
+fi
 
 # --ngpu N > 1 runs training and decoding as N processes on this node with torchrun
 # (DistributedDataParallel; train.batch_size stays the global batch).
@@ -57,19 +73,19 @@ first_missing() {
 stage_features() {
     banner 2 "features"
     for set in train_nodev dev eval; do
-        scp=$datadir/$set/wav.scp
+        scp=$data/$set/wav.scp
         [[ -f $scp ]] || die "$scp not found; run stage 1"
-        if [[ -f $dumpdir/$set/audio.yaml && -z $(first_missing "$scp" "$dumpdir/$set" .npz) ]]; then
-            echo "stage 2: $dumpdir/$set holds every record of $scp; skip"
+        if [[ -f $dump/$set/audio.yaml && -z $(first_missing "$scp" "$dump/$set" .npz) ]]; then
+            echo "stage 2: $dump/$set holds every record of $scp; skip"
         else
-            wavediff preprocess --config "$conf" --scp "$scp" --dumpdir "$dumpdir/$set" --nj "$nj"
+            wavediff preprocess --config "$conf" --scp "$scp" --dumpdir "$dump/$set" --nj "$nj"
         fi
     done
-    stats=$dumpdir/train_nodev/stats.npy
-    if [[ -f $stats && -z $(find "$dumpdir/train_nodev" -name '*.npz' -newer "$stats" -print -quit) ]]; then
+    stats=$dump/train_nodev/stats.npy
+    if [[ -f $stats && -z $(find "$dump/train_nodev" -name '*.npz' -newer "$stats" -print -quit) ]]; then
         echo "stage 2: $stats is up to date; skip"
     else
-        wavediff compute-statistics --dumpdir "$dumpdir/train_nodev" --out "$stats"
+        wavediff compute-statistics --dumpdir "$dump/train_nodev" --out "$stats"
     fi
     finished 2
 }
@@ -88,8 +104,8 @@ stage_train() {
             echo "stage 3: resuming $exp from step $step of $max_steps"
             resume_args=(--resume)
         fi
-        "${launch[@]}" train --config "$conf" --train-dumpdir "$dumpdir/train_nodev" \
-            --dev-dumpdir "$dumpdir/dev" --outdir "$exp" --device "$device" "${resume_args[@]}"
+        "${launch[@]}" train --config "$conf" --train-dumpdir "$dump/train_nodev" \
+            --dev-dumpdir "$dump/dev" --outdir "$exp" --device "$device" "${resume_args[@]}"
     fi
     finished 3
 }
@@ -99,7 +115,7 @@ stage_decode() {
     banner 4 "decode the eval set"
     newest_checkpoint "run stage 3"
     outdir=$exp/wav/$ckpt/eval
-    scp=$datadir/eval/wav.scp
+    scp=$data/eval/wav.scp
     if [[ -d $outdir && -z $(first_missing "$scp" "$outdir" .wav) ]]; then
         echo "stage 4: $outdir holds every eval utterance; skip"
     else
@@ -108,7 +124,7 @@ stage_decode() {
         while read -r utt _; do
             [[ -f $outdir/$utt.wav ]] || echo "$utt"
         done < "$scp" > "$todo"
-        python "$utils/export_mels.py" --dumpdir "$dumpdir/eval" --outdir "$dumpdir/eval/mel_npy" \
+        python "$utils/export_mels.py" --dumpdir "$dump/eval" --outdir "$dump/eval/mel_npy" \
             --scp "$outdir/.mel.scp" --only "$todo"
         "${launch[@]}" vocode --checkpoint "$exp/$ckpt.pt" --scp "$outdir/.mel.scp" \
             --outdir "$outdir" --seed "$decode_seed" --device "$device"
@@ -128,8 +144,8 @@ stage_evaluate() {
     if [[ -f $evaldir/scores.json && -z $(find "$gendir" -newer "$evaldir/scores.json" -print -quit) ]]; then
         echo "stage 5: $evaldir/scores.json is up to date; skip"
     else
-        wavediff evaluate --ref-scp "$datadir/eval/wav.scp" --gen-dir "$gendir" --config "$conf" \
-            --nj "$nj" --metrics "${eval_metrics:-all}" --json "$evaldir/scores.json" \
+        wavediff evaluate --ref-scp "$data/eval/wav.scp" --gen-dir "$gendir" --config "$conf" \
+            --nj "$nj" --metrics "$eval_metrics" --json "$evaldir/scores.json" \
             --report "$evaldir/report.html"
         echo "stage 5: scores in $evaldir/scores.json; open $evaldir/report.html in a browser"
     fi
@@ -149,8 +165,26 @@ stage_export() {
     finished 6
 }
 
+# With --max-utts N: exp/data/<set>/wav.scp, the first N lines of datadir's (rewritten only
+# when they change, so a rerun touches nothing).
+cut_sets() {
+    (( max_utts > 0 )) || return 0
+    local set src cut
+    for set in train_nodev dev eval; do
+        src=$datadir/$set/wav.scp
+        [[ -f $src ]] || die "$src not found; run stage 1"
+        mkdir -p "$data/$set"
+        cut=$(head -n "$max_utts" "$src")
+        if [[ ! -f $data/$set/wav.scp || $(< "$data/$set/wav.scp") != "$cut" ]]; then
+            printf '%s\n' "$cut" > "$data/$set/wav.scp"
+        fi
+    done
+    echo "sets cut to their first $max_utts utterances: $data (features: $dump)"
+}
+
 # Runs stages 2..6 that lie within --stage/--stop-stage.
 run_shared_stages() {
+    if (( stop_stage >= 2 && stage <= 5 )); then cut_sets; fi
     if run_stage 2; then stage_features; fi
     if run_stage 3; then stage_train; fi
     if run_stage 4; then stage_decode; fi
