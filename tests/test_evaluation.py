@@ -16,10 +16,11 @@ from wavediff.evaluation import spectral
 from wavediff.evaluation.stats import summarise
 
 SR = 22050
-REFERENCE_METRICS = ["pesq", "stoi", "estoi", "mcd", "mcd_dtw", "mr_stft", "log_mel_l1", "snr",
-                     "si_sdr"]
-PITCH = ["f0_rmse", "vuv_error", "vuv_f1", "periodicity"]
-DNSMOS = ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"]
+# every registered metric computed from audio, by kind (from the registry, so a new metric is
+# tested here as soon as it is registered)
+DNSMOS = [m.name for m in M.METRICS if m.group == "dnsmos"]
+PITCH = [m.name for m in M.METRICS if m.group == "pitch"]
+REFERENCE_METRICS = [n for n in M.from_audio(M.METRIC_NAMES) if n not in DNSMOS + PITCH]
 
 
 def with_noise(x: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
@@ -57,6 +58,20 @@ def noisy_scores() -> list[dict[str, float]]:
             assert notes == []
             levels[i].append(values)
     return [{m: float(np.mean([v[m] for v in level])) for m in level[0]} for level in levels]
+
+
+def test_every_registered_metric_is_scored(speech):
+    """The dispatch comes from the registry: each metric computed from audio gets a finite
+    value (none silently NaN), and only the speed group is left to the decoder's log."""
+    names = M.from_audio(M.METRIC_NAMES)
+    assert set(M.METRIC_NAMES) - set(names) == {m.name for m in M.METRICS if m.group == "speed"}
+    assert {M.METRIC_INFO[n].group for n in names} <= set(M.GROUP_SCORERS)
+    available, _ = M.available_metrics(names)
+    ev = M.Evaluator(available, SR)
+    ref = ev.analyse(speech)
+    values, notes = ev.score(ref, ev.analyse(with_noise(speech, 15)))
+    assert notes == [] and set(values) == set(available)
+    assert all(math.isfinite(v) for v in values.values()), values
 
 
 def test_identical_audio_scores_perfectly(noisy_scores):

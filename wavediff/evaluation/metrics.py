@@ -38,7 +38,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -121,6 +121,12 @@ GROUP_MODULES: dict[str, tuple[tuple[str, ...], str]] = {
     "speed": ((), ""),
 }
 DEFAULT_EXCLUDED = ("rtf",)  # attached from the decoder's log, not computed from audio
+NOT_FROM_AUDIO = ("speed",)  # groups whose values come from elsewhere (the decoder's log)
+
+
+def from_audio(names: Iterable[str]) -> list[str]:
+    """The metrics of ``names`` that are computed from audio (all but the NOT_FROM_AUDIO groups)."""
+    return [n for n in names if METRIC_INFO[n].group not in NOT_FROM_AUDIO]
 
 
 def available_metrics(names: Iterable[str] = METRIC_NAMES) -> tuple[list[str], list[str]]:
@@ -204,7 +210,7 @@ class Evaluator:
         unknown = [m for m in metrics if m not in METRIC_INFO]
         if unknown:
             raise ConfigError(f"unknown metric(s): {', '.join(unknown)}")
-        self.metrics = [m for m in metrics if m != "rtf"]
+        self.metrics = from_audio(metrics)
         self.groups = {METRIC_INFO[m].group for m in self.metrics}
         self.sample_rate = int(sample_rate)
         self.threads = max(1, int(threads))
@@ -298,8 +304,6 @@ class Evaluator:
         ``ref.wav`` and ``gen.wav`` must have the same length (see
         :func:`wavediff.evaluation.pairing.align`).
         """
-        from wavediff.evaluation import spectral
-
         if ref.wav.shape != gen.wav.shape:
             raise ValueError(f"lengths differ: {ref.wav.shape} vs {gen.wav.shape}")
         values: dict[str, float] = {}
@@ -328,18 +332,18 @@ class Evaluator:
             for n in wanted:
                 values[n] = float(result.get(n, float("nan")))
 
-        attempt(["pesq"], lambda: {"pesq": self._pesq(ref.wav16, gen.wav16)})
-        attempt(["stoi", "estoi"], lambda: self._stoi(ref.wav, gen.wav))
-        attempt(["mcd", "mcd_dtw"], lambda: _world_scores(ref, gen))
-        attempt(["f0_rmse", "vuv_error", "vuv_f1", "periodicity"], lambda: _pitch_scores(ref, gen))
-        attempt(["mr_stft"], lambda: {"mr_stft": spectral.multi_resolution_stft_distance(
-            ref.wav, gen.wav)})
-        attempt(["log_mel_l1"], lambda: {"log_mel_l1": spectral.log_mel_l1(
-            ref.wav, gen.wav, self.mel_fn())})
-        attempt(["snr"], lambda: {"snr": spectral.snr(ref.wav, gen.wav)})
-        attempt(["si_sdr"], lambda: {"si_sdr": spectral.si_sdr(ref.wav, gen.wav)})
-        attempt([m.name for m in METRICS if m.group == "dnsmos"], lambda: _mos(gen))
+        for group, names in _groups_of(self.metrics).items():
+            attempt(names, lambda: GROUP_SCORERS[group](self, ref, gen, names))
         return values, notes
+
+    def _spectral(self, ref: Analysis, gen: Analysis, names: Sequence[str]) -> dict[str, float]:
+        from wavediff.evaluation import spectral
+
+        fns = {"mr_stft": lambda: spectral.multi_resolution_stft_distance(ref.wav, gen.wav),
+               "log_mel_l1": lambda: spectral.log_mel_l1(ref.wav, gen.wav, self.mel_fn()),
+               "snr": lambda: spectral.snr(ref.wav, gen.wav),
+               "si_sdr": lambda: spectral.si_sdr(ref.wav, gen.wav)}
+        return {n: fns[n]() for n in names}
 
     def _pesq(self, ref16: np.ndarray, gen16: np.ndarray) -> float:
         from pesq import pesq
@@ -454,6 +458,32 @@ def _make_dnsmos(threads: int) -> Any:
     return _Scorer()
 
 
+def _groups_of(metrics: Sequence[str]) -> dict[str, list[str]]:
+    """The chosen metrics that are computed from audio, by group, in the registry's order."""
+    groups: dict[str, list[str]] = {}
+    for m in METRICS:
+        if m.name in metrics and m.group not in NOT_FROM_AUDIO:
+            groups.setdefault(m.group, []).append(m.name)
+    return groups
+
+
+# group -> (evaluator, reference analysis, generated analysis, wanted names) -> {name: value}.
+# Every group of METRICS has one (except NOT_FROM_AUDIO), checked when this module loads:
+# a metric registered without its scorer cannot silently become NaN.
+GROUP_SCORERS: dict[str, Callable[["Evaluator", Analysis, Analysis, Sequence[str]],
+                                  dict[str, float]]] = {
+    "pesq": lambda ev, ref, gen, names: {"pesq": ev._pesq(ref.wav16, gen.wav16)},
+    "stoi": lambda ev, ref, gen, names: ev._stoi(ref.wav, gen.wav),
+    "world": lambda ev, ref, gen, names: _world_scores(ref, gen),
+    "pitch": lambda ev, ref, gen, names: _pitch_scores(ref, gen),
+    "spectral": lambda ev, ref, gen, names: ev._spectral(ref, gen, names),
+    "dnsmos": lambda ev, ref, gen, names: _mos(gen),
+}
+_unscored = {m.group for m in METRICS} - set(GROUP_SCORERS) - set(NOT_FROM_AUDIO)
+if _unscored:  # pragma: no cover - a programming error, caught by importing the module
+    raise RuntimeError(f"metric group(s) without a scorer: {', '.join(sorted(_unscored))}")
+
+
 def evaluate_pair(ref: np.ndarray, gen: np.ndarray, sample_rate: int,
                   metrics: Optional[Sequence[str]] = None, mel_config: Any = None,
                   ) -> dict[str, float]:
@@ -463,7 +493,7 @@ def evaluate_pair(ref: np.ndarray, gen: np.ndarray, sample_rate: int,
     (NaN where a library could not score the pair). Metrics whose library is missing are
     left out; :func:`available_metrics` says which.
     """
-    names, _ = available_metrics([m for m in (metrics or METRIC_NAMES) if m != "rtf"])
+    names, _ = available_metrics(from_audio(metrics or METRIC_NAMES))
     ev = Evaluator(names, sample_rate, mel_config)
     if np.array_equal(ref, gen):
         r = g = ev.analyse(ref)

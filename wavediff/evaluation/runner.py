@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from wavediff.errors import WavediffError
-from wavediff.evaluation.metrics import METRIC_INFO, Evaluator, available_metrics
+from wavediff.evaluation.metrics import METRIC_INFO, Evaluator, available_metrics, from_audio
 from wavediff.evaluation.pairing import Utterance, load_pair, read_decode_stats
 from wavediff.evaluation.stats import Summary, summarise
 
@@ -229,7 +229,7 @@ def run_evaluation(utterances: Sequence[Utterance], gen_dirs: Sequence[Path], se
 
     metrics, missing_notes = available_metrics(settings.metrics)
     all_notes = list(notes) + missing_notes
-    computed = [m for m in metrics if m != "rtf"]
+    computed = from_audio(metrics)
     settings = Settings(**{**settings.__dict__, "metrics": computed})
     names = system_names(gen_dirs)
     systems = [SystemResult(n, str(d)) for n, d in zip(names, gen_dirs)]
