@@ -22,7 +22,7 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -266,7 +266,28 @@ class Trainer:
         global batch, so the update equals one step on the whole batch in one process.
         A non-finite loss or gradient on any rank skips the update on every rank.
         """
-        tc = self.config.train
+        draws, total = self._slice_shared_draws(micro)
+        self._prepare_step()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        for a, ((wave, mel), (t, noise)) in enumerate(zip(micro, draws)):
+            loss_sum += self._micro_backward(wave, mel, t, noise, total,
+                                             last=a == len(micro) - 1)
+        loss_value = self._agree_across_ranks(loss_sum) / total
+        grad_norm, finite = self._apply_update(loss_value)
+        if finite:
+            self._update_ema()
+        self.step += 1
+        return {"loss": loss_value, "grad_norm": grad_norm, "lr": self._lr(), "finite": finite}
+
+    def _slice_shared_draws(self, micro: list[tuple[torch.Tensor, torch.Tensor]]
+                            ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+        """The diffusion steps and noise ``(t, noise)`` of each of this rank's micro-batches,
+        and the size of the global batch.
+
+        Both are drawn for the whole global batch from the stream shared by every rank, then
+        sliced at this rank's offsets: a sample's draws depend on its place in the global
+        batch, never on the rank or the number of processes.
+        """
         sizes = [int(w.shape[0]) for w, _ in micro]
         if self.dist.enabled:
             total, offsets = self.plan.global_batch, self.plan.offsets(self.dist.rank)
@@ -278,32 +299,56 @@ class Trainer:
         length, dtype = micro[0][0].shape[-1], micro[0][0].dtype
         t_all = self.diffusion.draw_steps(total, self.noise_gen, self.device)
         noise_all = _randn((total, length), self.noise_gen, self.device, dtype)
+        draws = [(t_all[off:off + n], noise_all[off:off + n]) for off, n in zip(offsets, sizes)]
+        return draws, total
+
+    def _prepare_step(self) -> None:
+        """This step's learning rate, training mode and cleared gradients."""
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         self.ddp_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        for a, ((wave, mel), off, n) in enumerate(zip(micro, offsets, sizes)):
-            wave = wave.to(self.device, non_blocking=True)
-            mel = mel.to(self.device, non_blocking=True)
-            last_micro = a == len(micro) - 1
-            sync = contextlib.nullcontext()
-            if self.dist.enabled and not last_micro:  # gradients are reduced once per step
-                sync = self.ddp_model.no_sync()  # type: ignore[operator]
-            with sync:
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                    enabled=self.amp_dtype is not None):
-                    loss = self._loss(wave, mel, t_all[off:off + n], noise_all[off:off + n])
-                # DDP averages gradients over ranks: weight n * world / total makes the sum
-                # over ranks and micro-steps the mean over the global batch.
-                weight = n * self.dist.world_size / total
-                scaled = loss if weight == 1.0 else loss * weight
-                if self.scaler is not None:
-                    self.scaler.scale(scaled).backward()
-                else:
-                    scaled.backward()
-            loss_sum += loss.detach().double() * n
-        budget = tc.max_minutes is not None and self.train_seconds >= 60.0 * tc.max_minutes
+
+    def _micro_backward(self, wave: torch.Tensor, mel: torch.Tensor, t: torch.Tensor,
+                        noise: torch.Tensor, total: int, *, last: bool) -> torch.Tensor:
+        """Forward (under autocast) and backward of one micro-batch of ``total`` samples in
+        the global batch; returns its loss times its size (float64, detached), its share of
+        the global batch's summed loss.
+
+        DDP reduces the gradients across ranks only on the ``last`` micro-batch of the step.
+        """
+        n = int(wave.shape[0])
+        wave = wave.to(self.device, non_blocking=True)
+        mel = mel.to(self.device, non_blocking=True)
+        sync = contextlib.nullcontext()
+        if self.dist.enabled and not last:  # gradients are reduced once per step
+            sync = self.ddp_model.no_sync()  # type: ignore[operator]
+        with sync:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                loss = self._loss(wave, mel, t, noise)
+            # DDP averages gradients over ranks: weight n * world / total makes the sum
+            # over ranks and micro-steps the mean over the global batch.
+            weight = n * self.dist.world_size / total
+            scaled = loss if weight == 1.0 else loss * weight
+            if self.scaler is not None:
+                self.scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+        return loss.detach().double() * n
+
+    def _time_budget_spent(self) -> bool:
+        """This process's training time has used up ``train.max_minutes``."""
+        tc = self.config.train
+        return tc.max_minutes is not None and self.train_seconds >= 60.0 * tc.max_minutes
+
+    def _agree_across_ranks(self, loss_sum: torch.Tensor) -> float:
+        """The global batch's summed loss; also records whether every rank stops after this
+        step (any rank's SIGTERM) and whether the time budget is spent (on any rank).
+
+        Under torchrun all three travel in one all-reduce, so every rank decides alike.
+        """
+        budget = self._time_budget_spent()
         if self.dist.enabled:  # one collective: the global loss, any rank's SIGTERM or budget
             import torch.distributed as tdist
 
@@ -316,11 +361,19 @@ class Trainer:
                 self._stop_requested = True
             budget = float(reduced[2]) > 0
         self._budget_spent = budget
-        loss_value = float(loss_sum) / total
+        return float(loss_sum)
+
+    def _apply_update(self, loss_value: float) -> tuple[float, bool]:
+        """Unscale (under float16) and clip the gradients, then step the optimiser, through
+        the GradScaler when there is one; a non-finite step is skipped and counted
+        (:meth:`_skip_nonfinite`). Returns the gradient norm before clipping and whether
+        the step counts as finite (then the EMA follows).
+        """
+        tc = self.config.train
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                         tc.grad_clip if tc.grad_clip > 0 else math.inf))
+        max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
         if self.scaler is not None:
             if math.isfinite(loss_value):
@@ -331,23 +384,27 @@ class Trainer:
             self.optimizer.step()
         if finite:
             self.nonfinite_run = 0
-            self._update_ema()
         else:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_total += 1
-            self.nonfinite_run += 1
-            if self.is_main:
-                log.warning("step %d: non-finite loss %.4g or gradient norm %.4g; update skipped "
-                            "(%d in a row, %d in all; the run stops after %d in a row)",
-                            self.step, loss_value, grad_norm, self.nonfinite_run,
-                            self.nonfinite_total, tc.max_nonfinite_steps)
-            if self.nonfinite_run >= tc.max_nonfinite_steps:
-                raise TrainingError(
-                    f"{self.nonfinite_run} non-finite steps in a row at step {self.step}; "
-                    f"lower the learning rate, check the features for NaN, or set train.amp=none"
-                )
-        self.step += 1
-        return {"loss": loss_value, "grad_norm": grad_norm, "lr": self._lr(), "finite": finite}
+            self._skip_nonfinite(loss_value, grad_norm)
+        return grad_norm, finite
+
+    def _skip_nonfinite(self, loss_value: float, grad_norm: float) -> None:
+        """Drop this step's gradients, count and report the skipped step, and stop the run
+        after ``train.max_nonfinite_steps`` of them in a row."""
+        tc = self.config.train
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_total += 1
+        self.nonfinite_run += 1
+        if self.is_main:
+            log.warning("step %d: non-finite loss %.4g or gradient norm %.4g; update skipped "
+                        "(%d in a row, %d in all; the run stops after %d in a row)",
+                        self.step, loss_value, grad_norm, self.nonfinite_run,
+                        self.nonfinite_total, tc.max_nonfinite_steps)
+        if self.nonfinite_run >= tc.max_nonfinite_steps:
+            raise TrainingError(
+                f"{self.nonfinite_run} non-finite steps in a row at step {self.step}; "
+                f"lower the learning rate, check the features for NaN, or set train.amp=none"
+            )
 
     def _loss(self, wave: torch.Tensor, mel: torch.Tensor, t: torch.Tensor,
               noise: torch.Tensor) -> torch.Tensor:
@@ -429,62 +486,73 @@ class Trainer:
 
     def _loop(self, writer: Any, bar: Any) -> Optional[Path]:
         tc = self.config.train
-        last = None
-        if tc.max_minutes is not None and self.train_seconds >= 60.0 * tc.max_minutes:
+        if self._time_budget_spent():
             if self.is_main:
                 log.info("the training time budget (train.max_minutes %g) was used up at step "
                          "%d; raise it to train on", tc.max_minutes, self.step)
             return None
-        t0, samples, waited = time.perf_counter(), 0, 0.0
-        clock = time.perf_counter()  # training time since the last look, evaluation excluded
+        last = None
+        speed = _SpeedMeter()
         for micro in self._step_batches():
-            waited += time.perf_counter() - clock  # time the step waited for its batch
+            speed.batch_ready()
             out = self.train_accumulated(micro)
-            samples += self.plan.global_batch * micro[0][0].shape[-1] if self.dist.enabled \
-                else sum(w.numel() for w, _ in micro)
-            now = time.perf_counter()
-            self.train_seconds += now - clock
+            self.train_seconds += speed.step_done(self._samples_in(micro))
             bar.update(1)
             done = self.step >= tc.max_steps or self._budget_spent
             if self.is_main and (self.step % tc.log_interval == 0 or done):
-                elapsed = max(now - t0, 1e-9)
-                steps_done = tc.log_interval if self.step % tc.log_interval == 0 else \
-                    self.step % tc.log_interval
-                log.info("(steps: %d) train/loss = %.4f%s, grad_norm = %.3g, %.2f steps/s, "
-                         "%.0f samples/s, data wait %.1f%%, %.1f min of training", self.step,
-                         out["loss"], "".join(f", {k} {v:.4f}" for k, v in self.last_terms.items()),
-                         out["grad_norm"], steps_done / elapsed, samples / elapsed,
-                         100.0 * waited / elapsed, self.train_seconds / 60)
-                writer.add_scalar("speed/data_wait_fraction", waited / elapsed, self.step)
-                writer.add_scalar("train/loss", out["loss"], self.step)
-                for name, value in self.last_terms.items():
-                    writer.add_scalar(f"train/{name}", value, self.step)
-                writer.add_scalar("train/grad_norm", out["grad_norm"], self.step)
-                writer.add_scalar("train/learning_rate", out["lr"], self.step)
-                writer.add_scalar("train/nonfinite_steps", self.nonfinite_total, self.step)
-                writer.add_scalar("speed/steps_per_second", steps_done / elapsed, self.step)
-                writer.add_scalar("speed/samples_per_second", samples / elapsed, self.step)
-                bar.set_postfix(loss=f"{out['loss']:.4f}", gnorm=f"{out['grad_norm']:.2f}")
-                t0, samples, waited = time.perf_counter(), 0, 0.0
-            paused = time.perf_counter()
-            if self.is_main and self.dev_records and (self.step % tc.eval_interval == 0 or done):
-                self.evaluate(writer)
-            if self.step % tc.save_interval == 0 or done:
-                last = self.save()
-            clock = time.perf_counter()
-            t0 += clock - paused  # speed counts training time only
+                self._log_progress(writer, bar, out, speed)
+                speed.restart()
+            with speed.paused():  # speed and train_seconds count training time only
+                if (self.is_main and self.dev_records
+                        and (self.step % tc.eval_interval == 0 or done)):
+                    self.evaluate(writer)
+                if self.step % tc.save_interval == 0 or done:
+                    last = self.save()
             if self._budget_spent and self.is_main:
                 log.info("training time budget of %g min reached at step %d; saved %s",
                          tc.max_minutes, self.step, last.name if last else "")
             if self._stop_requested:
-                if last is None or last.name != ckpt.checkpoint_name(self.step):
-                    last = self.save()
-                self.stopped_by_signal = True
-                if self.is_main:
-                    log.warning("SIGTERM: saved %s at step %d; exiting", last.name, self.step)
-                break
+                return self._save_for_sigterm(last)
             if done:
                 break
+        return last
+
+    def _samples_in(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+        """The audio samples one step trains on, over all ranks (for samples/s)."""
+        if self.dist.enabled:
+            return self.plan.global_batch * micro[0][0].shape[-1]
+        return sum(w.numel() for w, _ in micro)
+
+    def _log_progress(self, writer: Any, bar: Any, out: dict[str, Any],
+                      speed: _SpeedMeter) -> None:
+        """The log line, TensorBoard scalars and progress-bar postfix of this step (rank 0)."""
+        tc = self.config.train
+        steps_done = tc.log_interval if self.step % tc.log_interval == 0 else \
+            self.step % tc.log_interval
+        rate = speed.rates(steps_done)
+        log.info("(steps: %d) train/loss = %.4f%s, grad_norm = %.3g, %.2f steps/s, "
+                 "%.0f samples/s, data wait %.1f%%, %.1f min of training", self.step,
+                 out["loss"], "".join(f", {k} {v:.4f}" for k, v in self.last_terms.items()),
+                 out["grad_norm"], rate.steps_per_second, rate.samples_per_second,
+                 rate.data_wait_percent, self.train_seconds / 60)
+        writer.add_scalar("speed/data_wait_fraction", rate.data_wait_fraction, self.step)
+        writer.add_scalar("train/loss", out["loss"], self.step)
+        for name, value in self.last_terms.items():
+            writer.add_scalar(f"train/{name}", value, self.step)
+        writer.add_scalar("train/grad_norm", out["grad_norm"], self.step)
+        writer.add_scalar("train/learning_rate", out["lr"], self.step)
+        writer.add_scalar("train/nonfinite_steps", self.nonfinite_total, self.step)
+        writer.add_scalar("speed/steps_per_second", rate.steps_per_second, self.step)
+        writer.add_scalar("speed/samples_per_second", rate.samples_per_second, self.step)
+        bar.set_postfix(loss=f"{out['loss']:.4f}", gnorm=f"{out['grad_norm']:.2f}")
+
+    def _save_for_sigterm(self, last: Optional[Path]) -> Path:
+        """The checkpoint of this step (written unless ``last`` is it) after a SIGTERM."""
+        if last is None or last.name != ckpt.checkpoint_name(self.step):
+            last = self.save()
+        self.stopped_by_signal = True
+        if self.is_main:
+            log.warning("SIGTERM: saved %s at step %d; exiting", last.name, self.step)
         return last
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
@@ -565,6 +633,58 @@ class Trainer:
             writer.add_scalar(k, v, self.step)
         log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
+
+
+class _Rates(NamedTuple):
+    """The speed over the steps of one log interval."""
+
+    steps_per_second: float
+    samples_per_second: float
+    data_wait_fraction: float
+    data_wait_percent: float
+
+
+class _SpeedMeter:
+    """The training loop's clock: each step's training time, and the speed (steps/s,
+    samples/s, data-wait fraction) over the steps since the last ``restart``.
+
+    A step's training time runs from the end of the previous ``paused()`` block (evaluation,
+    saving) to ``step_done``, the wait for its batch included; time inside ``paused()``
+    counts neither there nor in the speed.
+    """
+
+    def __init__(self) -> None:
+        self._start, self._samples, self._waited = time.perf_counter(), 0, 0.0
+        self._clock = time.perf_counter()  # training time since the last pause
+        self._now = self._clock
+
+    def batch_ready(self) -> None:
+        """The step's batch is here: the time since the last look was spent waiting for it."""
+        self._waited += time.perf_counter() - self._clock
+
+    def step_done(self, samples: int) -> float:
+        """The step (of ``samples`` audio samples) finished: its training time in seconds."""
+        self._samples += samples
+        self._now = time.perf_counter()
+        return self._now - self._clock
+
+    def rates(self, steps: int) -> _Rates:
+        """Speed of the window's ``steps`` steps, up to the end of the last one."""
+        elapsed = max(self._now - self._start, 1e-9)
+        return _Rates(steps / elapsed, self._samples / elapsed, self._waited / elapsed,
+                      100.0 * self._waited / elapsed)
+
+    def restart(self) -> None:
+        """Start a new window for the rates (after a log line)."""
+        self._start, self._samples, self._waited = time.perf_counter(), 0, 0.0
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent in the block is not training time."""
+        paused = time.perf_counter()
+        yield
+        self._clock = time.perf_counter()
+        self._start += self._clock - paused
 
 
 class _NullWriter:
