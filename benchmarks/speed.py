@@ -18,7 +18,7 @@ wavediff/lmnt ratios and writes benchmarks/results/<machine>.json.
 
     python benchmarks/speed.py                       # full CPU run (about 15 min on 2 cores)
     python benchmarks/speed.py --quick               # 1 s and a batch of 4, one run each
-    python benchmarks/speed.py --device cuda --autocast bf16 --cuda-graphs
+    python benchmarks/speed.py --device cuda --precision bf16 --cuda-graphs
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+from wavediff.precision import PRECISIONS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SEED = 0
@@ -75,7 +77,7 @@ def load_systems(ckpt: Path, device: str, which: str, args: argparse.Namespace):
     model.load_state_dict(weights)
     if args.case_kind == "train":
         return model.to(device), config
-    return Vocoder(model, config, device, precision=args.precision, autocast=args.autocast,
+    return Vocoder(model, config, device, precision=args.precision,
                    cuda_graphs=args.cuda_graphs, chunk_seconds=args.chunk_seconds or None)
 
 
@@ -147,7 +149,7 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
     out = {"rtf": statistics.median(times) / audio_seconds, "runs": len(times),
            "peak_mb": peak_rss_mb() - base_rss}
     if args.system == "wavediff":
-        out["precision"] = system.autocast or "fp32"
+        out["precision"] = system.precision
     if device.startswith("cuda"):
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -167,7 +169,7 @@ def train_case(system, args: argparse.Namespace) -> dict[str, Any]:
         model = system
         opt = torch.optim.Adam(model.parameters(), lr=2e-4)
         learner = DiffWaveLearner(tempfile.mkdtemp(), model, None, opt, AttrDict(params),
-                                  fp16=args.autocast == "fp16")
+                                  fp16=args.precision == "fp16")
 
         def step():
             learner.train_step({"audio": audio, "spectrogram": mel})
@@ -256,8 +258,6 @@ def spawn(case: dict[str, Any], args: argparse.Namespace, ckpt: Path) -> dict[st
         if case.get("default_allocator"):
             cmd += ["--default-allocator"]
     cmd += ["--precision", args.precision]
-    if args.autocast:
-        cmd += ["--autocast", args.autocast]
     if args.cuda_graphs:
         cmd += ["--cuda-graphs"]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -347,9 +347,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--train-batch", type=int, default=16, help="0: no training case")
     p.add_argument("--train-crop", type=int, default=16000)
     p.add_argument("--train-runs", type=int, default=2, help="timed training steps (median)")
-    p.add_argument("--autocast", choices=("bf16", "fp16"), default=None,
-                   help="force wavediff's decoding precision (older spelling of --precision)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="wavediff decoding precision (default auto, as wavediff vocode)")
     p.add_argument("--train-precisions", default="auto,fp32,bf16",
                    help="train.amp values of the wavediff training cases (comma list)")
@@ -401,7 +399,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               "torch": torch.__version__,
               "threads": torch.get_num_threads(), "model": "DiffWave BASE (2.64M parameters)",
               "sampler": "fast, 6 steps (lmnt inference_noise_schedule)",
-              "autocast": args.autocast, "cuda_graphs": args.cuda_graphs,
+              "precision": args.precision, "cuda_graphs": args.cuda_graphs,
               "chunk_seconds": args.chunk_seconds,
               "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d"), "cases": results}

@@ -136,8 +136,14 @@ def test_engine_follows_new_weights():
 
 def test_bad_options_are_refused():
     model = random_model()
-    with pytest.raises(ConfigError, match="autocast"):
-        Vocoder(model, tiny_config(), autocast="fp8")
+    with pytest.raises(ConfigError, match="precision must be one of auto, fp32, bf16, fp16"):
+        Vocoder(model, tiny_config(), precision="fp8")
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, fp16"):
+        InferenceEngine(model, precision="auto")  # the engine needs a resolved precision
+    # the older keyword still works, with a deprecation warning, and means the same
+    with pytest.warns(DeprecationWarning, match="precision="):
+        old = Vocoder(model, tiny_config(), autocast="none")
+    assert old.precision == "fp32"
     with pytest.raises(ConfigError, match="engine"):
         Vocoder(model, tiny_config(), engine="turbo")
     with pytest.raises(ConfigError, match="block_size"):
@@ -242,13 +248,13 @@ def test_bf16_autocast_stays_close_to_float32():
     mel = random_mel(1, 8)
     x = torch.randn(1, 8 * HOP, generator=torch.Generator().manual_seed(4))
     steps = torch.tensor([6.0])
-    bf16 = InferenceEngine(model, autocast="bf16")
+    bf16 = InferenceEngine(model, precision="bf16")
     got = bf16.denoise(x, bf16.step_bias(steps), bf16.conditioning(mel))
     expected = reference_eps(model, x, steps, mel)
     err = (got - expected).abs().max() / expected.abs().max()
     assert 0 < err < 0.05  # bf16 rounds (so not equal) but stays within tolerance
-    voc = Vocoder(model, tiny_config(), autocast="bf16")
-    ref = Vocoder(model, tiny_config())
+    voc = Vocoder(model, tiny_config(), precision="bf16")
+    ref = Vocoder(model, tiny_config(), precision="fp32")
     # bf16 keeps 8 significant bits (~4e-3 per operation): decodes stay well within 0.1
     assert (voc.decode(mel, seed=1, input_preset=None) - ref.decode(mel, seed=1, input_preset=None)).abs().max() < 0.1
 
@@ -257,15 +263,15 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 @cuda
-@pytest.mark.parametrize("autocast", [None, "bf16", "fp16"])
-def test_cuda_engine_graphs_and_autocast(autocast):
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_engine_graphs_and_precision(precision):
     model = random_model()
     mel = random_mel(2, 16)
     ref = Vocoder(model, tiny_config()).decode(mel, seed=0)
-    voc = Vocoder(random_model(), tiny_config(), device="cuda", autocast=autocast,
+    voc = Vocoder(random_model(), tiny_config(), device="cuda", precision=precision,
                   cuda_graphs=True)
     out = voc.decode(mel, seed=0).cpu()
-    tol = 1e-4 if autocast is None else 0.1
+    tol = 1e-4 if precision == "fp32" else 0.1
     assert (out - ref).abs().max() < tol
 
 

@@ -72,21 +72,21 @@ def test_calibration_is_measured_once_and_cached(monkeypatch, tmp_path, trained_
     monkeypatch.setattr(calibrate, "cpu_native_bf16", lambda: True)
     calls = []
 
-    def fake_time(model, autocast):
-        calls.append(autocast)
-        return {None: 0.30, "bf16": 0.10}[autocast]
+    def fake_time(model, precision):
+        calls.append(precision)
+        return {"fp32": 0.30, "bf16": 0.10}[precision]
 
     monkeypatch.setattr(calibrate, "_time_step", fake_time)
     voc = Vocoder.from_pretrained(trained_exp["exp"])
     first = calibrate.resolve_decode_precision("auto", voc.model, torch.device("cpu"))
-    assert first[0] == "bf16" and "measured now" in first[1] and calls == [None, "bf16"]
+    assert first[0] == "bf16" and "measured now" in first[1] and calls == ["fp32", "bf16"]
     again = calibrate.resolve_decode_precision("auto", voc.model, torch.device("cpu"))
     assert again[0] == "bf16" and "cached" in again[1] and len(calls) == 2
     cache = json.loads((tmp_path / "calibration.json").read_text())
     (entry,) = cache.values()
     assert entry["choice"] == "bf16" and entry["seconds_per_step"] == {"fp32": 0.30, "bf16": 0.10}
     monkeypatch.setattr(calibrate, "cpu_native_bf16", lambda: False)
-    assert calibrate.resolve_decode_precision("auto", voc.model, torch.device("cpu"))[0] is None
+    assert calibrate.resolve_decode_precision("auto", voc.model, torch.device("cpu"))[0] == "fp32"
 
 
 def test_bf16_decoding_is_close_to_float32(trained_exp):
@@ -97,7 +97,7 @@ def test_bf16_decoding_is_close_to_float32(trained_exp):
 
     fp32 = Vocoder.from_pretrained(trained_exp["exp"], precision="fp32")
     bf16 = Vocoder.from_pretrained(trained_exp["exp"], precision="bf16")
-    assert bf16.autocast == "bf16" and fp32.autocast is None
+    assert bf16.precision == "bf16" and fp32.precision == "fp32"
     mel = np.load(next((trained_exp["dump"] / "dev").glob("*.npz")))["mel"]
     a, b = fp32.decode(mel, seed=0), bf16.decode(mel, seed=0)
     other = fp32.decode(mel, seed=1)

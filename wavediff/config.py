@@ -22,12 +22,12 @@ from wavediff._fields import MAX_CONFIG_BYTES, load_yaml, short, short_key
 from wavediff._fields import build_dataclass as _build
 from wavediff.audio.presets import MelConfig
 from wavediff.errors import ConfigError
+from wavediff.precision import ACCEPTED as ACCEPTED_PRECISIONS
 
 PRIORS = ("none", "priorgrad")
 CONDITIONINGS = ("step", "noise_level")
 AUX_TARGETS = ("x0", "noise")
-# "none" is the older spelling of "fp32"
-AMP_CHOICES = ("auto", "fp32", "none", "bf16", "fp16")
+AMP_CHOICES = ACCEPTED_PRECISIONS  # train.amp: the precision vocabulary (wavediff.precision)
 SAMPLER_NAMES = ("fast", "ddim", "ddpm")
 LOSS_TYPES = ("l1", "l2")
 OBJECTIVES = ("diffusion", "few_step")

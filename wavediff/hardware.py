@@ -3,9 +3,10 @@
 Precision is decided from what the machine reports, never from a constant: the same code
 runs on CPUs with native bf16 arithmetic (AVX512_BF16, AMX), where bf16 matrix products are
 several times faster than float32, and on CPUs without it, where torch emulates bf16 and
-it is slower than float32. :func:`resolve_precision` turns a user's choice (``auto``,
-``fp32``, ``bf16``, ``fp16``) into a dtype for a device, with the reason in words for the
-log; the environment variable ``WAVEDIFF_PRECISION=fp32|bf16`` fixes what ``auto`` means. :func:`machine_summary` is the line every benchmark result carries.
+it is slower than float32. :func:`resolve_precision` turns a user's choice (the
+vocabulary of :mod:`wavediff.precision`) into a dtype for a device, with the reason in
+words for the log; the environment variable ``WAVEDIFF_PRECISION=fp32|bf16`` fixes what
+``auto`` means. :func:`machine_summary` is the line every benchmark result carries.
 """
 
 from __future__ import annotations
@@ -19,11 +20,8 @@ from typing import Optional, Union
 import torch
 
 from wavediff.errors import ConfigError
+from wavediff.precision import RESOLVED, canonical, torch_dtype
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Spellings accepted for float32 (older configs say "none").
-_FP32_NAMES = ("fp32", "none", "float32")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,11 +88,9 @@ def resolve_precision(choice: Optional[str], device: Union[str, torch.device],
     ``fp16`` needs CUDA.
     """
     device = torch.device(device)
-    choice = "fp32" if choice is None else str(choice).lower()
-    if choice in _FP32_NAMES:
+    choice = canonical(choice, what)
+    if choice == "fp32":
         return None, "float32 (as configured)"
-    if choice not in PRECISIONS:
-        raise ConfigError(f"{what} must be one of {', '.join(PRECISIONS)}, got {choice!r}")
     where = describe_device(device)
     if choice == "auto" and auto_override():
         return resolve_precision(auto_override(), device, what)
@@ -107,7 +103,7 @@ def resolve_precision(choice: Optional[str], device: Union[str, torch.device],
     if choice == "bf16" and not native_bf16(device):
         return torch.bfloat16, (f"bf16 autocast as configured, but {where} has no native bf16: "
                                 f"it is emulated and usually slower than float32 (use auto)")
-    return _DTYPES[choice], f"{choice} autocast (as configured)"
+    return torch_dtype(choice), f"{choice} autocast (as configured)"
 
 
 def auto_override() -> Optional[str]:
@@ -116,7 +112,7 @@ def auto_override() -> Optional[str]:
     value = os.environ.get("WAVEDIFF_PRECISION", "").strip().lower()
     if not value or value == "auto":
         return None
-    if value not in ("fp32", "bf16"):
+    if value not in RESOLVED[:2]:
         raise ConfigError(f"WAVEDIFF_PRECISION must be auto, fp32 or bf16, got {value!r}")
     return value
 

@@ -14,6 +14,7 @@ conversion in :mod:`wavediff.audio.prepare`, sampling plans in
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -32,6 +33,7 @@ from wavediff.inference.batching import length_buckets, pad_batch
 from wavediff.inference.load import load_model
 from wavediff.inference.runner import DEFAULT_CHUNK_SECONDS, ENGINES, DecodeRunner
 from wavediff.model import DiffWave
+from wavediff.precision import canonical
 from wavediff.pretrained import DEFAULT_MODEL
 
 PathLike = Union[str, os.PathLike]
@@ -47,9 +49,10 @@ class Vocoder:
             keeps its mode and flags: decoding runs under inference_mode).
         device: where decoding runs (``"auto"``: CUDA when available).
         step: the training step of the weights (informative).
-        engine, precision, autocast, cuda_graphs, chunk_seconds: see
+        engine, precision, cuda_graphs, chunk_seconds: see
             :class:`~wavediff.inference.runner.DecodeRunner` (``precision="auto"``: bf16
             where it is measured faster, float32 elsewhere).
+        autocast: the older name of ``precision`` (deprecated; ``"none"`` means fp32).
     """
 
     def __init__(self, model: DiffWave, config: Config, device: Union[str, torch.device] = "cpu",
@@ -57,6 +60,10 @@ class Vocoder:
                  autocast: Optional[str] = None, cuda_graphs: bool = False,
                  chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
                  precision: str = "auto") -> None:
+        if autocast is not None:
+            warnings.warn("Vocoder(autocast=...) is deprecated; pass precision='fp32', 'bf16' "
+                          "or 'fp16'", DeprecationWarning, stacklevel=2)
+            precision = canonical(autocast, "autocast")
         self.device = pick_device(device)
         self.model = model.to(self.device)
         self.config = config
@@ -64,7 +71,7 @@ class Vocoder:
         self.source: Optional[str] = None  # where from_pretrained loaded it
         self.schedules: dict[str, list[float]] = {}  # named fast schedules stored with it
         self.runner = DecodeRunner(self.model, config, self.device, engine=engine,
-                                   precision=precision, autocast=autocast,
+                                   precision=precision,
                                    cuda_graphs=cuda_graphs, chunk_seconds=chunk_seconds)
         self.diffusion = self.runner.diffusion
         self._mel: Optional[MelSpectrogram] = None
@@ -107,7 +114,8 @@ class Vocoder:
     hop_length = property(lambda self: self.config.audio.hop_length)
     n_mels = property(lambda self: self.config.audio.n_mels)
     engine = property(lambda self: self.runner.engine, doc="The inference engine in use.")
-    autocast = property(lambda self: self.runner.autocast, doc="The decoding precision in effect.")
+    precision = property(lambda self: self.runner.precision,
+                         doc="The decoding precision in effect: fp32, bf16 or fp16.")
     precision_reason = property(lambda self: self.runner.precision_reason)
     engine_name = property(lambda self: self.runner.engine_name)
     chunk_seconds = property(lambda self: self.runner.chunk_seconds)

@@ -42,6 +42,7 @@ from typing import Any, Optional
 from wavediff.audio.formats import MEL_SUFFIXES
 from wavediff.audio.io import AUDIO_SUFFIXES
 from wavediff.config import SAMPLER_NAMES
+from wavediff.precision import PRECISIONS, canonical
 
 log = logging.getLogger("wavediff.vocode")
 STATS_NAMES = ("stats.h5", "stats.npy", "feats_stats.npz")
@@ -79,12 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-seconds", type=float, default=4.0,
                    help="decode longer mels in chunks of this length, memory bounded by the "
                         "chunk, same audio (default: 4; 0: never)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="decoding precision (default: auto: bf16 on GPUs with bf16 and on CPUs "
                         "with native bf16 where a one-time measurement finds it faster, "
                         "float32 elsewhere; fp16: CUDA only)")
     p.add_argument("--autocast", choices=("none", "bf16", "fp16"), default=None,
-                   help=argparse.SUPPRESS)  # the older spelling of --precision
+                   help=argparse.SUPPRESS)  # the older spelling of --precision (deprecated)
     p.add_argument("--cuda-graphs", action="store_true",
                    help="replay each step from a CUDA graph (CUDA only)")
     p.add_argument("--resample", action="store_true",
@@ -178,6 +179,14 @@ def check_options(args: argparse.Namespace) -> None:
                             f"use letters, digits, '-', '_' or '.'")
 
 
+def _precision(args: argparse.Namespace) -> str:
+    """--precision, or the deprecated --autocast when given (with a warning)."""
+    if args.autocast is None:
+        return args.precision
+    log.warning("--autocast is deprecated; use --precision %s", canonical(args.autocast))
+    return canonical(args.autocast)
+
+
 def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: Any) -> int:
     """Decode this process's share of ``all_items``; returns the exit status."""
     import torch
@@ -207,7 +216,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
         args.checkpoint = DEFAULT_MODEL
     voc = Vocoder.from_pretrained(args.checkpoint, device=dist.device, use_ema=not args.no_ema,
                                   chunk_seconds=args.chunk_seconds or None,
-                                  precision=args.precision, autocast=args.autocast,
+                                  precision=_precision(args),
                                   cuda_graphs=args.cuda_graphs)
     # the schedule is checked here, once, before any file is read
     if args.schedule and args.sampler not in (None, "fast"):

@@ -16,16 +16,15 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 
 from wavediff.errors import ConfigError
 from wavediff.hardware import auto_override, cpu_flags, cpu_name, cpu_native_bf16, native_bf16
 from wavediff.model import DiffWave
+from wavediff.precision import canonical
 
 log = logging.getLogger("wavediff.inference")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CALIBRATION_SECONDS = 0.5  # of audio per timed call
 
 
@@ -38,14 +37,14 @@ def cache_path() -> Path:
 
 
 def resolve_decode_precision(precision: str, model: DiffWave,
-                             device: torch.device) -> tuple[Optional[str], str]:
-    """The engine's ``autocast`` (None: float32) for ``precision`` and why, in words."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+                             device: torch.device) -> tuple[str, str]:
+    """The resolved decoding precision (``fp32``, ``bf16`` or ``fp16``) for ``precision``
+    (any spelling of :mod:`wavediff.precision`) and why, in words."""
+    precision = canonical(precision)
     if precision == "auto" and auto_override():
         precision = auto_override()
     if precision == "fp32":
-        return None, "float32 (as asked)"
+        return "fp32", "float32 (as asked)"
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("precision fp16 needs a CUDA device; use fp32, bf16 or auto on the CPU")
     if precision in ("bf16", "fp16"):
@@ -53,11 +52,11 @@ def resolve_decode_precision(precision: str, model: DiffWave,
     if device.type == "cuda":
         if native_bf16(device):
             return "bf16", "bf16: the GPU computes it natively (precision auto)"
-        return None, "float32: the GPU has no bf16 (precision auto)"
+        return "fp32", "float32: the GPU has no bf16 (precision auto)"
     if device.type != "cpu" or not cpu_native_bf16():
-        return None, "float32: this CPU has no native bf16 (precision auto)"
+        return "fp32", "float32: this CPU has no native bf16 (precision auto)"
     if model.subbands != 1:
-        return None, "float32: sub-band models decode on the reference code (precision auto)"
+        return "fp32", "float32: sub-band models decode on the reference code (precision auto)"
     return _calibrated_cpu_choice(model)
 
 
@@ -68,13 +67,12 @@ def _key(model: DiffWave) -> str:
             f"{c.residual_layers}x{c.residual_channels}k{c.kernel_size}|{model.n_mels} mels")
 
 
-def _calibrated_cpu_choice(model: DiffWave) -> tuple[Optional[str], str]:
+def _calibrated_cpu_choice(model: DiffWave) -> tuple[str, str]:
     path, key = cache_path(), _key(model)
     cache = _read(path)
     entry = cache.get(key)
     if not isinstance(entry, dict) or entry.get("choice") not in ("fp32", "bf16"):
-        times = {name: _time_step(model, autocast) for name, autocast in
-                 (("fp32", None), ("bf16", "bf16"))}
+        times = {name: _time_step(model, name) for name in ("fp32", "bf16")}
         entry = {"choice": min(times, key=times.get), "seconds_per_step": times,
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
         cache[key] = entry
@@ -85,18 +83,17 @@ def _calibrated_cpu_choice(model: DiffWave) -> tuple[Optional[str], str]:
     t = entry.get("seconds_per_step", {})
     detail = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in t.items()) if t else ""
     choice = entry["choice"]
-    return (None if choice == "fp32" else "bf16",
-            f"{choice}: faster on this CPU ({detail}; {how}; precision auto)")
+    return choice, f"{choice}: faster on this CPU ({detail}; {how}; precision auto)"
 
 
-def _time_step(model: DiffWave, autocast: Optional[str]) -> float:
+def _time_step(model: DiffWave, precision: str) -> float:
     """Seconds of one denoiser call on CALIBRATION_SECONDS of audio (best of 3)."""
     from wavediff.inference.denoisers import EngineDenoiser
     from wavediff.inference.engine import InferenceEngine
 
     frames = max(1, int(CALIBRATION_SECONDS * 22050) // model.hop_length)
     mel = torch.full((1, model.n_mels, frames), -5.0)
-    engine = InferenceEngine(model, autocast=autocast)
+    engine = InferenceEngine(model, precision=precision)
     den = EngineDenoiser(engine, mel, steps=[10.0])
     x = torch.randn(1, frames * model.hop_length, generator=torch.Generator().manual_seed(0))
     steps = torch.tensor([10.0])

@@ -37,10 +37,10 @@ from torch import Tensor
 
 from wavediff.errors import ConfigError, MelError
 from wavediff.model import DiffWave
+from wavediff.precision import canonical, torch_dtype
 
 # Samples per block of the CPU layer loop: ~1.5 MB of working set per block at 64 channels.
 DEFAULT_BLOCK_SIZE = 2048
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -88,16 +88,15 @@ class InferenceEngine:
     Args:
         model: the trained network; later changes to it are not seen.
         block_size: samples per block of the CPU layer loop.
-        autocast: ``None``, ``"bf16"`` or ``"fp16"``: run the network in that precision
-            (CUDA, or bf16 on CPU). The default is float32 and matches the model to float
-            rounding.
+        precision: ``"fp32"`` (default; matches the model to float rounding), ``"bf16"``
+            or ``"fp16"`` (CUDA): run the network under autocast in that precision
+            (:mod:`wavediff.precision`; a resolved choice, not ``auto``).
         threads: CPU threads of the layer loop (default: ``torch.get_num_threads()``).
     """
 
     def __init__(self, model: DiffWave, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                 autocast: Optional[str] = None, threads: Optional[int] = None) -> None:
-        if autocast not in (None, "none", *AUTOCAST_DTYPES):
-            raise ConfigError(f"autocast must be none, bf16 or fp16, got {autocast!r}")
+                 precision: str = "fp32", threads: Optional[int] = None) -> None:
+        precision = canonical(precision, "the engine's precision", allow_auto=False)
         if block_size < 1:
             raise ConfigError(f"block_size must be positive, got {block_size}")
         if getattr(model, "subbands", 1) != 1:
@@ -107,7 +106,8 @@ class InferenceEngine:
         # CUDA path all read the same snapshot, so training the model on changes nothing here
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         model = self.model
-        self.autocast = None if autocast in (None, "none") else autocast
+        self.precision = precision
+        self.amp_dtype = torch_dtype(precision)  # None: float32, no autocast
         self.block_size = int(block_size)
         self.threads = max(1, int(threads if threads is not None else torch.get_num_threads()))
         self._executor: Optional[ThreadPoolExecutor] = None
@@ -115,7 +115,7 @@ class InferenceEngine:
         self.n_mels = model.n_mels
         p = next(model.parameters())
         self.device = p.device
-        self.time_major = self.device.type == "cpu" and self.autocast is None
+        self.time_major = self.device.type == "cpu" and self.amp_dtype is None
         self.channels = model.config.residual_channels
         self.kernel_size = model.config.kernel_size
         self.dilations = [layer.dilated_conv.dilation[0] for layer in model.residual_layers]
@@ -225,10 +225,9 @@ class InferenceEngine:
                            f"conditioning of {cond.length} samples")
         if self.time_major:
             return self._denoise_cpu(x, steps, cond)
-        if self.autocast is None:
+        if self.amp_dtype is None:
             return self._denoise_channels_first(x, steps, cond)
-        dtype = AUTOCAST_DTYPES[self.autocast]
-        with torch.autocast(self.device.type, dtype=dtype):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype):
             return self._denoise_channels_first(x, steps, cond).float()
 
     def _denoise_cpu(self, x: Tensor, steps: StepBias, cond: Conditioning) -> Tensor:

@@ -15,10 +15,11 @@ from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion
 from wavediff.diffusion.schedule import GRIFFIN_LIM, SamplingPlan
 from wavediff.errors import ConfigError, WavediffError
-from wavediff.inference.calibrate import PRECISIONS, resolve_decode_precision
+from wavediff.inference.calibrate import resolve_decode_precision
 from wavediff.inference.decode import run_sampler, select_denoiser
 from wavediff.inference.engine import InferenceEngine
 from wavediff.model import DiffWave
+from wavediff.precision import canonical
 
 log = logging.getLogger("wavediff.vocoder")
 # Utterances longer than this (plus the context on both sides) are decoded in chunks.
@@ -33,49 +34,43 @@ class DecodeRunner:
 
     ``engine``: ``"fast"`` (:class:`~wavediff.inference.InferenceEngine`) or
     ``"reference"`` (the model's own code); sub-band models always use the model's code.
-    ``precision``: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``; ``autocast`` is its
-    older spelling and wins when given. ``chunk_seconds``: the default chunk length.
+    ``precision``: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``
+    (:mod:`wavediff.precision`). ``chunk_seconds``: the default chunk length.
     """
 
     def __init__(self, model: DiffWave, config: Config, device: torch.device, *,
-                 engine: str = "fast", precision: str = "auto", autocast: Optional[str] = None,
-                 cuda_graphs: bool = False,
+                 engine: str = "fast", precision: str = "auto", cuda_graphs: bool = False,
                  chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS) -> None:
         if engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        if autocast not in (None, "none", "bf16", "fp16"):
-            raise ConfigError(f"autocast must be none, bf16 or fp16, got {autocast!r}")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                              f"got {precision!r}")
         self.model, self.config, self.device = model, config, device
         self.diffusion = GaussianDiffusion.from_config(config.diffusion, config.audio)
         # the blocked engine runs single-band models only
         self.engine_name = "reference" if model.subbands != 1 else engine
-        self.precision = ("fp32" if autocast == "none" else autocast) if autocast else precision
+        self.requested_precision = canonical(precision)
         self.precision_reason: Optional[str] = None  # set when first resolved
-        self._autocast: Optional[str] = None
+        self._precision = "fp32"
         self.cuda_graphs = cuda_graphs
         self.chunk_seconds = chunk_seconds
         self._engine: Optional[InferenceEngine] = None
         self._engine_key: Optional[tuple] = None
 
     @property
-    def autocast(self) -> Optional[str]:
-        """The decoding precision in effect: None (float32), ``"bf16"`` or ``"fp16"``;
+    def precision(self) -> str:
+        """The decoding precision in effect: ``"fp32"``, ``"bf16"`` or ``"fp16"``;
         ``precision="auto"`` is resolved (and logged) the first time it is needed."""
         if self.precision_reason is None:
-            self._autocast, self.precision_reason = resolve_decode_precision(
-                self.precision, self.model, self.device)
+            self._precision, self.precision_reason = resolve_decode_precision(
+                self.requested_precision, self.model, self.device)
             log.info("decoding precision: %s", self.precision_reason)
-        return self._autocast
+        return self._precision
 
     @property
     def engine(self) -> InferenceEngine:
         """The inference engine of the current weights (rebuilt when they change)."""
         key = tuple((id(p), p._version) for p in self.model.parameters())
         if self._engine is None or key != self._engine_key:
-            self._engine = InferenceEngine(self.model, autocast=self.autocast)
+            self._engine = InferenceEngine(self.model, precision=self.precision)
             self._engine_key = key
         return self._engine
 
@@ -110,7 +105,7 @@ class DecodeRunner:
         if not bool(torch.isfinite(wav).all()):
             raise WavediffError(
                 f"the model produced {int((~torch.isfinite(wav)).sum())} NaN or infinite "
-                f"samples from a finite mel (precision {self.autocast or 'fp32'}): its weights "
+                f"samples from a finite mel (precision {self.precision}): its weights "
                 f"overflow on this input; decode with precision='fp32' (--precision fp32), or "
                 f"use an earlier checkpoint")
         return wav
