@@ -42,7 +42,7 @@ def test_each_architecture_keeps_the_protocol_and_decodes_on_the_fast_engine(nam
 
 
 def test_the_configured_ddim_eta_reaches_the_sampler():
-    # diffusion.ddim_eta is part of the plan and reaches the DDIM sampler's eta
+    # diffusion.ddim_eta is part of the plan, which reaches the DDIM sampler whole
     d = tiny_config_dict()
     cfg0 = Config.from_dict({**d, "diffusion": {"sampler": "ddim", "ddim_eta": 0.0}})
     cfg1 = Config.from_dict({**d, "diffusion": {"sampler": "ddim", "ddim_eta": 1.0}})
@@ -56,7 +56,7 @@ def test_the_configured_ddim_eta_reaches_the_sampler():
     real = samplers.sample_ddim
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("eta"))
+        seen.append(kwargs["schedule"].eta)
         return real(*args, **kwargs)
 
     samplers.SAMPLERS["ddim"] = spy

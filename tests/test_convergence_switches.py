@@ -14,7 +14,7 @@ from conftest import make_corpus, tiny_config_dict
 from wavediff.audio.presets import get_preset
 from wavediff.cli.main import main
 from wavediff.config import Config, DiffusionConfig
-from wavediff.diffusion import GaussianDiffusion, sample_ddim, sample_fast
+from wavediff.diffusion import GaussianDiffusion, SamplingPlan, sample_ddim, sample_fast
 from wavediff.diffusion.prior import EnergyPrior, energy_range, frame_energy
 from wavediff.errors import ConfigError
 from wavediff.evaluation.spectral import multi_resolution_stft_loss
@@ -97,7 +97,8 @@ def test_prior_sampling_is_the_plain_chain_scaled_by_std():
     prior = EnergyPrior(HIFIGAN, (0.0, 1.0), 0.1)
     plain, with_prior = GaussianDiffusion([0.1, 0.2, 0.3]), GaussianDiffusion([0.1, 0.2, 0.3], prior=prior)
     std = prior.std(mel)
-    for sampler, kw in ((sample_fast, {"schedule": [0.1, 0.3]}), (sample_ddim, {"schedule": 3})):
+    for sampler, kw in ((sample_fast, {"schedule": SamplingPlan.fast(plain.betas, [0.1, 0.3])}),
+                        (sample_ddim, {"schedule": SamplingPlan.ddim(plain.betas, 3)})):
         outs = []
         for diff in (plain, with_prior):
             last = {}

@@ -7,6 +7,7 @@ the samplers document).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -17,12 +18,14 @@ from wavediff.config import DIFFWAVE_FAST_SCHEDULE, DiffusionConfig
 from wavediff.diffusion import (
     SAMPLERS,
     GaussianDiffusion,
+    SamplingPlan,
     align_fast_schedule,
     alpha_bar,
     ddim_timesteps,
     get_sampler,
     linear_betas,
     noise_levels,
+    plan,
     posterior_variance,
     sample_ddim,
     sample_ddpm,
@@ -172,7 +175,7 @@ def test_alignment_out_of_training_range_raises(diffusion, infer):
     with pytest.raises(ConfigError, match=r"inference beta\[\d\] = .* outside the range \["):
         align_fast_schedule(diffusion.betas, infer)
     with pytest.raises(ConfigError):
-        sample_fast(DummyDenoiser(), diffusion, make_mel(), schedule=infer)
+        SamplingPlan.fast(diffusion.betas, infer)
 
 
 def test_ddim_timesteps():
@@ -291,8 +294,8 @@ def check_golden(out, cb, golden, n_steps):
 
 def test_ddpm_golden(diffusion):
     model, mel, cb = DummyDenoiser(), make_mel(), LastX()
-    out = sample_ddpm(model, diffusion, mel, generator=torch.Generator().manual_seed(5),
-                      callback=cb)
+    out = sample_ddpm(model, diffusion, mel, schedule=SamplingPlan.ddpm(diffusion.betas),
+                      generator=torch.Generator().manual_seed(5), callback=cb)
     x_T, *zs = draws(5, 50)  # x_T, then one noise per step t = 49..1
     betas = diffusion.betas.numpy()
     golden = np_ancestral(model, mel.numpy(), betas, np.arange(50.0), x_T, zs)
@@ -302,8 +305,9 @@ def test_ddpm_golden(diffusion):
 
 def test_fast_golden(diffusion):
     model, mel, cb = DummyDenoiser(), make_mel(), LastX()
-    out = sample_fast(model, diffusion, mel, generator=torch.Generator().manual_seed(6),
-                      callback=cb)
+    chosen = SamplingPlan.fast(diffusion.betas, DIFFWAVE_FAST_SCHEDULE)
+    out = sample_fast(model, diffusion, mel, schedule=chosen,
+                      generator=torch.Generator().manual_seed(6), callback=cb)
     x_T, *zs = draws(6, 6)
     steps = np_align(diffusion.betas.numpy(), DIFFWAVE_FAST_SCHEDULE)
     golden = np_ancestral(model, mel.numpy(), np.array(DIFFWAVE_FAST_SCHEDULE), steps, x_T, zs)
@@ -316,7 +320,8 @@ def test_fast_golden(diffusion):
 def test_ddim_golden(diffusion, eta):
     model, mel, cb = DummyDenoiser(), make_mel(), LastX()
     timesteps = [0, 7, 20, 33, 49]
-    out = sample_ddim(model, diffusion, mel, schedule=timesteps, eta=eta,
+    out = sample_ddim(model, diffusion, mel, schedule=SamplingPlan.ddim(diffusion.betas,
+                                                                        timesteps, eta),
                       generator=torch.Generator().manual_seed(8), callback=cb)
     x_T, *zs = draws(8, 5)
     abar = np_abar(diffusion.betas.numpy())
@@ -328,8 +333,10 @@ def test_ddim_golden(diffusion, eta):
 def test_fast_with_training_betas_is_ddpm(diffusion):
     mel = make_mel()
     ddpm_model, fast_model = DummyDenoiser(), DummyDenoiser()
-    ddpm = sample_ddpm(ddpm_model, diffusion, mel, generator=torch.Generator().manual_seed(2))
-    fast = sample_fast(fast_model, diffusion, mel, schedule=diffusion.betas.tolist(),
+    ddpm = sample_ddpm(ddpm_model, diffusion, mel, schedule=SamplingPlan.ddpm(diffusion.betas),
+                       generator=torch.Generator().manual_seed(2))
+    fast = sample_fast(fast_model, diffusion, mel,
+                       schedule=SamplingPlan.fast(diffusion.betas, diffusion.betas.tolist()),
                        generator=torch.Generator().manual_seed(2))
     # the same recurrence (_ancestral) on the same betas, integer steps and draws: the same
     # computation, bit-identical
@@ -339,8 +346,10 @@ def test_fast_with_training_betas_is_ddpm(diffusion):
 
 def test_ddim_all_steps_eta_one_is_ddpm(diffusion):
     mel = make_mel()
-    ddpm = sample_ddpm(DummyDenoiser(), diffusion, mel, generator=torch.Generator().manual_seed(4))
-    ddim = sample_ddim(DummyDenoiser(), diffusion, mel, schedule=50, eta=1.0,
+    ddpm = sample_ddpm(DummyDenoiser(), diffusion, mel, schedule=SamplingPlan.ddpm(diffusion.betas),
+                       generator=torch.Generator().manual_seed(4))
+    ddim = sample_ddim(DummyDenoiser(), diffusion, mel,
+                       schedule=SamplingPlan.ddim(diffusion.betas, 50, eta=1.0),
                        generator=torch.Generator().manual_seed(4))
     # two float64 formulas of the same chain, 50 steps: ~1e-14 apart
     torch.testing.assert_close(ddim, ddpm, rtol=1e-10, atol=1e-12)
@@ -351,9 +360,10 @@ def test_ddim_eta_zero_is_deterministic_and_draws_nothing(diffusion):
     x_T = torch.randn(B, LENGTH, dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
     state = g.get_state()
-    a = sample_ddim(DummyDenoiser(), diffusion, mel, schedule=6, noise=x_T, generator=g)
+    six = SamplingPlan.ddim(diffusion.betas, 6)
+    a = sample_ddim(DummyDenoiser(), diffusion, mel, schedule=six, noise=x_T, generator=g)
     assert torch.equal(g.get_state(), state)  # bytes of the generator state
-    b = sample_ddim(DummyDenoiser(), diffusion, mel, schedule=6, noise=x_T,
+    b = sample_ddim(DummyDenoiser(), diffusion, mel, schedule=six, noise=x_T,
                     generator=torch.Generator().manual_seed(99))
     assert torch.equal(a, b)  # the same computation on the same x_T: bit-identical
 
@@ -361,10 +371,11 @@ def test_ddim_eta_zero_is_deterministic_and_draws_nothing(diffusion):
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_seeds(diffusion, name):
     sampler, mel = get_sampler(name), make_mel(dtype=torch.float32)
+    chosen = plan(name, DiffusionConfig())
 
     def run(seed):
         g = torch.Generator().manual_seed(seed)
-        return sampler(DummyDenoiser(), diffusion, mel, generator=g)
+        return sampler(DummyDenoiser(), diffusion, mel, schedule=chosen, generator=g)
 
     a, b, c = run(0), run(0), run(1)
     assert a.dtype == torch.float32 and a.shape == (B, LENGTH)
@@ -375,40 +386,104 @@ def test_seeds(diffusion, name):
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_output_shape_clamp_and_given_noise(diffusion, name):
     sampler, mel = get_sampler(name), make_mel(dtype=torch.float32)
+    chosen = plan(name, DiffusionConfig())
     noise = 10 * torch.randn(B, LENGTH, generator=torch.Generator().manual_seed(0))
     model = DummyDenoiser()
-    out = sampler(model, diffusion, mel, noise=noise, generator=torch.Generator().manual_seed(0))
+    out = sampler(model, diffusion, mel, schedule=chosen, noise=noise,
+                  generator=torch.Generator().manual_seed(0))
     assert out.shape == (B, FRAMES * HOP) and out.dtype == torch.float32
     assert out.abs().max() <= 1.0 and (out.abs() == 1.0).any()  # clamped: exactly +-1
     assert model.steps[0].dtype == torch.float32 and model.steps[0].shape == (B,)
     with pytest.raises(ValueError, match=r"noise must have shape \(2, 20\)"):
-        sampler(DummyDenoiser(), diffusion, mel, noise=torch.zeros(B, LENGTH + 1))
+        sampler(DummyDenoiser(), diffusion, mel, schedule=chosen,
+                noise=torch.zeros(B, LENGTH + 1))
 
 
-def test_sampler_schedule_validation(diffusion):
-    mel, model = make_mel(), DummyDenoiser()
-    with pytest.raises(ConfigError, match="takes no schedule"):
-        sample_ddpm(model, diffusion, mel, schedule=[0.1])
+def test_plan_schedule_validation(diffusion):
     with pytest.raises(ConfigError, match=r"schedule\[1\] = 2 follows 3"):
-        sample_ddim(model, diffusion, mel, schedule=[3, 2])
+        SamplingPlan.ddim(diffusion.betas, [3, 2])
     with pytest.raises(ConfigError, match=r"schedule\[1\] = 50 .* 0..49"):
-        sample_ddim(model, diffusion, mel, schedule=[0, 50])
+        SamplingPlan.ddim(diffusion.betas, [0, 50])
     with pytest.raises(ConfigError, match="51"):
-        sample_ddim(model, diffusion, mel, schedule=51)
+        SamplingPlan.ddim(diffusion.betas, 51)
     with pytest.raises(ConfigError, match="eta"):
-        sample_ddim(model, diffusion, mel, eta=1.5)
+        SamplingPlan.ddim(diffusion.betas, 6, eta=1.5)
+    with pytest.raises(ConfigError, match="SamplingPlan.fast/ddim/ddpm"):
+        SamplingPlan("fast", [0.1], [0.0])  # by hand, without its alpha-bars and betas
     with pytest.raises(ConfigError, match=r"fast, ddim, ddpm"):
         get_sampler("euler")
     assert get_sampler("fast") is sample_fast
 
 
-def test_default_ddim_schedule_uses_config_steps(diffusion):
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("raw", [[0.1, 0.5], [3, 20], 6, None, "fast"])
+def test_samplers_refuse_anything_but_a_plan(diffusion, name, raw):
     model = DummyDenoiser()
-    sample_ddim(model, diffusion, make_mel())
+    with pytest.raises(ConfigError, match=rf"sample_{name} takes a SamplingPlan as schedule, "
+                                          rf"got .*; pass SamplingPlan\.{name}\(") as err:
+        get_sampler(name)(model, diffusion, make_mel(), schedule=raw)
+    assert "\n" not in str(err.value) and not model.steps  # one line, before any work
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_samplers_refuse_a_plan_of_another_sampler(diffusion, name):
+    config = DiffusionConfig()
+    for other in sorted(set(SAMPLERS) - {name}):
+        with pytest.raises(ConfigError, match=rf"given a plan of the '{other}' sampler; "
+                                              rf"pass SamplingPlan\.{name}\("):
+            get_sampler(name)(DummyDenoiser(), diffusion, make_mel(),
+                              schedule=plan(other, config))
+    from wavediff.diffusion.samplers import unrolled_fast
+
+    with pytest.raises(ConfigError, match="unrolled_fast was given a plan of the 'ddpm'"):
+        unrolled_fast(DummyDenoiser(), diffusion, make_mel(), schedule=plan("ddpm", config))
+
+
+def test_samplers_refuse_a_plan_of_other_training_steps(diffusion):
+    other = GaussianDiffusion([0.1, 0.2, 0.3])
+    with pytest.raises(ConfigError, match="made for 3 training steps, the diffusion has 50"):
+        sample_fast(DummyDenoiser(), diffusion, make_mel(),
+                    schedule=SamplingPlan.fast(other.betas, [0.1, 0.2]))
+
+
+def test_ddpm_plan_is_the_fast_plan_over_the_training_betas(diffusion):
+    config = DiffusionConfig()
+    ddpm = plan("ddpm", config)
+    fast = plan("fast", config, schedule=config.training_betas())
+    # the same chain: only the name and the schedule as asked (None for ddpm) differ
+    assert dataclasses.replace(ddpm, sampler="fast", schedule=fast.schedule) == fast
+    assert ddpm == SamplingPlan.ddpm(diffusion.betas)
+    assert ddpm.betas == diffusion.betas.tolist() and ddpm.eta == 0.0
+    assert ddpm.alpha_bars == diffusion.alpha_bar.tolist()
+    mel = make_mel()
+    a = sample_ddpm(DummyDenoiser(), diffusion, mel, schedule=ddpm,
+                    generator=torch.Generator().manual_seed(3))
+    b = sample_fast(DummyDenoiser(), diffusion, mel, schedule=fast,
+                    generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)  # the same recurrence on equal plans and draws: bit-identical
+
+
+def test_plans_carry_what_the_samplers_compute_with(diffusion):
+    config = DiffusionConfig()
+    fast = plan("fast", config)
+    assert fast.betas == list(DIFFWAVE_FAST_SCHEDULE) == fast.schedule
+    assert fast.alpha_bars == alpha_bar(DIFFWAVE_FAST_SCHEDULE).tolist()
+    assert fast.network_steps == align_fast_schedule(diffusion.betas,
+                                                     DIFFWAVE_FAST_SCHEDULE).tolist()
+    ddim = plan("ddim", DiffusionConfig(ddim_eta=0.5), schedule=[0, 7, 49])
+    abar = diffusion.alpha_bar.tolist()
+    assert ddim.alpha_bars == [abar[0], abar[7], abar[49]] and ddim.eta == 0.5
+    assert ddim.network_steps == [0.0, 7.0, 49.0] and ddim.betas == []
+
+
+def test_default_ddim_plan_uses_config_steps(diffusion):
+    model = DummyDenoiser()
+    sample_ddim(model, diffusion, make_mel(), schedule=plan("ddim", DiffusionConfig()))
     assert [s[0].item() for s in model.steps] == [49.0, 39.0, 29.0, 20.0, 10.0, 0.0]
 
 
 def test_sampler_output_is_not_tracked_by_autograd(diffusion):
     mel = make_mel().requires_grad_(True)
-    out = sample_fast(DummyDenoiser(), diffusion, mel, generator=torch.Generator().manual_seed(0))
+    out = sample_fast(DummyDenoiser(), diffusion, mel, schedule=plan("fast", DiffusionConfig()),
+                      generator=torch.Generator().manual_seed(0))
     assert not out.requires_grad and math.isfinite(out.sum().item())

@@ -14,6 +14,7 @@ from wavediff.checkpoint import load_checkpoint
 from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion, sample_fast
 from wavediff.diffusion.samplers import unrolled_fast
+from wavediff.diffusion.schedule import plan
 from wavediff.errors import ConfigError
 from wavediff.model import DiffWave
 from wavediff.train.adversarial import (
@@ -35,9 +36,10 @@ def test_unrolled_chain_is_the_fast_sampler_with_gradients():
     diffusion = GaussianDiffusion.from_config(cfg.diffusion, cfg.audio)
     mel = torch.randn(2, 80, 4)
     noise = torch.randn(2, 4 * 256, generator=torch.Generator().manual_seed(1))
-    ref = sample_fast(model, diffusion, mel, noise=noise,
+    fast = plan("fast", cfg.diffusion)  # the configured fast_schedule
+    ref = sample_fast(model, diffusion, mel, schedule=fast, noise=noise,
                       generator=torch.Generator().manual_seed(2))
-    out = unrolled_fast(model, diffusion, mel, noise=noise,
+    out = unrolled_fast(model, diffusion, mel, schedule=fast, noise=noise,
                         generator=torch.Generator().manual_seed(2))
     # the same operations on the same inputs in one process (autograd only records them):
     # identical up to the last bit in practice; 1e-6 allows a kernel that differs with

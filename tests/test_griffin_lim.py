@@ -95,14 +95,16 @@ class _Recorder(torch.nn.Module):
 @pytest.mark.parametrize("sampler", ["fast", "ddim", "ddpm"])
 def test_the_chain_starts_around_init(sampler):
     from wavediff.diffusion import GaussianDiffusion, get_sampler
-    from wavediff.diffusion.schedule import alpha_bar
+    from wavediff.diffusion.schedule import SamplingPlan, alpha_bar
 
     betas = [1e-4 + i * (0.05 - 1e-4) / 49 for i in range(50)]
     diffusion = GaussianDiffusion(betas)
     mel, init = torch.zeros(2, 3, 5), torch.linspace(-0.5, 0.5, 20).expand(2, 20)
     noise = torch.randn(2, 20, generator=torch.Generator().manual_seed(0))
     rec = _Recorder()
-    get_sampler(sampler)(rec, diffusion, mel, noise=noise, init=init,
+    chosen = {"fast": SamplingPlan.fast(betas, [1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5]),
+              "ddim": SamplingPlan.ddim(betas, 6), "ddpm": SamplingPlan.ddpm(betas)}[sampler]
+    get_sampler(sampler)(rec, diffusion, mel, schedule=chosen, noise=noise, init=init,
                          generator=torch.Generator().manual_seed(1))
     first = {"fast": alpha_bar([1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5])[-1],
              "ddim": diffusion.alpha_bar[-1], "ddpm": diffusion.alpha_bar[-1]}[sampler]
@@ -111,7 +113,8 @@ def test_the_chain_starts_around_init(sampler):
     torch.testing.assert_close(rec.seen[0], math.sqrt(a) * init + math.sqrt(1 - a) * noise,
                                rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="init must have shape"):
-        get_sampler(sampler)(rec, diffusion, mel, noise=noise, init=init[:, :8])
+        get_sampler(sampler)(rec, diffusion, mel, schedule=chosen, noise=noise,
+                             init=init[:, :8])
 
 
 def test_a_model_configured_to_start_from_griffin_lim_decodes_from_it(monkeypatch):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import wavediff_cli
+from wavediff.diffusion.schedule import plan
 from wavediff.errors import CheckpointError
 from wavediff.importers.lmnt import convert_lmnt_state, read_lmnt_checkpoint
 from wavediff.vocoder import Vocoder
@@ -117,7 +118,7 @@ def test_decoding_matches_lmnt_predict_on_the_same_noise(lmnt_checkpoint, tmp_pa
     samplers.randn = lambda shape, generator, device, dtype: next(draws)
     try:
         wav = samplers.sample_fast(voc.denoiser_for(mel), voc.diffusion, mel,
-                                   schedule=config.diffusion.fast_schedule, noise=x_T,
+                                   schedule=plan("fast", config.diffusion), noise=x_T,
                                    callback=lambda i, n, x: x.clamp_(-1.0, 1.0))
     finally:
         samplers.randn = original

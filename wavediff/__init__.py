@@ -30,6 +30,8 @@ _EXPORTS = {
     "DiffWave": "wavediff.model",
     "GaussianDiffusion": "wavediff.diffusion",
     "get_sampler": "wavediff.diffusion",
+    "SamplingPlan": "wavediff.diffusion.schedule",
+    "plan": "wavediff.diffusion.schedule",
     "WavediffError": "wavediff.errors",
 }
 

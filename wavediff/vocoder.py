@@ -152,7 +152,8 @@ class Vocoder:
                 else self.config.diffusion.consistency_iters)
 
     def schedule_for(self, sampler: str, steps: Optional[int]) -> Union[None, int, list[float]]:
-        """The samplers' ``schedule`` argument for ``steps`` (see :meth:`plan`)."""
+        """What ``steps`` asks of ``sampler`` as :meth:`plan` records it (fast: its betas;
+        ddim: the step count or indices; ddpm: None). The samplers take the plan itself."""
         return self.plan(sampler, steps).schedule
 
     def denoiser_for(self, mel: Tensor, chosen: Optional[SamplingPlan] = None,
@@ -221,12 +222,21 @@ class Vocoder:
         if input_preset is not None or stats is not None:  # first: lengths in model frames
             mels = convert_each(mels, self.preset, input_preset, stats=stats)
         out: list[Optional[Tensor]] = [None] * len(mels)
-        for group in length_buckets([m.shape[-1] for m in mels], batch_size,
-                                    max_padding=max_padding):
+        for group in self.batches(mels, batch_size, max_padding=max_padding):
             for i, wav in zip(group, self.decode_batch([mels[i] for i in group],
                                                        input_preset=None, **kwargs)):
                 out[i] = wav
         return out  # type: ignore[return-value]
+
+    @staticmethod
+    def batches(mels: Sequence[np.ndarray], batch_size: int = 16, *,
+                max_padding: float = 0.25) -> list[list[int]]:
+        """How :meth:`decode_many` groups ``mels`` (model frames last): indices of at most
+        ``batch_size`` mels of similar length each, longest first, at most ``max_padding``
+        of a batch's frames padding (:func:`~wavediff.inference.batching.length_buckets`).
+        Decode each group with :meth:`decode_batch` to handle batches one by one."""
+        return length_buckets([int(m.shape[-1]) for m in mels], batch_size,
+                              max_padding=max_padding)
 
     def decode_batch(self, mels: Sequence[np.ndarray], *, input_preset: InputPreset = "auto",
                      stats: Optional[object] = None, **kwargs) -> list[Tensor]:

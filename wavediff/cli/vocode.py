@@ -192,15 +192,11 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     import torch
     from tqdm import tqdm
 
-    from wavediff.audio.detect import NormalisedMelError
-    from wavediff.diffusion.schedule import GRIFFIN_LIM
-    from wavediff.audio.prepare import MelPreparer
-    from wavediff.audio.formats import load_mel_file, read_stats
-    from wavediff.audio.io import load_audio, save_audio
+    from wavediff.audio.io import save_audio
     from wavediff.cli.common import progress_wanted, report_failures
+    from wavediff.diffusion.schedule import GRIFFIN_LIM
     from wavediff.errors import WavediffError
     from wavediff import distributed as distrib
-    from wavediff.inference.batching import length_buckets
     from wavediff.vocoder import Vocoder
 
     if not dist.is_main:  # rank 0 alone reports progress
@@ -227,9 +223,6 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     consistency = voc.consistency_for(chosen, args.consistency)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    prep = MelPreparer(voc.preset, args.input_preset, layout=args.input_layout,
-                       stats=read_stats(args.stats) if args.stats else None)
-    side_preps: dict = {}  # stats file found beside the inputs -> its preparer
     if chosen.sampler == GRIFFIN_LIM:
         decoding = f"no network: Griffin-Lim alone, {consistency} projections of noise"
     else:
@@ -238,72 +231,30 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     log.info("model: step %s, %s mel (%d bins, hop %d, %d Hz), %s", voc.step,
              voc.preset.preset, voc.n_mels, voc.hop_length, voc.sample_rate, decoding)
 
-    failures: list[tuple[str, str]] = []
-    jobs = []  # (name, mel (n_mels, F), original length or None)
-    unstated = 0  # mel files that state no sample rate: read at the model's
-    for name, path in items:
-        try:
-            out = outdir / f"{name}{args.name_suffix}.wav"
-            if path.exists() and out.resolve() == path.resolve():
-                raise WavediffError(f"{path}: the output would overwrite the input; use another --outdir")
-            if path.suffix.lower() in AUDIO_SUFFIXES:
-                wav, _ = load_audio(path, voc.sample_rate, resample=args.resample,
-                                    to_mono=args.to_mono)
-                mel = voc.mel(torch.from_numpy(wav)).cpu().numpy()
-                jobs.append((name, mel, len(wav)))
-            else:
-                f = load_mel_file(path, max_frames=args.max_frames)
-                f.check_rate(voc.sample_rate, voc.hop_length)
-                unstated += f.sample_rate is None and f.known is None
-                try:
-                    ready = prep(f.array, f.source, known=f.known)
-                except NormalisedMelError:
-                    side = _stats_beside(Path(f.source.split(":")[0])) if not args.stats else None
-                    if side is None:
-                        raise
-                    if side not in side_preps:
-                        log.info("using the statistics %s found beside the inputs", side)
-                        side_preps[side] = MelPreparer(voc.preset, args.input_preset,
-                                                       layout=args.input_layout,
-                                                       stats=read_stats(side))
-                    ready = side_preps[side](f.array, f.source)
-                log.info("%s", ready.detection.describe(f.source))
-                jobs.append((name, ready.mel, None))
-        except WavediffError as e:
-            message = str(e)
-            failures.append((name, message if str(path) in message else f"{path}: {message}"))
-
-    if unstated:
-        log.info("%d mel file%s state%s no sample rate: read at the model's %d Hz with hop %d "
-                 "(%.2f frames per second); a mel made at another rate would play too fast or "
-                 "too slow and sound pitched: check the TTS system's sampling rate and hop",
-                 unstated, "" if unstated == 1 else "s", "s" if unstated == 1 else "",
-                 voc.sample_rate, voc.hop_length, voc.sample_rate / voc.hop_length)
+    jobs, failures, preparers = _read_inputs(args, items, voc, outdir)
     jobs.sort(key=lambda j: j[1].shape[-1])
-    batches = [[jobs[i] for i in group] for group in
-               length_buckets([j[1].shape[-1] for j in jobs], args.batch_size)]
-    generator = torch.Generator(voc.device)
-    if args.seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(args.seed)
+    batches = [[jobs[i] for i in group]
+               for group in voc.batches([mel for _, mel, _ in jobs], args.batch_size)]
+    shared = torch.Generator(voc.device)  # without --seed: one random stream for all
+    shared.seed()
     audio_seconds, written, t0 = 0.0, 0, time.perf_counter()
     timings: dict[str, tuple[float, float]] = {}  # name -> (audio seconds, decode seconds)
     with tqdm(total=len(jobs), desc="vocode", unit="file",
               disable=not progress_wanted(args.quiet) or not dist.is_main) as bar:
         for batch in batches:
-            if args.seed is not None:
-                generator.manual_seed(distrib.file_seed(args.seed, batch[0][0]))
+            # --seed: each batch's noise from the seed and its first file's name, so a
+            # file's audio depends neither on the order nor on the number of processes
+            noise = ({"seed": distrib.file_seed(args.seed, batch[0][0])}
+                     if args.seed is not None else {"generator": shared})
             t_batch = time.perf_counter()
             seconds = max(m.shape[-1] for _, m, _ in batch) * voc.hop_length / voc.sample_rate
             within = _progress_within(batch[0][0], seconds, bar=not bar.disable,
                                       quiet=args.quiet or not dist.is_main)
             try:
                 wavs = voc.decode_batch([m for _, m, _ in batch], input_preset=None,
-                                        steps=args.steps,
-                                        sampler=args.sampler, generator=generator,
+                                        steps=args.steps, sampler=args.sampler,
                                         schedule=args.schedule, consistency=consistency,
-                                        progress=within)
+                                        progress=within, **noise)
             except WavediffError as e:
                 failures += [(name, f"{name}: {e}") for name, _, _ in batch]
                 bar.update(len(batch))
@@ -347,10 +298,72 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
                  f", {dist.world_size} processes" if dist.enabled else "")
     if not dist.is_main:
         return 1 if failures else 0
-    summary = ", ".join(p.summary() for p in [prep, *side_preps.values()] if p.counts)
+    summary = ", ".join(p.summary() for p in preparers if p.counts)
     if summary:
         log.info("input conventions: %s -> %s", summary, voc.preset.preset)
     return report_failures(failures, len(all_items), "inputs")
+
+
+def _read_inputs(args: argparse.Namespace, items: list[tuple[str, Path]], voc: Any,
+                 outdir: Path) -> tuple[list[tuple[str, Any, Optional[int]]],
+                                        list[tuple[str, str]], list[Any]]:
+    """Each input as the model's mel: ``(jobs, failures, preparers)``. A job is ``(name,
+    mel (n_mels, F), original length in samples for audio inputs, else None)``; an input
+    that cannot be read is a failure ``(name, why)`` and the others go on. ``preparers``
+    (the mel converters used) count the conventions seen."""
+    import torch
+
+    from wavediff.audio.detect import NormalisedMelError
+    from wavediff.audio.formats import load_mel_file, read_stats
+    from wavediff.audio.io import load_audio
+    from wavediff.audio.prepare import MelPreparer
+    from wavediff.errors import WavediffError
+
+    prep = MelPreparer(voc.preset, args.input_preset, layout=args.input_layout,
+                       stats=read_stats(args.stats) if args.stats else None)
+    side_preps: dict = {}  # stats file found beside the inputs -> its preparer
+    failures: list[tuple[str, str]] = []
+    jobs = []  # (name, mel (n_mels, F), original length or None)
+    unstated = 0  # mel files that state no sample rate: read at the model's
+    for name, path in items:
+        try:
+            out = outdir / f"{name}{args.name_suffix}.wav"
+            if path.exists() and out.resolve() == path.resolve():
+                raise WavediffError(f"{path}: the output would overwrite the input; use another --outdir")
+            if path.suffix.lower() in AUDIO_SUFFIXES:
+                wav, _ = load_audio(path, voc.sample_rate, resample=args.resample,
+                                    to_mono=args.to_mono)
+                mel = voc.mel(torch.from_numpy(wav)).cpu().numpy()
+                jobs.append((name, mel, len(wav)))
+            else:
+                f = load_mel_file(path, max_frames=args.max_frames)
+                f.check_rate(voc.sample_rate, voc.hop_length)
+                unstated += f.sample_rate is None and f.known is None
+                try:
+                    ready = prep(f.array, f.source, known=f.known)
+                except NormalisedMelError:
+                    side = _stats_beside(Path(f.source.split(":")[0])) if not args.stats else None
+                    if side is None:
+                        raise
+                    if side not in side_preps:
+                        log.info("using the statistics %s found beside the inputs", side)
+                        side_preps[side] = MelPreparer(voc.preset, args.input_preset,
+                                                       layout=args.input_layout,
+                                                       stats=read_stats(side))
+                    ready = side_preps[side](f.array, f.source)
+                log.info("%s", ready.detection.describe(f.source))
+                jobs.append((name, ready.mel, None))
+        except WavediffError as e:
+            message = str(e)
+            failures.append((name, message if str(path) in message else f"{path}: {message}"))
+
+    if unstated:
+        log.info("%d mel file%s state%s no sample rate: read at the model's %d Hz with hop %d "
+                 "(%.2f frames per second); a mel made at another rate would play too fast or "
+                 "too slow and sound pitched: check the TTS system's sampling rate and hop",
+                 unstated, "" if unstated == 1 else "s", "s" if unstated == 1 else "",
+                 voc.sample_rate, voc.hop_length, voc.sample_rate / voc.hop_length)
+    return jobs, failures, [prep, *side_preps.values()]
 
 
 LONG_SECONDS = 60.0  # utterances at least this long show progress within them

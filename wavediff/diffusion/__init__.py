@@ -9,11 +9,13 @@ from wavediff.diffusion.samplers import (
     sample_fast,
 )
 from wavediff.diffusion.schedule import (
+    SamplingPlan,
     align_fast_schedule,
     alpha_bar,
     ddim_timesteps,
     linear_betas,
     noise_levels,
+    plan,
     posterior_variance,
 )
 
@@ -22,12 +24,14 @@ __all__ = [
     "SAMPLERS",
     "Denoiser",
     "GaussianDiffusion",
+    "SamplingPlan",
     "align_fast_schedule",
     "alpha_bar",
     "ddim_timesteps",
     "get_sampler",
     "linear_betas",
     "noise_levels",
+    "plan",
     "posterior_variance",
     "sample_ddim",
     "sample_ddpm",

@@ -2,14 +2,25 @@
 
 All share one signature::
 
-    fn(denoiser, diffusion, mel, *, schedule=None, generator=None, noise=None, callback=None,
+    fn(denoiser, diffusion, mel, *, schedule, generator=None, noise=None, callback=None,
        project=None, init=None)
         -> Tensor (B, F * denoiser.hop_length)
+
+``schedule`` is a ready-made :class:`~wavediff.diffusion.schedule.SamplingPlan` of that
+sampler: :func:`~wavediff.diffusion.schedule.plan` from a config, or
+``SamplingPlan.fast(diffusion.betas, betas)``, ``SamplingPlan.ddim(diffusion.betas, steps,
+eta)``, ``SamplingPlan.ddpm(diffusion.betas)``. The sampler only walks it (its betas,
+alpha-bars, network steps and DDIM's eta, all computed once there); it interprets no
+count, betas or indices and has no default schedule, so every caller decodes with the one
+rule of :mod:`wavediff.diffusion.schedule`. Anything else, or a plan of another sampler, is
+refused with :class:`ConfigError`. ``diffusion`` supplies the prior and must have the
+plan's number of training steps.
 
 ``mel`` is ``(B, n_mels, F)``; the audio is computed in ``mel``'s device and dtype. The
 starting point ``x_T`` is ``noise`` when given (shape ``(B, F * hop)``), else drawn with
 ``torch.randn`` from ``generator``. With a data-dependent prior (``diffusion.prior``,
-PriorGrad) ``x_T`` and every per-step draw are scaled by the prior's std of ``mel``. Random numbers are drawn from ``generator`` in this
+PriorGrad) ``x_T`` and every per-step draw are scaled by the prior's std of ``mel``.
+Random numbers are drawn from ``generator`` in this
 order: ``x_T`` first (unless ``noise`` is given), then one ``(B, F * hop)`` standard normal
 per step that adds noise, drawn right after that step's denoiser call; steps that add no
 noise (the last step, every DDIM step with ``eta = 0``) draw nothing. Draws happen on the
@@ -33,14 +44,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from wavediff.config import DIFFWAVE_FAST_SCHEDULE, SAMPLER_NAMES
+from wavediff.config import SAMPLER_NAMES
 from wavediff.diffusion.process import Denoiser, GaussianDiffusion, randn, step_dtype
-from wavediff.diffusion.schedule import align_fast_schedule, alpha_bar, ddim_schedule
+from wavediff.diffusion.schedule import SamplingPlan
 from wavediff.errors import ConfigError, MelError
 
 Callback = Callable[[int, int, Tensor], None]
@@ -53,7 +64,7 @@ def sample_ddpm(
     diffusion: GaussianDiffusion,
     mel: Tensor,
     *,
-    schedule: None = None,
+    schedule: SamplingPlan,
     generator: Optional[torch.Generator] = None,
     noise: Optional[Tensor] = None,
     callback: Optional[Callback] = None,
@@ -64,16 +75,12 @@ def sample_ddpm(
 
     ``x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) * eps(x_t, t)) / sqrt(alpha_t) + sigma_t z``
     with ``sigma_t^2 = beta_tilde_t`` (the posterior variance, as DiffWave samples) and no
-    noise at the last step ``t = 0``. ``schedule`` must be None. Returns ``(B, F * hop)``.
+    noise at the last step ``t = 0``. ``schedule``: ``SamplingPlan.ddpm(diffusion.betas)``
+    (or ``plan("ddpm", config)``). Returns ``(B, F * hop)``.
     """
-    if schedule is not None:
-        raise ConfigError(
-            f"sample_ddpm runs all {diffusion.num_steps} training steps and takes no schedule, "
-            f"got {schedule!r}; use sample_fast or sample_ddim for a shorter one"
-        )
-    betas = diffusion.betas.tolist()
-    return _ancestral(denoiser, diffusion, mel, betas, [float(t) for t in range(len(betas))],
-                      generator, noise, callback, project, init=init)
+    chosen = _checked(schedule, "ddpm", diffusion)
+    return _ancestral(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
+                      init=init)
 
 
 def sample_fast(
@@ -81,7 +88,7 @@ def sample_fast(
     diffusion: GaussianDiffusion,
     mel: Tensor,
     *,
-    schedule: Optional[Sequence[float]] = None,
+    schedule: SamplingPlan,
     generator: Optional[torch.Generator] = None,
     noise: Optional[Tensor] = None,
     callback: Optional[Callback] = None,
@@ -90,15 +97,18 @@ def sample_fast(
 ) -> Tensor:
     """DiffWave fast sampling (Kong et al. 2021, appendix B; lmnt-com/diffwave).
 
-    ``schedule`` is a short sequence of inference betas (default
-    ``DIFFWAVE_FAST_SCHEDULE``, 6 steps). Each inference step ``s`` runs the denoiser at
-    the fractional training step of :func:`align_fast_schedule` and updates
+    ``schedule``: ``SamplingPlan.fast(diffusion.betas, betas)`` over a short sequence of
+    inference betas (or ``plan("fast", config)``: the configured ``fast_schedule``,
+    DiffWave's 6 steps by default). Each inference step ``s`` runs the denoiser at the
+    fractional training step of :func:`align_fast_schedule` and updates
     ``x = (x - beta_s / sqrt(1 - abar_s) * eps) / sqrt(alpha_s)``, then for ``s > 0`` adds
     ``sigma_s z`` with ``sigma_s^2 = (1 - abar_{s-1}) / (1 - abar_s) * beta_s``, alpha-bar
-    taken over the inference schedule. With the training betas as ``schedule`` this is
-    exactly :func:`sample_ddpm`. Returns ``(B, F * hop)``.
+    taken over the inference schedule. Over the training betas this is exactly
+    :func:`sample_ddpm`. Returns ``(B, F * hop)``.
     """
-    return _fast(denoiser, diffusion, mel, schedule, generator, noise, callback, project, init)
+    chosen = _checked(schedule, "fast", diffusion)
+    return _ancestral(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
+                      init=init)
 
 
 def sample_ddim(
@@ -106,18 +116,17 @@ def sample_ddim(
     diffusion: GaussianDiffusion,
     mel: Tensor,
     *,
-    schedule: Union[int, Sequence[int], None] = None,
+    schedule: SamplingPlan,
     generator: Optional[torch.Generator] = None,
     noise: Optional[Tensor] = None,
     callback: Optional[Callback] = None,
-    eta: float = 0.0,
     project: Optional[Projection] = None,
     init: Optional[Tensor] = None,
 ) -> Tensor:
     """DDIM sampling (Song et al. 2021, "Denoising Diffusion Implicit Models", eq. 12).
 
-    ``schedule``: a number of steps (evenly spaced by :func:`ddim_timesteps`; default
-    ``DiffusionConfig.ddim_steps``) or an increasing sequence of training-step indices.
+    ``schedule``: ``SamplingPlan.ddim(diffusion.betas, steps, eta)`` (or
+    ``plan("ddim", config)``), ``steps`` a count or increasing training-step indices.
     Visiting them from the last to the first, with ``abar_prev = 1`` after the first::
 
         x0_hat = (x - sqrt(1 - abar_t) eps) / sqrt(abar_t)
@@ -127,17 +136,15 @@ def sample_ddim(
     ``eta = 0`` is deterministic given ``x_T`` and draws no per-step noise; ``eta = 1``
     over all training steps is :func:`sample_ddpm`. Returns ``(B, F * hop)``.
     """
-    if not 0.0 <= eta <= 1.0:
-        raise ConfigError(f"DDIM eta must be in [0, 1], got {eta!r}")
-    timesteps = ddim_schedule(schedule, diffusion.num_steps)
-    abar = diffusion.alpha_bar.tolist()
+    chosen = _checked(schedule, "ddim", diffusion)
+    eta, abar, steps = chosen.eta, chosen.alpha_bars, chosen.network_steps
     with torch.inference_mode():
-        x, std = _start(denoiser, diffusion, mel, generator, noise, init, abar[timesteps[-1]])
-        n = len(timesteps)
-        for i, t in enumerate(reversed(timesteps)):
-            a_t = abar[t]
-            a_prev = abar[timesteps[n - 2 - i]] if i < n - 1 else 1.0
-            eps = _eps(denoiser, x, float(t), mel)
+        x, std = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1])
+        n = len(steps)
+        for i, k in enumerate(reversed(range(n))):
+            a_t = abar[k]
+            a_prev = abar[k - 1] if k > 0 else 1.0
+            eps = _eps(denoiser, x, steps[k], mel)
             x0_hat = (x - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
             if project is not None:
                 x0_hat = project(x0_hat)
@@ -156,16 +163,18 @@ def unrolled_fast(
     diffusion: GaussianDiffusion,
     mel: Tensor,
     *,
-    schedule: Optional[Sequence[float]] = None,
+    schedule: SamplingPlan,
     generator: Optional[torch.Generator] = None,
     noise: Optional[Tensor] = None,
     init: Optional[Tensor] = None,
 ) -> Tensor:
     """:func:`sample_fast`'s chain with the autograd graph kept: the same arithmetic and
-    random draws, so a loss on the result trains the denoiser through the inference
-    schedule (InferGrad, Chen et al. 2022). Returns ``(B, F * hop)``, clamped to [-1, 1]."""
-    return _fast(denoiser, diffusion, mel, schedule, generator, noise, None, None, init,
-                 grad=True)
+    random draws over the same ``"fast"`` plan, so a loss on the result trains the denoiser
+    through the inference schedule (InferGrad, Chen et al. 2022). Returns ``(B, F * hop)``,
+    clamped to [-1, 1]."""
+    chosen = _checked(schedule, "fast", diffusion, "unrolled_fast")
+    return _ancestral(denoiser, diffusion, mel, chosen, generator, noise, None, None,
+                      init=init, grad=True)
 
 
 SAMPLERS: dict[str, Sampler] = {"fast": sample_fast, "ddim": sample_ddim, "ddpm": sample_ddpm}
@@ -183,23 +192,31 @@ def get_sampler(name: str) -> Sampler:
 
 
 # ---------------------------------------------------------------------- shared parts
-def _fast(denoiser: Denoiser, diffusion: GaussianDiffusion, mel: Tensor,
-          schedule: Optional[Sequence[float]], generator: Optional[torch.Generator],
-          noise: Optional[Tensor], callback: Optional[Callback],
-          project: Optional[Projection], init: Optional[Tensor], grad: bool = False) -> Tensor:
-    """The fast sampler's chain over ``schedule`` (default ``DIFFWAVE_FAST_SCHEDULE``)."""
-    betas = list(DIFFWAVE_FAST_SCHEDULE if schedule is None else schedule)
-    steps = align_fast_schedule(diffusion.betas, betas).tolist()
-    return _ancestral(denoiser, diffusion, mel, betas, steps, generator, noise, callback, project,
-                      init=init, grad=grad)
+def _checked(schedule: object, sampler: str, diffusion: GaussianDiffusion,
+             fn: Optional[str] = None) -> SamplingPlan:
+    """``schedule`` when it is a plan of ``sampler`` for ``diffusion``'s training steps;
+    else a :class:`ConfigError` saying what to pass (``fn``: the caller's name)."""
+    fn = fn or f"sample_{sampler}"
+    make = (f"SamplingPlan.{sampler}(diffusion.betas{', ...' if sampler != 'ddpm' else ''}) "
+            f"or plan({sampler!r}, config)")
+    if not isinstance(schedule, SamplingPlan):
+        raise ConfigError(f"{fn} takes a SamplingPlan as schedule, got "
+                          f"{type(schedule).__name__} {schedule!r:.60}; pass {make}")
+    if schedule.sampler != sampler:
+        raise ConfigError(f"{fn} was given a plan of the {schedule.sampler!r} sampler; pass "
+                          f"{make}, or run get_sampler(plan.sampler)")
+    if schedule.train_steps != diffusion.num_steps:
+        raise ConfigError(f"the {sampler!r} plan was made for {schedule.train_steps} training "
+                          f"steps, the diffusion has {diffusion.num_steps}; make it from "
+                          f"diffusion.betas")
+    return schedule
 
 
 def _ancestral(
     denoiser: Denoiser,
     diffusion: GaussianDiffusion,
     mel: Tensor,
-    betas: list[float],
-    steps: list[float],
+    chosen: SamplingPlan,
     generator: Optional[torch.Generator],
     noise: Optional[Tensor],
     callback: Optional[Callback],
@@ -207,9 +224,10 @@ def _ancestral(
     init: Optional[Tensor] = None,
     grad: bool = False,
 ) -> Tensor:
-    """The DDPM/DiffWave reverse chain over ``betas``, the denoiser run at ``steps``;
-    ``grad``: keep the autograd graph (training through the chain), else inference mode."""
-    abar = alpha_bar(betas).tolist()
+    """The DDPM/DiffWave reverse chain over the plan's betas and alpha-bars, the denoiser
+    run at its network steps; ``grad``: keep the autograd graph (training through the
+    chain), else inference mode."""
+    betas, abar, steps = chosen.betas, chosen.alpha_bars, chosen.network_steps
     with contextlib.nullcontext() if grad else torch.inference_mode():
         x, std = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1])
         n = len(betas)

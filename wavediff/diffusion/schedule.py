@@ -1,6 +1,12 @@
 """Noise schedules: betas, alpha-bar, noise levels, the alignment of short schedules and
 the sampling plan (which schedule a sampler runs and where it evaluates the network).
 
+This module is the one place that interprets a schedule given as betas, a step count or
+step indices: :func:`plan` (from a config) and the constructors
+:meth:`SamplingPlan.fast`, :meth:`SamplingPlan.ddim` and :meth:`SamplingPlan.ddpm` (from
+training betas) turn them into a ready-made :class:`SamplingPlan`, which every sampler
+(:mod:`wavediff.diffusion.samplers`) takes as it is and computes nothing from.
+
 Notation (Ho et al. 2020, "Denoising Diffusion Probabilistic Models"): a schedule of
 ``T`` betas, ``alpha_t = 1 - beta_t`` and ``alpha_bar_t = prod_{i<=t} alpha_i``, indexed
 ``t = 0 .. T-1`` here (the papers count from 1). Every schedule is a 1-D float64 tensor.
@@ -9,7 +15,7 @@ Notation (Ho et al. 2020, "Denoising Diffusion Probabilistic Models"): a schedul
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -148,13 +154,14 @@ def ddim_timesteps(num_steps: int, n: int) -> list[int]:
     return [(2 * i * span + gaps) // (2 * gaps) for i in range(n)]
 
 
-def ddim_schedule(schedule: Union[int, Sequence[int], None], num_steps: int) -> list[int]:
+def ddim_schedule(schedule: Union[int, Sequence[int]], num_steps: int) -> list[int]:
     """DDIM's increasing training-step indices from a step count (evenly spaced by
-    :func:`ddim_timesteps`; None: ``DiffusionConfig.ddim_steps``) or an explicit sequence."""
-    if schedule is None:
-        return ddim_timesteps(num_steps, min(DiffusionConfig.ddim_steps, num_steps))
+    :func:`ddim_timesteps`) or an explicit sequence of indices."""
     if isinstance(schedule, int) and not isinstance(schedule, bool):
         return ddim_timesteps(num_steps, schedule)
+    if schedule is None or isinstance(schedule, (bool, float, str)):
+        raise ConfigError(f"a DDIM schedule is a step count or increasing training-step "
+                          f"indices, got {schedule!r}")
     steps = list(schedule)
     if not steps:
         raise ConfigError("DDIM schedule is empty; give a step count or training-step indices")
@@ -186,14 +193,84 @@ def subsampled_betas(train_betas: BetasLike, steps: int) -> list[float]:
 
 @dataclass(frozen=True)
 class SamplingPlan:
-    """What a sampler runs: its ``schedule`` argument, the (fractional) training steps
-    at which it evaluates the network, in increasing order, and DDIM's ``eta`` (the
-    configured ``diffusion.ddim_eta``; 0 for the other samplers)."""
+    """What a sampler runs, ready-made: the samplers take it as their ``schedule``
+    argument and compute nothing from counts, betas or indices (k-diffusion's way, where
+    a sampler receives the finished sigmas). Make one with :func:`plan` (from a config)
+    or :meth:`fast`, :meth:`ddim`, :meth:`ddpm` (from training betas); a plan made by hand
+    is checked to be consistent.
+
+    Fields, per network evaluation in increasing order of noise (the samplers walk them
+    from the last to the first):
+
+    * ``sampler``: the sampler it is for (``"fast"``, ``"ddim"``, ``"ddpm"``), or
+      :data:`GRIFFIN_LIM` (no network at all).
+    * ``schedule``: the schedule as asked, for reports (fast: its betas; ddim: the step
+      count or the indices; ddpm: None); no sampler reads it.
+    * ``network_steps``: the (fractional) training steps where the denoiser runs,
+      increasing.
+    * ``eta``: DDIM's noise scale in [0, 1] (the configured ``diffusion.ddim_eta``; 0 for
+      the other samplers).
+    * ``alpha_bars``: the alpha-bar of each level (fast: over its inference betas; ddim
+      and ddpm: the training ones at ``network_steps``).
+    * ``betas``: the per-step betas of the chain walked (fast, ddpm; empty for ddim).
+    * ``train_steps``: T of the training schedule the plan was made for (0: Griffin-Lim).
+    """
 
     sampler: str
     schedule: Union[None, int, list[float], list[int]]
     network_steps: list[float]
     eta: float = 0.0
+    alpha_bars: list[float] = field(default_factory=list)
+    betas: list[float] = field(default_factory=list)
+    train_steps: int = 0
+
+    def __post_init__(self) -> None:
+        n = len(self.network_steps)
+        ancestral = self.sampler in ("fast", "ddpm")
+        if (len(self.alpha_bars) != n or (ancestral and len(self.betas) != n)
+                or (self.sampler != GRIFFIN_LIM and (n == 0 or self.train_steps < 1))):
+            raise ConfigError(
+                f"inconsistent {self.sampler!r} plan ({n} network steps, "
+                f"{len(self.alpha_bars)} alpha-bars, {len(self.betas)} betas, "
+                f"{self.train_steps} training steps); make plans with plan() or "
+                f"SamplingPlan.fast/ddim/ddpm"
+            )
+        if not 0.0 <= self.eta <= 1.0:  # also catches NaN
+            raise ConfigError(f"DDIM eta must be in [0, 1], got {self.eta!r}")
+
+    @classmethod
+    def fast(cls, train_betas: BetasLike, betas: BetasLike) -> "SamplingPlan":
+        """DiffWave's fast sampling over the inference ``betas`` (Kong et al. 2021,
+        appendix B): the denoiser runs at their :func:`align_fast_schedule` steps, the
+        chain uses their own alpha-bars. With ``betas = train_betas`` this is the
+        :meth:`ddpm` plan under another name."""
+        train = as_betas(train_betas, "training betas")
+        infer = as_betas(betas, "inference betas")
+        steps = align_fast_schedule(train, infer).tolist()
+        values = infer.tolist()
+        return cls("fast", values, steps, alpha_bars=alpha_bar(infer).tolist(),
+                   betas=list(values), train_steps=len(train))
+
+    @classmethod
+    def ddim(cls, train_betas: BetasLike, steps: Union[int, Sequence[int]],
+             eta: float = 0.0) -> "SamplingPlan":
+        """DDIM (Song et al. 2021) over ``steps``: a count (evenly spaced by
+        :func:`ddim_timesteps`) or increasing training-step indices; ``eta`` in [0, 1]
+        (0: deterministic). The levels are the training alpha-bars at those indices."""
+        train = as_betas(train_betas, "training betas")
+        indices = ddim_schedule(steps, len(train))
+        abar = alpha_bar(train).tolist()
+        return cls("ddim", steps if isinstance(steps, int) else indices,
+                   [float(t) for t in indices], eta=float(eta),
+                   alpha_bars=[abar[t] for t in indices], train_steps=len(train))
+
+    @classmethod
+    def ddpm(cls, train_betas: BetasLike) -> "SamplingPlan":
+        """Ancestral sampling over every training step (Ho et al. 2020, alg. 2)."""
+        train = as_betas(train_betas, "training betas")
+        betas = train.tolist()
+        return cls("ddpm", None, [float(t) for t in range(len(betas))],
+                   alpha_bars=alpha_bar(train).tolist(), betas=betas, train_steps=len(betas))
 
 
 # The plan of ``steps=0``: no denoiser call, only Griffin-Lim projections of noise
@@ -204,13 +281,14 @@ GRIFFIN_LIM_ITERS = 32  # projections of a Griffin-Lim decode when none are aske
 def plan(sampler: str, diffusion: DiffusionConfig, steps: Optional[int] = None,
          schedule: Union[None, int, Sequence[float]] = None) -> SamplingPlan:
     """The one rule for turning a sampler name and a step count (or an explicit schedule)
-    into a schedule, used by the samplers' callers, the inference engine and the facade.
+    into a :class:`SamplingPlan`, used by the samplers' callers, the inference engine and
+    the facade.
 
     ``fast``: ``schedule`` (betas) when given; the configured ``fast_schedule`` when
     ``steps`` is None or its length; otherwise ``steps`` betas whose alpha-bars match evenly
     spaced training steps. ``ddim``: ``schedule`` or ``steps`` (a count) or the configured
-    ``ddim_steps``. ``ddpm``: the whole training chain only. ``steps=0`` (any sampler):
-    the :data:`GRIFFIN_LIM` plan, no network evaluation at all.
+    ``ddim_steps``, with the configured ``ddim_eta``. ``ddpm``: the whole training chain
+    only. ``steps=0`` (any sampler): the :data:`GRIFFIN_LIM` plan, no network evaluation.
     """
     if steps == 0 and schedule is None:
         # no network: Griffin-Lim alone from noise (the no-network baseline)
@@ -224,16 +302,14 @@ def plan(sampler: str, diffusion: DiffusionConfig, steps: Optional[int] = None,
             betas = list(diffusion.fast_schedule)
         else:
             betas = subsampled_betas(train, steps)
-        return SamplingPlan(sampler, betas, align_fast_schedule(train, betas).tolist())
+        return SamplingPlan.fast(train, betas)
     if sampler == "ddim":
         chosen = schedule if schedule is not None else (
             diffusion.ddim_steps if steps is None else int(steps))
-        indices = ddim_schedule(chosen, num)
-        return SamplingPlan(sampler, chosen if isinstance(chosen, int) else indices,
-                            [float(t) for t in indices], eta=float(diffusion.ddim_eta))
+        return SamplingPlan.ddim(train, chosen, eta=float(diffusion.ddim_eta))
     if sampler == "ddpm":
         if schedule is not None or steps not in (None, num):
             raise ConfigError(f"the ddpm sampler runs all {num} training steps; "
                               f"use --sampler fast or ddim for {steps or schedule} steps")
-        return SamplingPlan(sampler, None, [float(t) for t in range(num)])
+        return SamplingPlan.ddpm(train)
     raise ConfigError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLER_NAMES)}")

@@ -72,12 +72,10 @@ def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: Sampl
     if plan.sampler == GRIFFIN_LIM:
         return griffin_lim(audio, mel, consistency, generator=generator)
     project = consistency_projector(audio, mel, consistency)
-    extra = {"eta": plan.eta} if plan.sampler == "ddim" else {}
-    if start_iters > 0:
-        extra["init"] = griffin_lim(audio, mel, start_iters, generator=generator)
-    return get_sampler(plan.sampler)(denoiser, diffusion, mel, schedule=plan.schedule,
+    init = griffin_lim(audio, mel, start_iters, generator=generator) if start_iters > 0 else None
+    return get_sampler(plan.sampler)(denoiser, diffusion, mel, schedule=plan,
                                      generator=generator, callback=callback, project=project,
-                                     **extra)
+                                     init=init)
 
 
 def griffin_lim(audio: MelConfig, mel: Tensor, iters: int, *,

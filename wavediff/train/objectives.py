@@ -31,6 +31,7 @@ from wavediff.audio.mel import MelSpectrogram
 from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion
 from wavediff.diffusion.samplers import unrolled_fast
+from wavediff.diffusion.schedule import plan
 from wavediff.evaluation.spectral import multi_resolution_stft_loss
 from wavediff.inference.decode import griffin_lim
 from wavediff.train.adversarial import (
@@ -49,7 +50,8 @@ class FewStepObjective:
 
     def __init__(self, config: Config, device: torch.device) -> None:
         tc = self.train = config.train
-        self.schedule = list(config.diffusion.fast_schedule)
+        # the decode's plan, made once: the configured fast_schedule over the training betas
+        self.plan = plan("fast", config.diffusion)
         self.audio, self.start_iters = config.audio, config.diffusion.start_iters
         # the model's mel convention over the whole band: the top of the spectrum (above
         # the conditioning mel's fmax) is judged too
@@ -80,7 +82,7 @@ class FewStepObjective:
             with torch.no_grad():
                 init = griffin_lim(self.audio, mel.float(), self.start_iters,
                                    generator=generator)
-        fake = unrolled_fast(denoiser, diffusion, mel, schedule=self.schedule,
+        fake = unrolled_fast(denoiser, diffusion, mel, schedule=self.plan,
                              generator=generator, noise=noise, init=init)
         real = wave.to(fake.dtype)
         terms["mel_l1"] = (self.mel_fn(fake) - self.mel_fn(real)).abs().mean()
