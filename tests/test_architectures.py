@@ -31,7 +31,7 @@ def test_each_architecture_keeps_the_protocol_and_decodes_on_the_fast_engine(nam
     assert (model.n_mels, model.hop_length) == (cfg.audio.n_mels, cfg.audio.hop_length)
     torch.nn.init.normal_(model.output_projection.weight, std=0.1)  # not the zero init
     mel = torch.randn(1, cfg.audio.n_mels, 6) - 4
-    fast = Vocoder(model, cfg, engine="fast").decode(mel, steps=3, seed=0, input_preset=None,
+    fast = Vocoder(model, cfg, engine="fused").decode(mel, steps=3, seed=0, input_preset=None,
                                                      consistency=0)
     readable = Vocoder(model, cfg, engine="reference").decode(mel, steps=3, seed=0,
                                                               input_preset=None, consistency=0)

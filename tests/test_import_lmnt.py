@@ -65,7 +65,7 @@ def test_converted_network_gives_the_same_epsilon(lmnt_checkpoint, tmp_path):
         # ~u * sqrt(4 * 104) ~ 1.2e-6 of the output scale (~1 here); 1e-5 is ~10x that
         # (measured <= 7e-7 with AVX-512 and AVX2 kernels), a wrong tap or step is ~0.01+
         assert (ours - expected).abs().max() <= 1e-5
-        engine = voc.engine  # the fast path too
+        engine = voc.inference_engine  # the fused engine too
         got = engine.denoise(audio, engine.step_bias(t.float().expand(2)), engine.conditioning(mel))
         assert (got - expected).abs().max() <= 1e-5
 

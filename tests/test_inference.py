@@ -125,9 +125,9 @@ def test_engine_follows_new_weights():
     voc = Vocoder(model, tiny_config())
     mel = random_mel(1, 6)
     before = voc.decode(mel, seed=0)
-    first = voc.engine
+    first = voc.inference_engine
     voc.model.load_state_dict(random_model(seed=5).state_dict())
-    assert voc.engine is not first
+    assert voc.inference_engine is not first
     after = voc.decode(mel, seed=0)
     assert not torch.allclose(before, after)
     # the same weights and decode in one process: bit-identical in fact
@@ -144,6 +144,8 @@ def test_bad_options_are_refused():
     with pytest.warns(DeprecationWarning, match="precision="):
         old = Vocoder(model, tiny_config(), autocast="none")
     assert old.precision == "fp32"
+    with pytest.warns(DeprecationWarning, match="engine='fused'"):
+        assert Vocoder(model, tiny_config(), engine="fast").engine == "fused"
     with pytest.raises(ConfigError, match="engine"):
         Vocoder(model, tiny_config(), engine="turbo")
     with pytest.raises(ConfigError, match="block_size"):

@@ -12,7 +12,7 @@ import yaml
 from conftest import wavediff_cli
 from wavediff.config import DiffusionConfig
 from wavediff.errors import ConfigError
-from wavediff.inference.schedules import (
+from wavediff.inference.schedule_search import (
     geometric, read_schedules, search_schedule, valid, write_schedule)
 from wavediff.vocoder import Vocoder
 

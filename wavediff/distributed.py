@@ -19,13 +19,14 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Any, Iterator, Optional, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from wavediff.errors import ConfigError, WavediffError
+from wavediff.hardware import pick_device
 
 log = logging.getLogger("wavediff.distributed")
 
@@ -101,17 +102,6 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> Dis
     info = DistInfo(rank=rank, world_size=world, local_rank=local_rank, backend=backend, device=dev)
     log.debug("joined the process group: %s", info.describe())
     return info
-
-
-def pick_device(device: Union[str, torch.device, None]) -> torch.device:
-    """``"auto"`` (or None): CUDA when available, else CPU; CUDA without CUDA is refused."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device} was asked for but CUDA is not available here; "
-                          f"use device cpu or auto")
-    return device
 
 
 def _single_device(device: str) -> str:
@@ -238,7 +228,7 @@ class RankBatchSampler(Sampler):
 
     def __init__(self, base: Any, plan: BatchPlan, rank: int) -> None:
         self.base = base
-        self.plan = plan
+        self.batch_plan = plan
         self.rank = rank
         self._sizes = plan.sizes(rank)
         self._offsets = plan.offsets(rank)
@@ -249,4 +239,4 @@ class RankBatchSampler(Sampler):
                 yield batch[off:off + n]
 
     def __len__(self) -> int:
-        return len(self.base) * self.plan.grad_accum
+        return len(self.base) * self.batch_plan.grad_accum

@@ -117,6 +117,17 @@ def auto_override() -> Optional[str]:
     return value
 
 
+def pick_device(device: Union[str, torch.device, None]) -> torch.device:
+    """``"auto"`` (or None): CUDA when available, else CPU; CUDA without CUDA is refused."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} was asked for but CUDA is not available here; "
+                          f"use device cpu or auto")
+    return device
+
+
 def describe_device(device: Union[str, torch.device]) -> str:
     """``cuda:0 (NVIDIA H100 ...)`` or ``cpu (AMD EPYC ..., 2 threads)``."""
     device = torch.device(device)

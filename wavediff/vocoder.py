@@ -5,10 +5,10 @@
 >>> wav = voc.copy_synthesis(audio)                      # analysis-synthesis
 
 The work is done below it: loading in :mod:`wavediff.inference.load`, the engine,
-precision, chunking and progress in :mod:`wavediff.inference.runner`, mel detection and
-conversion in :mod:`wavediff.audio.prepare`, sampling plans in
+precision, chunking and progress in :mod:`wavediff.inference.decode_runner`, mel detection
+and conversion in :mod:`wavediff.audio.prepare`, sampling plans in
 :mod:`wavediff.diffusion.schedule`. ``engine="reference"`` runs the readable
-:class:`~wavediff.model.DiffWave` code instead of the engine.
+:class:`~wavediff.model.DiffWave` code instead of the fused inference engine.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from wavediff.audio.prepare import convert_each, model_mel
 from wavediff.audio.presets import MelConfig
 from wavediff.config import Config
 from wavediff.diffusion.schedule import GRIFFIN_LIM, GRIFFIN_LIM_ITERS, SamplingPlan, plan
-from wavediff.distributed import pick_device
+from wavediff.hardware import pick_device
 from wavediff.errors import ConfigError
 from wavediff.inference.batching import length_buckets, pad_batch
 from wavediff.inference.load import load_model
-from wavediff.inference.runner import DEFAULT_CHUNK_SECONDS, ENGINES, DecodeRunner
+from wavediff.inference.decode_runner import DEFAULT_CHUNK_SECONDS, ENGINES, DecodeRunner
 from wavediff.model import DiffWave
 from wavediff.precision import canonical
 from wavediff.pretrained import DEFAULT_MODEL
@@ -50,13 +50,13 @@ class Vocoder:
         device: where decoding runs (``"auto"``: CUDA when available).
         step: the training step of the weights (informative).
         engine, precision, cuda_graphs, chunk_seconds: see
-            :class:`~wavediff.inference.runner.DecodeRunner` (``precision="auto"``: bf16
+            :class:`~wavediff.inference.decode_runner.DecodeRunner` (``precision="auto"``: bf16
             where it is measured faster, float32 elsewhere).
         autocast: the older name of ``precision`` (deprecated; ``"none"`` means fp32).
     """
 
     def __init__(self, model: DiffWave, config: Config, device: Union[str, torch.device] = "cpu",
-                 step: Optional[int] = None, *, engine: str = "fast",
+                 step: Optional[int] = None, *, engine: str = "fused",
                  autocast: Optional[str] = None, cuda_graphs: bool = False,
                  chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS,
                  precision: str = "auto") -> None:
@@ -95,7 +95,7 @@ class Vocoder:
                         card: Optional[dict] = None) -> Path:
         """Write ``config.yaml`` + ``model.safetensors`` (weights in ``dtype``, fp32 or
         fp16) + ``card.json`` when given, and the stored schedules."""
-        from wavediff.inference.schedules import write_schedule
+        from wavediff.inference.schedule_search import write_schedule
         from wavediff.pretrained import save_pretrained
 
         out = save_pretrained(directory, self.model, self.config, step=self.step, dtype=dtype,
@@ -113,11 +113,13 @@ class Vocoder:
     sample_rate = property(lambda self: self.config.audio.sample_rate)
     hop_length = property(lambda self: self.config.audio.hop_length)
     n_mels = property(lambda self: self.config.audio.n_mels)
-    engine = property(lambda self: self.runner.engine, doc="The inference engine in use.")
+    engine = property(lambda self: self.runner.engine_name,
+                      doc="The decoding engine's name: 'fused' or 'reference'.")
+    inference_engine = property(lambda self: self.runner.engine,
+                                doc="The fused InferenceEngine of the current weights.")
     precision = property(lambda self: self.runner.precision,
                          doc="The decoding precision in effect: fp32, bf16 or fp16.")
     precision_reason = property(lambda self: self.runner.precision_reason)
-    engine_name = property(lambda self: self.runner.engine_name)
     chunk_seconds = property(lambda self: self.runner.chunk_seconds)
 
     def mel(self, wav: Union[Tensor, np.ndarray]) -> Tensor:

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from wavediff.errors import WavediffError
-    from wavediff.inference.schedules import (
+    from wavediff.inference.schedule_search import (
         log_mel_objective, search_schedule, write_schedule)
     from wavediff.audio.dump import list_records, load_record
     from wavediff.vocoder import Vocoder

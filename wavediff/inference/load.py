@@ -12,7 +12,7 @@ from wavediff import pretrained
 from wavediff.checkpoint import check_finite_weights, load_checkpoint, resolve_checkpoint
 from wavediff.config import Config
 from wavediff.errors import CheckpointError
-from wavediff.inference.schedules import read_schedules
+from wavediff.inference.schedule_search import read_schedules
 from wavediff.model import DiffWave, build_model
 
 PathLike = Union[str, os.PathLike]

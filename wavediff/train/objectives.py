@@ -51,7 +51,7 @@ class FewStepObjective:
     def __init__(self, config: Config, device: torch.device) -> None:
         tc = self.train = config.train
         # the decode's plan, made once: the configured fast_schedule over the training betas
-        self.plan = plan("fast", config.diffusion)
+        self.sampling_plan = plan("fast", config.diffusion)
         self.audio, self.start_iters = config.audio, config.diffusion.start_iters
         # the model's mel convention over the whole band: the top of the spectrum (above
         # the conditioning mel's fmax) is judged too
@@ -82,7 +82,7 @@ class FewStepObjective:
             with torch.no_grad():
                 init = griffin_lim(self.audio, mel.float(), self.start_iters,
                                    generator=generator)
-        fake = unrolled_fast(denoiser, diffusion, mel, schedule=self.plan,
+        fake = unrolled_fast(denoiser, diffusion, mel, schedule=self.sampling_plan,
                              generator=generator, noise=noise, init=init)
         real = wave.to(fake.dtype)
         terms["mel_l1"] = (self.mel_fn(fake) - self.mel_fn(real)).abs().mean()

@@ -35,7 +35,7 @@ from wavediff.diffusion import GaussianDiffusion
 from wavediff.diffusion.process import randn as _randn
 from wavediff.errors import WavediffError
 from wavediff.evaluation.spectral import multi_resolution_stft_loss
-from wavediff.hardware import resolve_precision
+from wavediff.hardware import pick_device, resolve_precision
 from wavediff.model import build_model, count_parameters
 from wavediff import checkpoint as ckpt
 from wavediff import distributed as distrib
@@ -60,11 +60,11 @@ class Trainer:
         self.config = config
         self.outdir = Path(outdir)
         self.dist = dist or distrib.DistInfo()
-        self.device = distrib.pick_device(self.dist.device if self.dist.enabled else device)
+        self.device = pick_device(self.dist.device if self.dist.enabled else device)
         self.is_main = self.dist.is_main
         self.progress = progress and self.is_main
         tc = config.train
-        self.plan = distrib.BatchPlan(tc.batch_size, self.dist.world_size, tc.grad_accum)
+        self.batch_plan = distrib.BatchPlan(tc.batch_size, self.dist.world_size, tc.grad_accum)
         self.train_records, self.dev_records = self._open_dumps(train_dir, dev_dir)
         torch.manual_seed(tc.seed)
         self._build_model_and_optimizer()
@@ -86,7 +86,7 @@ class Trainer:
             config.save(self.outdir / "config.yaml")
         self.ddp_model = self._wrap_distributed()
         if self.is_main:
-            log.info("%s; %s", self.dist.describe(), self.plan.describe())
+            log.info("%s; %s", self.dist.describe(), self.batch_plan.describe())
 
     # ------------------------------------------------------------------ setup
     def _open_dumps(self, train_dir: str, dev_dir: Optional[str]) -> tuple[list[Path], list[Path]]:
@@ -290,10 +290,10 @@ class Trainer:
         """
         sizes = [int(w.shape[0]) for w, _ in micro]
         if self.dist.enabled:
-            total, offsets = self.plan.global_batch, self.plan.offsets(self.dist.rank)
-            if sizes != self.plan.sizes(self.dist.rank):
+            total, offsets = self.batch_plan.global_batch, self.batch_plan.offsets(self.dist.rank)
+            if sizes != self.batch_plan.sizes(self.dist.rank):
                 raise ValueError(f"micro-batch sizes {sizes} differ from the plan "
-                                 f"{self.plan.sizes(self.dist.rank)}")
+                                 f"{self.batch_plan.sizes(self.dist.rank)}")
         else:
             total, offsets = sum(sizes), [sum(sizes[:i]) for i in range(len(sizes))]
         length, dtype = micro[0][0].shape[-1], micro[0][0].dtype
@@ -439,7 +439,7 @@ class Trainer:
                               pad_value=self.config.audio.floor, cache=tc.num_workers == 0)
         sampler = distrib.RankBatchSampler(
             StepBatchSampler(len(dataset), tc.batch_size, tc.seed, self.step, tc.max_steps),
-            self.plan, self.dist.rank)
+            self.batch_plan, self.dist.rank)
         return DataLoader(guarded(dataset), batch_sampler=sampler, num_workers=tc.num_workers,
                           collate_fn=collate_or_fail, pin_memory=self.device.type == "cuda",
                           persistent_workers=tc.num_workers > 0)
@@ -520,7 +520,7 @@ class Trainer:
     def _samples_in(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
         """The audio samples one step trains on, over all ranks (for samples/s)."""
         if self.dist.enabled:
-            return self.plan.global_batch * micro[0][0].shape[-1]
+            return self.batch_plan.global_batch * micro[0][0].shape[-1]
         return sum(w.numel() for w, _ in micro)
 
     def _log_progress(self, writer: Any, bar: Any, out: dict[str, Any],
@@ -573,7 +573,7 @@ class Trainer:
                 raise DumpError(batch.message)
             wave, mel = batch
             group.append((wave, mel))
-            if len(group) == self.plan.grad_accum:
+            if len(group) == self.batch_plan.grad_accum:
                 yield group
                 group = []
 

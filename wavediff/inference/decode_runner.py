@@ -6,6 +6,7 @@ audio came out finite. :class:`wavediff.Vocoder` holds one :class:`DecodeRunner`
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Callable, Optional, Union
 
 import torch
@@ -24,7 +25,9 @@ from wavediff.precision import canonical
 log = logging.getLogger("wavediff.vocoder")
 # Utterances longer than this (plus the context on both sides) are decoded in chunks.
 DEFAULT_CHUNK_SECONDS = 4.0
-ENGINES = ("fast", "reference")
+# "fused": the InferenceEngine (the network rearranged for decoding); "reference": the
+# model's own readable forward. "fast" is the older name of "fused".
+ENGINES = ("fused", "reference")
 Progress = Callable[[int, int], None]
 StepCallback = Callable[[int, int, Tensor], None]
 
@@ -32,15 +35,19 @@ StepCallback = Callable[[int, int, Tensor], None]
 class DecodeRunner:
     """Decodes mels of ``config``'s convention with ``model`` on ``device``.
 
-    ``engine``: ``"fast"`` (:class:`~wavediff.inference.InferenceEngine`) or
+    ``engine``: ``"fused"`` (:class:`~wavediff.inference.InferenceEngine`) or
     ``"reference"`` (the model's own code); sub-band models always use the model's code.
     ``precision``: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``
     (:mod:`wavediff.precision`). ``chunk_seconds``: the default chunk length.
     """
 
     def __init__(self, model: DiffWave, config: Config, device: torch.device, *,
-                 engine: str = "fast", precision: str = "auto", cuda_graphs: bool = False,
+                 engine: str = "fused", precision: str = "auto", cuda_graphs: bool = False,
                  chunk_seconds: Optional[float] = DEFAULT_CHUNK_SECONDS) -> None:
+        if engine == "fast":
+            warnings.warn("engine='fast' is deprecated (it is unrelated to the fast sampler); "
+                          "use engine='fused'", DeprecationWarning, stacklevel=3)
+            engine = "fused"
         if engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.model, self.config, self.device = model, config, device
