@@ -58,11 +58,50 @@ def make_dump(root: Path, n: int = 4, seconds: float = 0.4) -> Path:
     return root / "dump"
 
 
-def wavediff_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m wavediff ARGS`` in a subprocess; returns the completed process."""
-    return subprocess.run([sys.executable, "-m", "wavediff", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+def wavediff_cli(*args: str, cwd: Path | None = None,
+                 subprocess_: bool = False) -> subprocess.CompletedProcess:
+    """Run the ``wavediff`` command with ``args``; returns the completed process.
+
+    In this process by default (``wavediff.cli.main.main`` with stdout and stderr captured;
+    an exception the command lets through becomes its traceback on stderr and status 1, as
+    the interpreter would print it): a command then costs no interpreter start and torch
+    import. ``subprocess_=True`` runs ``python -m wavediff`` in a child process instead.
+    """
+    argv = [str(a) for a in args]
+    if subprocess_:
+        return subprocess.run([sys.executable, "-m", "wavediff", *argv], cwd=cwd,
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    import contextlib
+    import io
+    import logging
+    import traceback
+
+    from wavediff.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root, ours = logging.getLogger(), logging.getLogger("wavediff")
+    saved = (list(root.handlers), root.level, ours.level, torch.get_num_threads(), os.getcwd())
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:  # argparse: --help, usage errors
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if not isinstance(e.code, (int, type(None))):
+                    print(e.code, file=sys.stderr)
+            except Exception:  # noqa: BLE001 - what the interpreter would print
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved[4])
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        ours.setLevel(saved[2])
+        torch.set_num_threads(saved[3])
+    return subprocess.CompletedProcess(["wavediff", *argv], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")
