@@ -102,9 +102,10 @@ class MelConverter:
             self.notes.append("per-bin statistics applied")
         if s.padding != t.padding:
             self.notes.append(
-                "frames: " + ("last frame dropped (len//hop+1 -> len//hop)" if s.padding == "center"
-                              else "last frame repeated (len//hop -> len//hop+1)")
-                + f"; the frame grid moves by half a hop ({s.hop_length // 2} samples)")
+                f"frames: the grid moves half a hop ({s.hop_length // 2} samples) onto the "
+                f"model's, each frame the mean of the two around it "
+                + ("(len//hop+1 -> len//hop)" if s.padding == "center"
+                   else "(len//hop -> len//hop+1, the end frames kept)"))
         self._expected: Optional[ErrorStats] = None
         self._pinv: Optional[np.ndarray] = None
         self._basis_t: Optional[np.ndarray] = None
@@ -181,14 +182,22 @@ class MelConverter:
         return compress(t, lin_t)
 
     def _fix_frames(self, y: np.ndarray) -> np.ndarray:
+        """Move the frames onto the target's grid when the paddings differ.
+
+        A centred STFT (``padding="center"``) puts frame ``t`` at sample ``t * hop``; the
+        others at ``t * hop + hop / 2``. Reading one as the other would shift the decoded
+        audio by half a hop (about 0.1 log-mel L1 against the recording, measured). Each
+        target frame is instead the mean of the two source frames around it, in the
+        target's compressed (log) domain, which measured closer than the linear mean.
+        """
         s, t = self.source, self.target
         if s.padding == t.padding:
             return y
         if s.padding == "center":
             if y.shape[1] < 2:
                 raise MelError(f"a {s.preset} mel of {y.shape[1]} frame is too short to convert")
-            return y[:, :-1]
-        return np.concatenate([y, y[:, -1:]], axis=1)
+            return 0.5 * (y[:, :-1] + y[:, 1:])
+        return np.concatenate([y[:, :1], 0.5 * (y[:, :-1] + y[:, 1:]), y[:, -1:]], axis=1)
 
     # ------------------------------------------------------------------ reporting
     def expected_error(self) -> ErrorStats:
@@ -225,7 +234,7 @@ class MelConverter:
         what = "; ".join(self.notes)
         if self.kind == "exact":
             return f"exact conversion {s} -> {t}: {what}"
-        how = ("values exact, frames shifted" if self.filterbank_same
+        how = ("values exact, frames moved onto the model's grid" if self.filterbank_same
                else "through the linear spectrum, by the filterbank's pseudo-inverse")
         return (f"approximate conversion {s} -> {t} ({how}): {what}; expected error on "
                 f"speech-like audio in {t} units: {self.expected_error()}")
