@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import wavediff_cli
@@ -73,6 +74,48 @@ def test_vocode_without_checkpoint_uses_the_shipped_model(tmp_path):
     assert "espnet" in r.stderr  # the convention was detected and converted
     r = wavediff_cli("models")
     assert r.returncode == 0 and "joe (default)" in r.stdout and "22050 Hz" in r.stdout
+
+
+def test_the_shipped_model_is_chosen_by_the_inputs_rate(tmp_path):
+    """Without --checkpoint the model is the shipped one at the inputs' rate (stated by the
+    files or by --sample-rate), said in one line; none at that rate is refused clearly."""
+    import soundfile as sf
+
+    from wavediff.errors import CheckpointError
+    from wavediff.pretrained import choose_model, list_models
+
+    rates = {m.sample_rate for m in list_models()}
+    assert choose_model(22050)[0] == "joe" and "22050 Hz" in choose_model(22050)[1]
+    assert choose_model(None)[0] == "joe" and "state no sample rate" in choose_model(None)[1]
+    unshipped = next(r for r in (16000, 24000, 44100, 48000) if r not in rates)
+    with pytest.raises(CheckpointError, match=f"no shipped model runs at {unshipped} Hz"):
+        choose_model(unshipped)
+    assert "--resample" in choose_model(unshipped, resample=True)[1]
+
+    mel = np.load(DEMO / "JOE001-0007_espnet.npy")  # states no rate
+    np.save(tmp_path / "a.npy", mel)
+    r = wavediff_cli("vocode", "--outdir", tmp_path / "o", "--steps", "1", "--sample-rate",
+                     "22050", tmp_path / "a.npy")
+    assert r.returncode == 0, r.stderr
+    assert "using the shipped model 'joe'" in r.stderr and "at 22050 Hz, joe's rate" in r.stderr
+    # mels said to be of a rate no shipped model runs at: one line, nothing written
+    r = wavediff_cli("vocode", "--outdir", tmp_path / "x", "--sample-rate", str(unshipped),
+                     tmp_path / "a.npy")
+    assert r.returncode == 1 and f"no shipped model runs at {unshipped} Hz" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x" / "a.wav").exists()
+    # with a model given, --sample-rate is checked against it
+    r = wavediff_cli("vocode", "--checkpoint", "joe", "--outdir", tmp_path / "y",
+                     "--sample-rate", str(unshipped), tmp_path / "a.npy")
+    assert r.returncode == 1 and f"states {unshipped} Hz (--sample-rate)" in r.stderr
+    # audio at another rate: refused, or resampled to the default model's with --resample
+    wav, sr = sf.read(DEMO / "JOE001-0007.flac", dtype="float32")
+    sf.write(tmp_path / "b.wav", wav[: sr // 2][::2], sr // 2)  # 11025 Hz, 0.5 s
+    r = wavediff_cli("vocode", "--outdir", tmp_path / "z", "--steps", "1", tmp_path / "b.wav")
+    assert r.returncode == 1 and f"no shipped model runs at {sr // 2} Hz" in r.stderr
+    r = wavediff_cli("vocode", "--outdir", tmp_path / "z", "--steps", "1", "--resample",
+                     tmp_path / "b.wav")
+    assert r.returncode == 0, r.stderr
+    assert sf.info(tmp_path / "z" / "b.wav").samplerate == 22050
 
 
 def test_shipped_model_resynthesises_a_held_out_clip():

@@ -88,6 +88,37 @@ def model_info(name: str) -> ModelInfo:
     return ModelInfo(name, path, card, read_config(path), size)
 
 
+def choose_model(sample_rate: Optional[int], *, resample: bool = False) -> tuple[str, str]:
+    """The shipped model for inputs at ``sample_rate`` (None: unknown), and why in words.
+
+    A model at that rate (the default model first, else the first by name); with an
+    unknown rate the default model. No model at the rate: the default model when the
+    inputs are audio that may be resampled (``resample``), else :class:`CheckpointError`
+    naming the shipped rates and what to do.
+    """
+    models = list_models()
+    if not models:
+        raise CheckpointError("no models are shipped with this installation; pass --checkpoint")
+    by_name = {m.name: m for m in models}
+    default = by_name.get(DEFAULT_MODEL, models[0])
+    if sample_rate is None:
+        return default.name, (f"the inputs state no sample rate (--sample-rate chooses by "
+                              f"it): the default model, {default.sample_rate} Hz")
+    fit = [m for m in models if m.sample_rate == int(sample_rate)]
+    if fit:
+        chosen = default if default in fit else fit[0]
+        return chosen.name, f"the inputs are at {int(sample_rate)} Hz, {chosen.name}'s rate"
+    shipped = ", ".join(f"{m.name} ({m.sample_rate} Hz)" for m in models)
+    if resample:
+        return default.name, (f"no shipped model runs at {int(sample_rate)} Hz (shipped: "
+                              f"{shipped}): the default, the audio resampled to "
+                              f"{default.sample_rate} Hz (--resample)")
+    raise CheckpointError(
+        f"no shipped model runs at {int(sample_rate)} Hz, the inputs' rate (shipped: {shipped}); "
+        f"pass --checkpoint with a model trained at {int(sample_rate)} Hz, or for audio "
+        f"inputs --resample")
+
+
 def resolve_named(name: str) -> Optional[Path]:
     """The folder of shipped model ``name``, or None (names are plain words, never paths)."""
     if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():

@@ -106,6 +106,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES,
                    help="refuse mel files declaring more frames than this, before reading them "
                         f"(default {DEFAULT_MAX_FRAMES}, about an hour at hop 256 and 22.05 kHz)")
+    p.add_argument("--sample-rate", type=int, default=None,
+                   help="the rate the input mels were made at, for files that state none: "
+                        "checked against the model's, and without --checkpoint it picks the "
+                        "shipped model of that rate")
     p.add_argument("--to-mono", action="store_true",
                    help="average the channels of multi-channel copy-synthesis audio")
 
@@ -203,13 +207,14 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
         logging.getLogger("wavediff").setLevel(logging.WARNING)
     items = distrib.shard(all_items, dist)
     if args.checkpoint is None:
-        from wavediff.pretrained import DEFAULT_MODEL, model_info
+        from wavediff.pretrained import choose_model, model_info
 
-        card = model_info(DEFAULT_MODEL).card
-        log.info("no --checkpoint: using the shipped model '%s'%s (%s)", DEFAULT_MODEL,
+        name, why = choose_model(_input_rate(args, items), resample=args.resample)
+        card = model_info(name).card
+        log.info("no --checkpoint: using the shipped model '%s'%s (%s): %s", name,
                  f" [{card['status']}]" if card.get("status") else "",
-                 card.get("description", ""))
-        args.checkpoint = DEFAULT_MODEL
+                 card.get("description", ""), why)
+        args.checkpoint = name
     voc = Vocoder.from_pretrained(args.checkpoint, device=dist.device, use_ema=not args.no_ema,
                                   chunk_seconds=args.chunk_seconds or None,
                                   precision=_precision(args),
@@ -304,6 +309,38 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     return report_failures(failures, len(all_items), "inputs")
 
 
+PEEK_INPUTS = 16  # inputs looked at to choose the shipped model
+
+
+def _input_rate(args: argparse.Namespace, items: list[tuple[str, Path]]) -> Optional[int]:
+    """The sample rate of the inputs, to choose a shipped model by: --sample-rate, else
+    the rate the first inputs state (audio: the file's; mel files: a stated rate or
+    convention), the most common one; None when none states one. Unreadable inputs are
+    skipped here (they fail, each with its reason, when read)."""
+    import soundfile as sf
+
+    from wavediff.audio.formats import load_mel_file
+    from wavediff.errors import WavediffError
+
+    rates: list[int] = []
+    for _, path in items[:PEEK_INPUTS]:
+        try:
+            if path.suffix.lower() in AUDIO_SUFFIXES:
+                rates.append(int(sf.info(str(path)).samplerate))
+                continue
+            f = load_mel_file(path, max_frames=args.max_frames)
+        except (WavediffError, OSError, RuntimeError):
+            continue
+        rate = f.sample_rate if f.sample_rate is not None else getattr(f.known, "sample_rate",
+                                                                       None)
+        rate = rate if rate is not None else args.sample_rate
+        if rate is not None:
+            rates.append(int(rate))
+    if not rates:
+        return args.sample_rate
+    return max(sorted(set(rates)), key=rates.count)
+
+
 def _read_inputs(args: argparse.Namespace, items: list[tuple[str, Path]], voc: Any,
                  outdir: Path) -> tuple[list[tuple[str, Any, Optional[int]]],
                                         list[tuple[str, str]], list[Any]]:
@@ -337,6 +374,8 @@ def _read_inputs(args: argparse.Namespace, items: list[tuple[str, Path]], voc: A
                 jobs.append((name, mel, len(wav)))
             else:
                 f = load_mel_file(path, max_frames=args.max_frames)
+                if f.sample_rate is None and f.known is None and args.sample_rate:
+                    f.sample_rate, f.stated_by = args.sample_rate, "--sample-rate"
                 f.check_rate(voc.sample_rate, voc.hop_length)
                 unstated += f.sample_rate is None and f.known is None
                 try:
