@@ -1,7 +1,7 @@
 """List the models shipped with wavediff: name, sample rate, mel convention, size, training
-data and measured quality. Use one by name: `wavediff vocode --checkpoint joe ...` (the
-one marked "(default)", joe, is used when --checkpoint is left out) or
-`Vocoder.from_pretrained("joe")`.
+data and measured quality. Use one by name: `wavediff vocode --checkpoint joe ...` or
+`Vocoder.from_pretrained("joe")`. Without --checkpoint, `wavediff vocode` takes the
+shipped model at the inputs' sample rate (the one marked "(default)" first).
 
 example:
   wavediff models
