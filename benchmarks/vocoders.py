@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import shlex
 import subprocess
@@ -33,16 +32,6 @@ HEADERS = ("DNSMOS", "PESQ-wb", "STOI", "MCD dB", "log-mel L1", "MR-STFT", "V/UV
 BASELINES = [("Griffin-Lim, 32 projections, no network", "joe", "--steps 0 --consistency 32"),
              ("joe (shipped), default decode", "joe", ""),
              ("joe (shipped), network alone", "joe", "--consistency 0")]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def slug(label: str) -> str:
@@ -72,6 +61,8 @@ def main() -> None:
     log = args.workdir / "log.txt"
     systems = ([] if args.no_baselines else BASELINES) + [tuple(s) for s in args.system]
     import torch
+
+    from wavediff.hardware import cpu_name
 
     env_note = f"{cpu_name()}, {torch.get_num_threads()} threads"
     rows = []
