@@ -33,10 +33,14 @@ def test_decode_converts_other_conventions(vocoder: Vocoder) -> None:
     t2 = ref("tacotron2")[:, :40]  # (80, 40) in tacotron2's convention
     wav = vocoder.decode(t2, input_preset="tacotron2", seed=0)
     assert wav.shape == (39 * HOP,)  # centred -> uncentred: one frame fewer
-    native = vocoder.decode(t2[:, :39], seed=0)
-    # identical values (the conversion only drops a frame), same noise, same decode: equal in
-    # practice; 1e-5 is slack for a layout copy, a dropped wrong frame changes ~0.1
+    # the same values moved half a hop onto the model's grid: each frame the mean of the
+    # two around it (float64, stored as float32 as the conversion does)
+    t64 = t2.astype("float64")
+    native = vocoder.decode((0.5 * (t64[:, :-1] + t64[:, 1:])).astype("float32"), seed=0)
+    # the same mel, noise and decode: equal in practice; 1e-5 is slack for a layout copy,
+    # frames off the grid (e.g. the last one dropped instead) change ~0.1
     assert torch.allclose(wav, native, atol=1e-5)
+    assert not torch.allclose(wav, vocoder.decode(t2[:, :39], seed=0), atol=1e-2)
     # auto: the values are also the model's own hifigan ones, which are kept as they are
     assert vocoder.decode(t2, input_preset="auto", seed=0).shape == (40 * HOP,)
     espnet = ref("espnet")[:40]  # (T, 80) layout
