@@ -203,6 +203,7 @@ def test_aux_loss_targets():
 
 
 # ---------------------------------------------------------------------- through the trainer
+@pytest.mark.slow  # trains (4 steps of a tiny model): -m "not slow" trains nothing
 def test_priorgrad_training_stores_statistics_and_decodes(tmp_path):
     make_corpus(tmp_path / "wavs", n=3, seconds=0.5)
     assert main(["preprocess", "--wav-dir", str(tmp_path / "wavs"),
