@@ -3,6 +3,8 @@ decoding equal to whole decoding, length bucketing, reduced precision."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -278,20 +280,26 @@ def test_cuda_engine_graphs_and_precision(precision):
 
 
 # ---------------------------------------------------------------------- CLI
+def saved_random_vocoder(exp: Path) -> Vocoder:
+    """A tiny random model (hifigan mels, hop 256; output layer not zero) saved as the
+    checkpoint of experiment ``exp`` for the CLI, and its Vocoder."""
+    config = Config(model=tiny_config().model)
+    torch.manual_seed(0)
+    model = DiffWave.from_config(config)
+    with torch.no_grad():
+        model.output_projection.weight.normal_(0.0, 0.5)
+    save_checkpoint(exp / "checkpoint-1steps.pt",
+                    {"config": config.to_dict(), "step": 1, "model": model.state_dict(),
+                     "ema": None})
+    return Vocoder(model, config)
+
+
 def test_vocode_cli_chunked_equals_whole(tmp_path):
     import soundfile as sf
 
     from wavediff.audio.synth import toy_utterance
 
-    config = Config(model=tiny_config().model)  # hifigan mels, hop 256
-    torch.manual_seed(0)
-    model = DiffWave.from_config(config)
-    with torch.no_grad():
-        model.output_projection.weight.normal_(0.0, 0.5)
-    save_checkpoint(tmp_path / "exp" / "checkpoint-1steps.pt",
-                    {"config": config.to_dict(), "step": 1, "model": model.state_dict(),
-                     "ema": None})
-    voc = Vocoder(model, config)
+    voc = saved_random_vocoder(tmp_path / "exp")
     mel = voc.mel(torch.from_numpy(toy_utterance(22050, 1.0, seed=0))[None])[0]
     np.save(tmp_path / "long.npy", mel.numpy())
     outs = {}
@@ -316,15 +324,7 @@ def test_vocode_cli_batches_as_the_facade_does(tmp_path):
     from wavediff.audio.synth import toy_utterance
     from wavediff.distributed import file_seed
 
-    config = Config(model=tiny_config().model)
-    torch.manual_seed(0)
-    model = DiffWave.from_config(config)
-    with torch.no_grad():
-        model.output_projection.weight.normal_(0.0, 0.5)
-    save_checkpoint(tmp_path / "exp" / "checkpoint-1steps.pt",
-                    {"config": config.to_dict(), "step": 1, "model": model.state_dict(),
-                     "ema": None})
-    voc = Vocoder(model, config)
+    voc = saved_random_vocoder(tmp_path / "exp")
     mels = {}
     for name, seconds in (("a", 0.06), ("b", 0.11), ("c", 0.1)):
         wav = torch.from_numpy(toy_utterance(22050, seconds, seed=len(mels)))
