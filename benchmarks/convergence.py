@@ -131,6 +131,16 @@ def curve(train_log: Path) -> list[dict]:
     return points
 
 
+def decode_and_score(model: str, options: list[str], out: Path, scores: Path, dev_scp: Path,
+                     metrics: str, log: Path) -> None:
+    """Copy-synthesis of the dev set with ``model`` (seed 0) into ``out``, scored into
+    ``scores`` by ``wavediff evaluate``."""
+    sh([sys.executable, "-m", "wavediff", "vocode", "--checkpoint", model, "--outdir", str(out),
+        "--scp", str(dev_scp), *options, "--seed", "0", "-q"], log)
+    sh([sys.executable, "-m", "wavediff", "evaluate", "--ref-scp", str(dev_scp), "--gen-dir",
+        str(out), "--json", str(scores), "--metrics", metrics, "--nj", "2", "-q"], log)
+
+
 def run_one(name: str, overrides: list[str], args: argparse.Namespace, dumps: tuple) -> dict:
     dev_scp, train_dump, dev_dump = dumps
     exp = args.workdir / "exp" / name
@@ -150,11 +160,7 @@ def run_one(name: str, overrides: list[str], args: argparse.Namespace, dumps: tu
     scores = args.workdir / "decoded" / f"{name}.json"
     if not _scores_current(scores, exp, args.metrics):
         steps = [] if name in OWN_SCHEDULE else ["--steps", "6"]
-        sh([sys.executable, "-m", "wavediff", "vocode", "--checkpoint", str(exp), "--outdir",
-            str(out), "--scp", str(dev_scp), *steps, "--seed", "0", "-q"], log)
-        sh([sys.executable, "-m", "wavediff", "evaluate", "--ref-scp", str(dev_scp),
-            "--gen-dir", str(out), "--json", str(scores), "--metrics", args.metrics, "--nj",
-            "2", "-q"], log)
+        decode_and_score(str(exp), steps, out, scores, dev_scp, args.metrics, log)
     summary = json.loads(scores.read_text())
     points = curve(exp / "train.log")
     return {"name": name, "overrides": overrides, "wall_seconds": wall,
@@ -170,11 +176,7 @@ def griffin_lim_row(args: argparse.Namespace, dumps: tuple) -> dict:
     out = args.workdir / "decoded" / "griffin-lim"
     scores = args.workdir / "decoded" / "griffin-lim.json"
     if not scores.exists():
-        sh([sys.executable, "-m", "wavediff", "vocode", "--checkpoint", "joe", "--outdir",
-            str(out), "--scp", str(dev_scp), "--steps", "0", "--seed", "0", "-q"], log)
-        sh([sys.executable, "-m", "wavediff", "evaluate", "--ref-scp", str(dev_scp),
-            "--gen-dir", str(out), "--json", str(scores), "--metrics", args.metrics, "--nj",
-            "2", "-q"], log)
+        decode_and_score("joe", ["--steps", "0"], out, scores, dev_scp, args.metrics, log)
     summary = json.loads(scores.read_text())
     return {"name": "griffin-lim (no network)", "overrides": [], "wall_seconds": 0.0,
             "curve": [], "scores": summary["systems"][0]["summary"]}

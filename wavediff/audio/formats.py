@@ -55,13 +55,18 @@ class MelFile:
     hop_length: Optional[int] = None   # entry of an .npz or a .pt dict), else None
     stated_by: str = ""                # where it says so, for messages
 
+    @property
+    def stated_rate(self) -> Optional[int]:
+        """The sample rate the file states (directly or by its convention), else None."""
+        rate = self.sample_rate if self.sample_rate is not None else getattr(
+            self.known, "sample_rate", None)
+        return None if rate is None else int(rate)
+
     def check_rate(self, sample_rate: int, hop_length: int) -> None:
         """Refuse a file that states another sample rate or hop than the model's."""
-        known = self.known
-        rate = self.sample_rate if self.sample_rate is not None else getattr(
-            known, "sample_rate", None)
+        rate = self.stated_rate
         hop = self.hop_length if self.hop_length is not None else getattr(
-            known, "hop_length", None)
+            self.known, "hop_length", None)
         by = self.stated_by or "its audio.yaml"
         if rate is not None and int(rate) != int(sample_rate):
             raise MelError(

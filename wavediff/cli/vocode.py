@@ -206,10 +206,11 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     if not dist.is_main:  # rank 0 alone reports progress
         logging.getLogger("wavediff").setLevel(logging.WARNING)
     items = distrib.shard(all_items, dist)
+    peeked: dict = {}  # mel files read to choose the model, not read again
     if args.checkpoint is None:
         from wavediff.pretrained import choose_model, model_info
 
-        name, why = choose_model(_input_rate(args, items), resample=args.resample)
+        name, why = choose_model(_input_rate(args, items, peeked), resample=args.resample)
         card = model_info(name).card
         log.info("no --checkpoint: using the shipped model '%s'%s (%s): %s", name,
                  f" [{card['status']}]" if card.get("status") else "",
@@ -236,7 +237,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     log.info("model: step %s, %s mel (%d bins, hop %d, %d Hz), %s", voc.step,
              voc.preset.preset, voc.n_mels, voc.hop_length, voc.sample_rate, decoding)
 
-    jobs, failures, preparers = _read_inputs(args, items, voc, outdir)
+    jobs, failures, preparers = _read_inputs(args, items, voc, outdir, peeked)
     jobs.sort(key=lambda j: j[1].shape[-1])
     batches = [[jobs[i] for i in group]
                for group in voc.batches([mel for _, mel, _ in jobs], args.batch_size)]
@@ -312,14 +313,25 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
 PEEK_INPUTS = 16  # inputs looked at to choose the shipped model
 
 
-def _input_rate(args: argparse.Namespace, items: list[tuple[str, Path]]) -> Optional[int]:
-    """The sample rate of the inputs, to choose a shipped model by: --sample-rate, else
-    the rate the first inputs state (audio: the file's; mel files: a stated rate or
-    convention), the most common one; None when none states one. Unreadable inputs are
-    skipped here (they fail, each with its reason, when read)."""
+def _load_mel(args: argparse.Namespace, path: Path) -> Any:
+    """A mel file as stored; --sample-rate is the rate of one that states none."""
+    from wavediff.audio.formats import load_mel_file
+
+    f = load_mel_file(path, max_frames=args.max_frames)
+    if f.stated_rate is None and args.sample_rate:
+        f.sample_rate, f.stated_by = args.sample_rate, "--sample-rate"
+    return f
+
+
+def _input_rate(args: argparse.Namespace, items: list[tuple[str, Path]],
+                peeked: dict) -> Optional[int]:
+    """The sample rate of the inputs, to choose a shipped model by: the most common rate
+    the first inputs state (audio: the file's; mel files: a stated rate or convention, or
+    --sample-rate); None when none states one. The mel files read are kept in ``peeked``
+    (path -> file) for :func:`_read_inputs`; unreadable inputs are skipped here (they fail,
+    each with its reason, when read)."""
     import soundfile as sf
 
-    from wavediff.audio.formats import load_mel_file
     from wavediff.errors import WavediffError
 
     rates: list[int] = []
@@ -328,30 +340,28 @@ def _input_rate(args: argparse.Namespace, items: list[tuple[str, Path]]) -> Opti
             if path.suffix.lower() in AUDIO_SUFFIXES:
                 rates.append(int(sf.info(str(path)).samplerate))
                 continue
-            f = load_mel_file(path, max_frames=args.max_frames)
+            peeked[path] = f = _load_mel(args, path)
         except (WavediffError, OSError, RuntimeError):
             continue
-        rate = f.sample_rate if f.sample_rate is not None else getattr(f.known, "sample_rate",
-                                                                       None)
-        rate = rate if rate is not None else args.sample_rate
-        if rate is not None:
-            rates.append(int(rate))
+        if f.stated_rate is not None:
+            rates.append(f.stated_rate)
     if not rates:
         return args.sample_rate
     return max(sorted(set(rates)), key=rates.count)
 
 
 def _read_inputs(args: argparse.Namespace, items: list[tuple[str, Path]], voc: Any,
-                 outdir: Path) -> tuple[list[tuple[str, Any, Optional[int]]],
-                                        list[tuple[str, str]], list[Any]]:
+                 outdir: Path, peeked: dict) -> tuple[list[tuple[str, Any, Optional[int]]],
+                                                      list[tuple[str, str]], list[Any]]:
     """Each input as the model's mel: ``(jobs, failures, preparers)``. A job is ``(name,
     mel (n_mels, F), original length in samples for audio inputs, else None)``; an input
     that cannot be read is a failure ``(name, why)`` and the others go on. ``preparers``
-    (the mel converters used) count the conventions seen."""
+    (the mel converters used) count the conventions seen. ``peeked``: mel files already
+    read (path -> file), not read again."""
     import torch
 
     from wavediff.audio.detect import NormalisedMelError
-    from wavediff.audio.formats import load_mel_file, read_stats
+    from wavediff.audio.formats import read_stats
     from wavediff.audio.io import load_audio
     from wavediff.audio.prepare import MelPreparer
     from wavediff.errors import WavediffError
@@ -373,11 +383,9 @@ def _read_inputs(args: argparse.Namespace, items: list[tuple[str, Path]], voc: A
                 mel = voc.mel(torch.from_numpy(wav)).cpu().numpy()
                 jobs.append((name, mel, len(wav)))
             else:
-                f = load_mel_file(path, max_frames=args.max_frames)
-                if f.sample_rate is None and f.known is None and args.sample_rate:
-                    f.sample_rate, f.stated_by = args.sample_rate, "--sample-rate"
+                f = peeked.pop(path, None) or _load_mel(args, path)
                 f.check_rate(voc.sample_rate, voc.hop_length)
-                unstated += f.sample_rate is None and f.known is None
+                unstated += f.stated_rate is None
                 try:
                     ready = prep(f.array, f.source, known=f.known)
                 except NormalisedMelError:

@@ -120,7 +120,6 @@ GROUP_MODULES: dict[str, tuple[tuple[str, ...], str]] = {
     "spectral": ((), ""),
     "speed": ((), ""),
 }
-DEFAULT_EXCLUDED = ("rtf",)  # attached from the decoder's log, not computed from audio
 NOT_FROM_AUDIO = ("speed",)  # groups whose values come from elsewhere (the decoder's log)
 
 
