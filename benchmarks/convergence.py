@@ -63,6 +63,12 @@ RUNS = {
     "priorgrad+noise_level+subbands@12x64": [
         "diffusion.prior=priorgrad", "diffusion.conditioning=noise_level", "model.subbands=2",
         "model.residual_channels=64"],
+    # deeper wavelet-packet splits with the channels the saved compute buys: the layers run
+    # at 1/4 (1/8) of the rate, so 64 (96) channels cost about what 32 cost at full rate
+    "subbands4@12x64": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level",
+                        "model.subbands=4", "model.residual_channels=64"],
+    "subbands8@12x96": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level",
+                        "model.subbands=8", "model.residual_channels=96"],
     # rebalanced: of 12 x 32's 0.69M parameters about 0.53M are the step embedding's MLP and
     # the per-layer step projections; a small embedding buys 48 channels at about the same size
     "rebalanced": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level",

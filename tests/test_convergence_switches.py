@@ -267,7 +267,7 @@ def test_subband_model_runs_at_half_rate_and_decodes(tmp_path):
         "residual_layers": 2, "residual_channels": 8, "dilation_cycle": 2,
         "step_embedding_dim": 16, "step_hidden_dim": 32, "subbands": 2}})
     voc = Vocoder(DiffWave.from_config(config), config, precision="fp32")
-    assert voc.engine == "reference"
+    assert voc.engine == "fused"  # the engine runs sub-band models too (tests/test_subbands.py)
     assert voc.decode(mel[0], seed=0, input_preset=None).shape == (3 * HOP,)
     with pytest.raises(ConfigError, match="subbands"):
         DiffWave(80, 255, ModelConfig(subbands=2))

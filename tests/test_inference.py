@@ -70,7 +70,8 @@ DECODE_ATOL = 5e-5  # audio in [-1, 1]
 
 # ---------------------------------------------------------------------- engine
 @pytest.mark.parametrize("block_size", [1, 7, 64, 4096])
-@pytest.mark.parametrize("model_kw", [{}, {"kernel_size": 5, "dilation_cycle": 4}])
+@pytest.mark.parametrize("model_kw", [{}, {"kernel_size": 5, "dilation_cycle": 4},
+                                      {"subbands": 2}, {"subbands": 8}])
 def test_engine_matches_the_reference_network(block_size, model_kw):
     model = random_model(**model_kw)
     mel = random_mel(2, 5)  # 80 samples: shorter than the largest padding

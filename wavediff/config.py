@@ -53,7 +53,8 @@ class ModelConfig:
     # Factors of the transposed-conv mel upsampler; their product must equal the hop.
     # None: two factors chosen from the hop (16 x 16 for 256).
     upsample_factors: Optional[list[int]] = None
-    # 2: the layers run on a 2-band Haar wavelet split at half the sample rate (FreGrad)
+    # 2, 4 or 8: the layers run on an orthonormal Haar wavelet-packet split of the waveform
+    # at 1/2, 1/4 or 1/8 of the sample rate (FreGrad's split and its deeper levels)
     subbands: int = 1
 
 

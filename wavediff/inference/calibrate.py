@@ -55,8 +55,6 @@ def resolve_decode_precision(precision: str, model: DiffWave,
         return "fp32", "float32: the GPU has no bf16 (precision auto)"
     if device.type != "cpu" or not cpu_native_bf16():
         return "fp32", "float32: this CPU has no native bf16 (precision auto)"
-    if model.subbands != 1:
-        return "fp32", "float32: sub-band models decode on the reference code (precision auto)"
     return _calibrated_cpu_choice(model)
 
 
@@ -64,7 +62,8 @@ def _key(model: DiffWave) -> str:
     c = model.config
     flags = ",".join(sorted(f for f in cpu_flags() if "bf16" in f or "amx" in f or "avx512" in f))
     return (f"{cpu_name()}|{flags}|torch {torch.__version__}|{torch.get_num_threads()} threads|"
-            f"{c.residual_layers}x{c.residual_channels}k{c.kernel_size}|{model.n_mels} mels")
+            f"{c.residual_layers}x{c.residual_channels}k{c.kernel_size}|{model.n_mels} mels"
+            + (f"|{model.subbands} bands" if model.subbands != 1 else ""))
 
 
 def _calibrated_cpu_choice(model: DiffWave) -> tuple[str, str]:

@@ -41,7 +41,7 @@ def select_denoiser(model: DiffWave, engine: Optional[InferenceEngine], mel: Ten
                     plan: SamplingPlan, *, chunk_samples: Optional[int] = None,
                     cuda_graphs: bool = False):
     """The denoiser for ``mel`` ``(B, n_mels, F)``: the model itself when ``engine`` is None
-    (sub-band models, ``engine="reference"``); else the engine over the whole utterance,
+    (``engine="reference"``); else the engine over the whole utterance,
     or in chunks of ``chunk_samples`` when the utterance (or the batch) is longer than that
     — memory then stays bounded by the chunk. Step biases of ``plan`` are precomputed."""
     if engine is None:
@@ -49,7 +49,7 @@ def select_denoiser(model: DiffWave, engine: Optional[InferenceEngine], mel: Ten
     steps = plan.network_steps
     if chunk_samples:
         # memory bound: the per-layer conditioning of chunk_samples of audio
-        budget = engine.num_layers * 2 * engine.channels * 4 * chunk_samples
+        budget = engine.num_layers * 2 * engine.channels * 4 * (chunk_samples // engine.bands)
         chunked = ChunkedDenoiser(engine, mel, chunk=chunk_samples, steps=steps,
                                   cache_bytes=budget)
         samples = mel.shape[-1] * engine.hop_length
@@ -96,8 +96,8 @@ def decode_mel(model: DiffWave, diffusion: GaussianDiffusion, mel: Tensor, plan:
                chunk_samples: Optional[int] = None, consistency: int = 0,
                start_iters: int = 0) -> Tensor:
     """Decode ``mel`` with ``model`` in one call (the trainer's dev decodes), through the
-    engine built from the model (sub-band models: the readable model itself)."""
-    engine = InferenceEngine(model) if model.subbands == 1 else None
+    engine built from the model."""
+    engine = InferenceEngine(model)
     denoiser = select_denoiser(model, engine, mel, plan, chunk_samples=chunk_samples)
     return run_sampler(denoiser, diffusion, mel, plan, generator=generator, audio=audio,
                        consistency=consistency, start_iters=start_iters)

@@ -36,7 +36,7 @@ class DecodeRunner:
     """Decodes mels of ``config``'s convention with ``model`` on ``device``.
 
     ``engine``: ``"fused"`` (:class:`~wavediff.inference.InferenceEngine`) or
-    ``"reference"`` (the model's own code); sub-band models always use the model's code.
+    ``"reference"`` (the model's own code), for every sub-band split.
     ``precision``: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``
     (:mod:`wavediff.precision`). ``chunk_seconds``: the default chunk length.
     """
@@ -52,8 +52,7 @@ class DecodeRunner:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.model, self.config, self.device = model, config, device
         self.diffusion = GaussianDiffusion.from_config(config.diffusion, config.audio)
-        # the blocked engine runs single-band models only
-        self.engine_name = "reference" if model.subbands != 1 else engine
+        self.engine_name = engine
         self.requested_precision = canonical(precision)
         self.precision_reason: Optional[str] = None  # set when first resolved
         self._precision = "fp32"

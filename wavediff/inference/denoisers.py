@@ -33,16 +33,19 @@ DEFAULT_CROSSFADE = 256  # samples on each side of a chunk boundary
 
 
 def receptive_field(engine_or_model) -> int:
-    """Samples on each side that one network evaluation sees: ``sum(dilation * (k // 2))``.
+    """Waveform samples on each side that one network evaluation sees:
+    ``sum(dilation * (k // 2))`` at the layers' rate, times the sub-bands (plus the rest of
+    a sub-band block).
 
     DiffWave BASE: 3 cycles of dilations 1..512 with kernel 3 -> 3069 samples.
     """
+    bands = int(getattr(engine_or_model, "bands", getattr(engine_or_model, "subbands", 1)))
     if isinstance(engine_or_model, InferenceEngine):
         dilations, k = engine_or_model.dilations, engine_or_model.kernel_size
     else:
         dilations = [layer.dilated_conv.dilation[0] for layer in engine_or_model.residual_layers]
         k = engine_or_model.config.kernel_size
-    return sum(dilations) * (k // 2)
+    return sum(dilations) * (k // 2) * bands + (bands - 1)
 
 
 class _StepCache:
@@ -154,7 +157,7 @@ class ChunkedDenoiser:
         wa, wb = self.window(i)
         frames = self.mel.shape[-1]
         ca, cb = max(0, wa - MEL_MARGIN_FRAMES), min(frames, wb + MEL_MARGIN_FRAMES)
-        hop = self.hop_length
+        hop = self.engine.layer_hop
         mel_up = self.engine.upsample(self.mel[..., ca:cb])[..., (wa - ca) * hop:(wb - ca) * hop]
         need = (self.engine.num_layers * 2 * self.engine.channels * mel_up.shape[0]
                 * mel_up.shape[-1] * 4)

@@ -1,7 +1,9 @@
 """The inference engine: DiffWave's arithmetic rearranged for decoding, same results.
 
 :class:`~wavediff.model.DiffWave` is the readable reference. :class:`InferenceEngine`
-computes the same function (up to float rounding) faster:
+computes the same function (up to float rounding) faster, for every sub-band split the
+model runs on (the layers see ``model.subbands`` channels at ``1/subbands`` of the sample
+rate; the engine splits and merges with the model's own :mod:`wavediff.model.subbands`):
 
 * everything that depends only on the mel (the upsampler and every layer's conditioner
   projection, with the constant biases folded in) is computed once per utterance by
@@ -37,6 +39,7 @@ from torch import Tensor
 
 from wavediff.errors import ConfigError, MelError
 from wavediff.model import DiffWave
+from wavediff.model.subbands import analysis, synthesis
 from wavediff.precision import canonical, torch_dtype
 
 # Samples per block of the CPU layer loop: ~1.5 MB of working set per block at 64 channels.
@@ -51,7 +54,7 @@ class Conditioning:
         cond: CPU layout ``(B, L, T, 2C)`` time-major, channels-first layout
             ``(L, B, 2C, T)`` otherwise; every constant bias of the dilated convolution and
             the conditioner is included. None when ``lazy``.
-        length: ``T``, waveform samples.
+        length: ``T``, samples at the layers' rate (the waveform's ``T * subbands``).
         mel_up: with ``lazy``, the upsampled mel, ``(B, T, n_mels)`` time-major or
             ``(B, n_mels, T)``; each layer projects it when it runs (16 times less memory
             than ``cond``, a third more arithmetic per step).
@@ -99,9 +102,6 @@ class InferenceEngine:
         precision = canonical(precision, "the engine's precision", allow_auto=False)
         if block_size < 1:
             raise ConfigError(f"block_size must be positive, got {block_size}")
-        if getattr(model, "subbands", 1) != 1:
-            raise ConfigError("the inference engine runs single-band models; decode a "
-                              "sub-band model with engine='reference'")
         # a frozen copy: the folded weights, the upsampler, the step embedding and the
         # CUDA path all read the same snapshot, so training the model on changes nothing here
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -111,7 +111,9 @@ class InferenceEngine:
         self.block_size = int(block_size)
         self.threads = max(1, int(threads if threads is not None else torch.get_num_threads()))
         self._executor: Optional[ThreadPoolExecutor] = None
-        self.hop_length = model.hop_length
+        self.hop_length = model.hop_length  # waveform samples per mel frame
+        self.bands = int(getattr(model, "subbands", 1))
+        self.layer_hop = self.hop_length // self.bands  # samples per frame at the layers' rate
         self.n_mels = model.n_mels
         p = next(model.parameters())
         self.device = p.device
@@ -158,9 +160,9 @@ class InferenceEngine:
         self.head_weight = sp.contiguous()
         self.head_bias = (model.skip_projection.bias.to(f64)
                           + skip_bias_sum @ sp.to(f64)).float()
-        self.out_weight = model.output_projection.weight[:, :, 0].t().contiguous()  # (C, 1)
+        self.out_weight = model.output_projection.weight[:, :, 0].t().contiguous()  # (C, bands)
         self.out_bias = model.output_projection.bias.clone()
-        self.in_weight = model.input_projection.weight[:, 0, 0].clone()  # (C,)
+        self.in_weight = model.input_projection.weight[:, :, 0].t().contiguous()  # (bands, C)
         self.in_bias = model.input_projection.bias.clone()
 
     # ------------------------------------------------------------------ mel part
@@ -169,7 +171,8 @@ class InferenceEngine:
 
     @torch.inference_mode()
     def upsample(self, mel: Tensor) -> Tensor:
-        """The model's upsampled mel ``(B, n_mels, F) -> (B, n_mels, F * hop)``."""
+        """The model's upsampled mel ``(B, n_mels, F) -> (B, n_mels, F * layer_hop)`` (the
+        layers' rate)."""
         self.check_mel(mel)
         return self.model.spectrogram_upsampler(mel.to(self.device, torch.float32))
 
@@ -178,7 +181,8 @@ class InferenceEngine:
                      *, lazy: bool = False) -> Conditioning:
         """Everything of the network that depends only on ``mel`` ``(B, n_mels, F)``.
 
-        ``mel_up`` (``(B, n_mels, T)``, a slice of :meth:`upsample`'s output) may be given
+        ``mel_up`` (``(B, n_mels, T)``, a slice of :meth:`upsample`'s output, at the layers'
+        rate) may be given
         instead of ``mel``. ``lazy`` keeps only the upsampled mel and leaves the per-layer
         projections to each network evaluation (bounded memory for long chunks).
         """
@@ -218,11 +222,11 @@ class InferenceEngine:
         """One network evaluation: ``x`` ``(B, T)`` -> predicted noise ``(B, T)`` float32.
 
         ``steps`` holds one row per item (or one row for all); ``cond`` is the
-        :meth:`conditioning` of the batch's mel.
+        :meth:`conditioning` of the batch's mel (``T / subbands`` samples at the layers' rate).
         """
-        if x.dim() != 2 or x.shape[-1] != cond.length:
+        if x.dim() != 2 or x.shape[-1] != cond.length * self.bands:
             raise MelError(f"waveform of shape {tuple(x.shape)} does not match the "
-                           f"conditioning of {cond.length} samples")
+                           f"conditioning of {cond.length * self.bands} samples")
         if self.time_major:
             return self._denoise_cpu(x, steps, cond)
         if self.amp_dtype is None:
@@ -234,11 +238,15 @@ class InferenceEngine:
         """Time-major, cache-blocked layers; the blocks of a layer are shared out among
         ``threads`` Python threads, each running single-threaded kernels (one barrier per
         layer instead of one per kernel)."""
-        B, T = x.shape
-        C, bs = self.channels, self.block_size
+        B, T = x.shape[0], cond.length
+        C, bs, bands = self.channels, self.block_size, self.bands
         pad = max(self.dilations) * (self.kernel_size // 2)
         x = x.to(torch.float32)
-        out = torch.empty(B, T, device=x.device)
+        if bands == 1:
+            out = torch.empty(B, T, device=x.device)
+        else:  # the layers' input and output: (T, bands) per item, split and merged here
+            z = analysis(x, bands).transpose(1, 2)
+            out = torch.empty(B, T, bands, device=x.device)
         h_a = x.new_zeros(T + 2 * pad, C)
         h_b = x.new_zeros(T + 2 * pad, C)
         skip = x.new_empty(T, C)
@@ -261,7 +269,11 @@ class InferenceEngine:
                 sb = 0 if steps.bias.shape[0] == 1 else b
                 h_in, h_out = h_a, h_b
                 # input projection + ReLU, written into the padded buffer's interior
-                torch.addr(self.in_bias.expand(T, C), x[b], self.in_weight, out=h_in[pad:pad + T])
+                if bands == 1:
+                    torch.addr(self.in_bias.expand(T, C), x[b], self.in_weight[0],
+                               out=h_in[pad:pad + T])
+                else:
+                    torch.addmm(self.in_bias, z[b], self.in_weight, out=h_in[pad:pad + T])
                 h_in[pad:pad + T].relu_()
                 skip.zero_()
                 for li in range(self.num_layers):
@@ -275,11 +287,14 @@ class InferenceEngine:
                             job.result()
                     h_in, h_out = h_out, h_in
                 hidden = torch.addmm(self.head_bias, skip, self.head_weight).relu_()
-                torch.addmv(self.out_bias, hidden, self.out_weight[:, 0], out=out[b])
+                if bands == 1:
+                    torch.addmv(self.out_bias, hidden, self.out_weight[:, 0], out=out[b])
+                else:
+                    torch.addmm(self.out_bias, hidden, self.out_weight, out=out[b])
         finally:
             if pool is not None:
                 torch.set_num_threads(previous)
-        return out
+        return out if bands == 1 else synthesis(out.transpose(1, 2))
 
     @torch.inference_mode()  # thread-local: worker threads enter it themselves
     def _layer_blocks(self, starts: list[int], pre: Tensor, gated: Tensor, b: int, sb: int,
@@ -336,7 +351,7 @@ class InferenceEngine:
     def _denoise_channels_first(self, x: Tensor, steps: StepBias, cond: Conditioning) -> Tensor:
         """The reference formulation with the precomputed conditioning (CUDA, autocast)."""
         model = self.model
-        h = F.relu(model.input_projection(x.unsqueeze(1)))
+        h = F.relu(model.input_projection(analysis(x, self.bands)))
         skip = None
         for li, layer in enumerate(model.residual_layers):
             y = h + steps.step[:, li, :, None]
@@ -355,7 +370,7 @@ class InferenceEngine:
             h = (h + residual) * (1.0 / math.sqrt(2.0))
         h = skip * (1.0 / math.sqrt(self.num_layers))
         h = F.relu(model.skip_projection(h))
-        return model.output_projection(h).squeeze(1)
+        return synthesis(model.output_projection(h))
 
 
 def _gate(y: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ class GraphedNetwork:
         L, C = engine.num_layers, engine.channels
         dev = engine.device
         self.engine, self.cond = engine, cond
-        self.x = torch.zeros(batch, cond.length, device=dev)
+        self.x = torch.zeros(batch, cond.length * engine.bands, device=dev)
         self.step = torch.zeros(batch, L, C, device=dev)
         static = StepBias(bias=self.step.new_zeros(0), taps=self.step.new_zeros(0), step=self.step)
         stream = torch.cuda.Stream(dev)

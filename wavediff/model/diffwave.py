@@ -5,31 +5,27 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wavediff.config import Config, ModelConfig
 from wavediff.errors import ConfigError, MelError
 from wavediff.model.layers import MelUpsampler, ResidualBlock, StepEmbedding, upsample_factors_for
+from wavediff.model.subbands import SUBBAND_CHOICES, analysis, synthesis
 
 
 def haar_analysis(x: Tensor) -> Tensor:
     """One level of the orthonormal Haar DWT: ``(B, T)`` -> ``(B, 2, T/2)`` (low, high band).
 
-    ``low = (x[2k] + x[2k+1]) / sqrt(2)``, ``high = (x[2k] - x[2k+1]) / sqrt(2)``; orthonormal,
-    so white Gaussian noise stays white Gaussian noise of the same variance in each band.
+    ``low = (x[2k] + x[2k+1]) / sqrt(2)``, ``high = (x[2k] - x[2k+1]) / sqrt(2)``
+    (:func:`wavediff.model.subbands.analysis` with 2 bands).
     """
-    pairs = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
-    even, odd = pairs[..., 0], pairs[..., 1]
-    return torch.stack([even + odd, even - odd], dim=-2) * (1.0 / math.sqrt(2.0))
+    return analysis(x, 2)
 
 
 def haar_synthesis(z: Tensor) -> Tensor:
     """The inverse of :func:`haar_analysis`: ``(B, 2, T/2)`` -> ``(B, T)``."""
-    low, high = z[..., 0, :], z[..., 1, :]
-    even, odd = (low + high) * (1.0 / math.sqrt(2.0)), (low - high) * (1.0 / math.sqrt(2.0))
-    return torch.stack([even, odd], dim=-1).reshape(*z.shape[:-2], -1)
+    return synthesis(z)
 
 
 class DiffWave(nn.Module):
@@ -38,7 +34,11 @@ class DiffWave(nn.Module):
     With ``subbands: 2`` (FreGrad, Nguyen et al. 2024) the waveform is split by a Haar DWT
     into two half-rate bands that the layers process together as two channels, and the
     prediction is put back together by the inverse DWT: the layers run at half the sample
-    rate, so a step costs about half. Input and output stay waveforms either way.
+    rate, so a step costs about half. ``subbands: 4`` or ``8`` split deeper (the Haar
+    wavelet packet, :mod:`wavediff.model.subbands`): the layers run at a quarter or an
+    eighth of the rate, which buys twice or about three times the channels at the cost of
+    one band. Input and output stay waveforms either way; the split is orthonormal, so the
+    noise of the chain is the same white noise in every band.
 
     Args (constructor):
         n_mels: mel bins of the conditioning spectrogram.
@@ -54,9 +54,9 @@ class DiffWave(nn.Module):
         self.hop_length = hop_length
         channels = config.residual_channels
         bands = self.subbands = config.subbands
-        if bands not in (1, 2) or hop_length % bands:
-            raise ConfigError(f"model.subbands must be 1 or 2 and divide the hop ({hop_length}), "
-                              f"got {bands}")
+        if bands not in SUBBAND_CHOICES or hop_length % bands:
+            raise ConfigError(f"model.subbands must be one of {', '.join(map(str, SUBBAND_CHOICES))} "
+                              f"and divide the hop ({hop_length}), got {bands}")
         self.input_projection = nn.Conv1d(bands, channels, 1)
         self.diffusion_embedding = StepEmbedding(config.step_embedding_dim, config.step_hidden_dim)
         self.spectrogram_upsampler = MelUpsampler(  # to the rate the layers run at
@@ -102,7 +102,7 @@ class DiffWave(nn.Module):
         Returns:
             ``(B, T)`` predicted noise.
         """
-        z = x.unsqueeze(1) if self.subbands == 1 else haar_analysis(x)
+        z = analysis(x, self.subbands)
         h = F.relu(self.input_projection(z))
         step = self.diffusion_embedding(steps)
         skip = None
@@ -112,7 +112,7 @@ class DiffWave(nn.Module):
         h = skip * (1.0 / math.sqrt(len(self.residual_layers)))
         h = F.relu(self.skip_projection(h))
         out = self.output_projection(h)
-        return out.squeeze(1) if self.subbands == 1 else haar_synthesis(out)
+        return synthesis(out)
 
     def forward(self, x: Tensor, steps: Tensor, mel: Tensor) -> Tensor:
         """``x`` ``(B, F*hop)``, ``steps`` ``(B,)``, ``mel`` ``(B, n_mels, F)`` -> ``(B, F*hop)``."""
