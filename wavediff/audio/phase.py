@@ -86,6 +86,7 @@ class SpectralProjector:
         self.window = F.pad(window, (left, n_fft - win - left))  # centred, as torch.stft does
         self.pad = (n_fft // 2 if config.padding == "center"
                     else (n_fft - config.hop_length) // 2)
+        self._norms: dict[int, Tensor] = {}  # overlap-add window sums, by frame count
 
     def __call__(self, wav: Tensor) -> Tensor:
         cfg = self.config
@@ -129,13 +130,22 @@ class SpectralProjector:
         length = (frames - 1) * hop + n_fft
         out = F.fold(chunks, output_size=(1, length), kernel_size=(1, n_fft),
                      stride=(1, hop)).reshape(x.shape[0], length)
-        norm = F.fold(self.window.square()[None, :, None].expand(1, n_fft, frames),
-                      output_size=(1, length), kernel_size=(1, n_fft),
-                      stride=(1, hop)).reshape(1, length)
+        norm = self._norm(frames)
         out = torch.cat([torch.where(norm > 1e-8, out / norm.clamp(min=1e-8), x[:, :length]),
                          x[:, length:]], dim=1)
         start = f0 * hop + self.pad - g0 * hop  # output sample f0 * hop in x's coordinates
         return out[:, start:start + (f1 - f0) * hop]
+
+    def _norm(self, frames: int) -> Tensor:
+        """``(1, (frames - 1) * hop + n_fft)``: the overlap-added squared window of
+        ``frames`` frames (the same for every call of that many frames)."""
+        if frames not in self._norms:
+            n_fft, hop = self.config.n_fft, self.config.hop_length
+            length = (frames - 1) * hop + n_fft
+            self._norms[frames] = F.fold(
+                self.window.square()[None, :, None].expand(1, n_fft, frames),
+                output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop)).reshape(1, length)
+        return self._norms[frames]
 
     def griffin_lim(self, wav: Tensor, iters: int) -> Tensor:
         """``iters`` projections in a row, starting from ``wav``'s phase."""
@@ -144,11 +154,13 @@ class SpectralProjector:
         return wav
 
 
-def consistency_projector(config: MelConfig, mel: Tensor,
-                          iters: int) -> Optional[Callable[[Tensor], Tensor]]:
+def consistency_projector(config: MelConfig, mel: Tensor, iters: int,
+                          projector: Optional[SpectralProjector] = None
+                          ) -> Optional[Callable[[Tensor], Tensor]]:
     """The ``project`` argument of the samplers: ``x0 -> x0`` after ``iters`` projections
-    onto ``mel``'s magnitudes; None when ``iters`` is 0."""
+    onto ``mel``'s magnitudes (through ``projector`` when given: one magnitude estimate
+    for the whole decode); None when ``iters`` is 0."""
     if iters <= 0:
         return None
-    projector = SpectralProjector(config, mel)
+    projector = projector or SpectralProjector(config, mel)
     return lambda x0: projector.griffin_lim(x0, iters)

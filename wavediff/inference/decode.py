@@ -71,24 +71,30 @@ def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: Sampl
     decode of that many projections (drawn from ``generator`` first)."""
     if plan.sampler == GRIFFIN_LIM:
         return griffin_lim(audio, mel, consistency, generator=generator)
-    project = consistency_projector(audio, mel, consistency)
-    init = griffin_lim(audio, mel, start_iters, generator=generator) if start_iters > 0 else None
+    # one magnitude estimate (the NNLS solve) for the start and the projections of the chain
+    projector = SpectralProjector(audio, mel) if consistency > 0 or start_iters > 0 else None
+    project = consistency_projector(audio, mel, consistency, projector)
+    init = (griffin_lim(audio, mel, start_iters, generator=generator, projector=projector)
+            if start_iters > 0 else None)
     return get_sampler(plan.sampler)(denoiser, diffusion, mel, schedule=plan,
                                      generator=generator, callback=callback, project=project,
                                      init=init)
 
 
 def griffin_lim(audio: MelConfig, mel: Tensor, iters: int, *,
-                generator: torch.Generator) -> Tensor:
+                generator: torch.Generator,
+                projector: Optional[SpectralProjector] = None) -> Tensor:
     """The waveform ``(B, F * hop)`` of ``mel`` by ``iters`` Griffin-Lim projections
-    (:class:`~wavediff.audio.phase.SpectralProjector`) from standard normal noise, no
-    network: the baseline every trained model must beat. Clamped to [-1, 1]."""
+    (:class:`~wavediff.audio.phase.SpectralProjector`, ``projector`` when given: it must
+    be ``mel``'s) from standard normal noise, no network: the baseline every trained
+    model must beat. Clamped to [-1, 1]."""
     if iters < 1:
         raise ConfigError("Griffin-Lim decoding (steps=0, no network) needs at least one "
                           "projection: set consistency to e.g. 32 (--consistency 32)")
     noise = randn((mel.shape[0], mel.shape[-1] * audio.hop_length), generator, mel.device,
                   mel.dtype)
-    return SpectralProjector(audio, mel).griffin_lim(noise, iters).clamp(-1.0, 1.0)
+    projector = projector or SpectralProjector(audio, mel)
+    return projector.griffin_lim(noise, iters).clamp(-1.0, 1.0)
 
 
 def decode_mel(model: DiffWave, diffusion: GaussianDiffusion, mel: Tensor, plan: SamplingPlan,
