@@ -63,6 +63,8 @@ RUNS = {
     "priorgrad+noise_level+subbands@12x64": [
         "diffusion.prior=priorgrad", "diffusion.conditioning=noise_level", "model.subbands=2",
         "model.residual_channels=64"],
+    # SpecGrad: PriorGrad's level with the mel's spectral envelope as the noise's shape
+    "specgrad+noise_level": ["diffusion.prior=specgrad", "diffusion.conditioning=noise_level"],
     # deeper wavelet-packet splits with the channels the saved compute buys: the layers run
     # at 1/4 (1/8) of the rate, so 64 (96) channels cost about what 32 cost at full rate
     "subbands4@12x64": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level",

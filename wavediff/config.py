@@ -24,7 +24,7 @@ from wavediff.audio.presets import MelConfig
 from wavediff.errors import ConfigError
 from wavediff.precision import ACCEPTED as ACCEPTED_PRECISIONS
 
-PRIORS = ("none", "priorgrad")
+PRIORS = ("none", "priorgrad", "specgrad")
 CONDITIONINGS = ("step", "noise_level")
 AUX_TARGETS = ("x0", "noise")
 AMP_CHOICES = ACCEPTED_PRECISIONS  # train.amp: the precision vocabulary (wavediff.precision)
@@ -77,9 +77,10 @@ class DiffusionConfig:
     # schedule's first level, x_T = sqrt(abar_T) gl + sqrt(1 - abar_T) std z: a
     # data-dependent prior mean, so the network learns what Griffin-Lim gets wrong.
     start_iters: int = 0
-    # The prior the chain ends in: "none" (N(0, I), DiffWave) or "priorgrad" (N(0, Sigma),
-    # per-frame std from the mel's energy; Lee et al. 2022). prior_energy is the training
-    # set's [min, max] frame energy, filled in by the trainer when null.
+    # The prior the chain ends in: "none" (N(0, I), DiffWave), "priorgrad" (N(0, Sigma),
+    # per-frame std from the mel's energy; Lee et al. 2022) or "specgrad" (the same level,
+    # shaped by the mel's spectral envelope per frame; Koizumi et al. 2022). prior_energy is
+    # the training set's [min, max] frame energy, filled in by the trainer when null.
     prior: str = "none"
     prior_floor: float = 0.1
     prior_energy: Optional[list[float]] = None

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from wavediff.audio.presets import MelConfig
 from wavediff.config import LOSS_TYPES, DiffusionConfig
-from wavediff.diffusion.prior import EnergyPrior
+from wavediff.diffusion.prior import EnergyPrior, NoiseShaper, SpectralPrior
 from wavediff.diffusion.schedule import BetasLike, alpha_bar, as_betas, posterior_variance
 from wavediff.errors import ConfigError
 
@@ -56,13 +56,14 @@ class GaussianDiffusion:
         prior (``audio``, the mel convention, is needed for PriorGrad's) and whether the
         denoiser is trained at continuous noise levels."""
         prior = None
-        if config.prior == "priorgrad":
+        if config.prior != "none":
             if audio is None or config.prior_energy is None:
                 raise ConfigError(
-                    "diffusion.prior=priorgrad needs the mel convention and the training "
+                    f"diffusion.prior={config.prior} needs the mel convention and the training "
                     "set's frame energy range (diffusion.prior_energy, set by wavediff train)"
                 )
-            prior = EnergyPrior(audio, config.prior_energy, config.prior_floor)
+            kind = SpectralPrior if config.prior == "specgrad" else EnergyPrior
+            prior = kind(audio, config.prior_energy, config.prior_floor)
         return cls(config.training_betas(), prior=prior,
                    continuous=config.conditioning == "noise_level")
 
@@ -70,6 +71,12 @@ class GaussianDiffusion:
         """The prior's per-sample std for ``mel`` ``(B, n_mels, F)``: ``(B, F * hop)``, or
         None for the standard normal prior."""
         return None if self.prior is None else self.prior.std(mel, dtype)
+
+    def noise_shaper(self, mel: Tensor, dtype: Optional[torch.dtype] = None
+                     ) -> Optional[NoiseShaper]:
+        """The prior's noise for ``mel`` ``(B, n_mels, F)`` (``color`` white noise,
+        ``whiten`` a residual), or None for the standard normal prior."""
+        return None if self.prior is None else self.prior.shaper(mel, dtype)
 
     @property
     def num_steps(self) -> int:
@@ -174,7 +181,9 @@ class GaussianDiffusion:
         (distributed training draws them for a whole global batch and slices).
 
         With PriorGrad's prior the added noise is ``std * noise`` (``std`` from the mel,
-        :meth:`noise_std`), the denoiser predicts it and the error is divided by ``std``.
+        :meth:`noise_std`), the denoiser predicts it and the error is divided by ``std``;
+        with SpecGrad's, the noise is filtered by the mel's envelope and the error by its
+        inverse (:meth:`noise_shaper`).
         With continuous noise levels, ``t`` is fractional (:meth:`draw_steps`).
         ``aux_loss(reference, estimate)`` with ``aux_weight > 0`` adds an auxiliary term on
         ``x0`` against the denoiser's estimate ``x0_hat = (x_t - sqrt(1 - abar) eps_hat) /
@@ -195,9 +204,9 @@ class GaussianDiffusion:
             t = self.draw_steps(x0.shape[0], generator, x0.device)
         if noise is None:
             noise = randn(x0.shape, generator, x0.device, x0.dtype)
-        std = self.noise_std(mel, x0.dtype)
-        if std is not None:
-            noise = noise * std
+        shaper = self.noise_shaper(mel, x0.dtype)
+        if shaper is not None:
+            noise = shaper.color(noise)
         signal, sigma = self._coefficients(t, x0)
         x_t = signal * x0 + sigma * noise
         eps = denoiser(x_t, t.to(step_dtype(x0.dtype)), mel)
@@ -207,8 +216,8 @@ class GaussianDiffusion:
             )
         eps = eps.to(x0.dtype)
         err = eps - noise
-        if std is not None:
-            err = err / std
+        if shaper is not None:
+            err = shaper.whiten(err)
         loss = err.abs().mean() if loss_type == "l1" else err.square().mean()
         if aux_loss is not None and aux_weight > 0.0:
             if aux_target == "x0":

@@ -19,7 +19,7 @@ plan's number of training steps.
 ``mel`` is ``(B, n_mels, F)``; the audio is computed in ``mel``'s device and dtype. The
 starting point ``x_T`` is ``noise`` when given (shape ``(B, F * hop)``), else drawn with
 ``torch.randn`` from ``generator``. With a data-dependent prior (``diffusion.prior``,
-PriorGrad) ``x_T`` and every per-step draw are scaled by the prior's std of ``mel``.
+PriorGrad, SpecGrad) ``x_T`` and every per-step draw are coloured by the prior of ``mel``.
 Random numbers are drawn from ``generator`` in this
 order: ``x_T`` first (unless ``noise`` is given), then one ``(B, F * hop)`` standard normal
 per step that adds noise, drawn right after that step's denoiser call; steps that add no
@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from wavediff.config import SAMPLER_NAMES
+from wavediff.diffusion.prior import NoiseShaper
 from wavediff.diffusion.process import Denoiser, GaussianDiffusion, randn, step_dtype
 from wavediff.diffusion.schedule import SamplingPlan
 from wavediff.errors import ConfigError, MelError
@@ -139,7 +140,7 @@ def sample_ddim(
     chosen = _checked(schedule, "ddim", diffusion)
     eta, abar, steps = chosen.eta, chosen.alpha_bars, chosen.network_steps
     with torch.inference_mode():
-        x, std = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1])
+        x, shaper = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1])
         n = len(steps)
         for i, k in enumerate(reversed(range(n))):
             a_t = abar[k]
@@ -152,7 +153,7 @@ def sample_ddim(
             sigma = eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
             x = math.sqrt(a_prev) * x0_hat + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
             if sigma > 0.0:
-                x = x + sigma * _draw(x, std, generator)
+                x = x + sigma * _draw(x, shaper, generator)
             if callback is not None:
                 callback(i, n, x)
         return x.clamp(-1.0, 1.0)
@@ -229,7 +230,7 @@ def _ancestral(
     chain), else inference mode."""
     betas, abar, steps = chosen.betas, chosen.alpha_bars, chosen.network_steps
     with contextlib.nullcontext() if grad else torch.inference_mode():
-        x, std = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1])
+        x, shaper = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1])
         n = len(betas)
         for i, s in enumerate(reversed(range(n))):
             eps = _eps(denoiser, x, steps[s], mel)
@@ -238,7 +239,7 @@ def _ancestral(
             x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])
             if s > 0:
                 sigma = math.sqrt((1.0 - abar[s - 1]) / (1.0 - abar[s]) * betas[s])
-                x = x + sigma * _draw(x, std, generator)
+                x = x + sigma * _draw(x, shaper, generator)
             if callback is not None:
                 callback(i, n, x)
         return x.clamp(-1.0, 1.0)
@@ -250,31 +251,33 @@ def _projected_eps(x: Tensor, eps: Tensor, abar: float, project: Projection) -> 
     return (x - math.sqrt(abar) * x0) / math.sqrt(1.0 - abar)
 
 
-def _draw(x: Tensor, std: Optional[Tensor], generator: Optional[torch.Generator]) -> Tensor:
-    """One noise draw of ``x``'s shape from the prior: standard normal, times ``std``."""
+def _draw(x: Tensor, shaper: Optional[NoiseShaper],
+          generator: Optional[torch.Generator]) -> Tensor:
+    """One noise draw of ``x``'s shape from the prior: standard normal, coloured by
+    ``shaper`` (PriorGrad: times the std)."""
     z = randn(x.shape, generator, x.device, x.dtype)
-    return z if std is None else z * std
+    return z if shaper is None else shaper.color(z)
 
 
 def _start(
     denoiser: Denoiser, diffusion: GaussianDiffusion, mel: Tensor,
     generator: Optional[torch.Generator], noise: Optional[Tensor],
     init: Optional[Tensor] = None, abar_first: float = 0.0,
-) -> tuple[Tensor, Optional[Tensor]]:
-    """``x_T`` and the prior's std (None for ``N(0, I)``): ``noise`` (checked to be
-    ``(B, F * hop)``) or a fresh standard normal, times the prior's std; with ``init``,
-    ``sqrt(abar_first) init + sqrt(1 - abar_first)`` times that (``abar_first``: the
-    alpha-bar of the schedule's first, noisiest step)."""
+) -> tuple[Tensor, Optional[NoiseShaper]]:
+    """``x_T`` and the prior's noise shaper (None for ``N(0, I)``): ``noise`` (checked to
+    be ``(B, F * hop)``) or a fresh standard normal, coloured by the prior (PriorGrad: times
+    its std); with ``init``, ``sqrt(abar_first) init + sqrt(1 - abar_first)`` times that
+    (``abar_first``: the alpha-bar of the schedule's first, noisiest step)."""
     x = _start_noise(denoiser, mel, generator, noise)
-    std = diffusion.noise_std(mel, x.dtype)
-    if std is not None:
-        x = x * std
+    shaper = diffusion.noise_shaper(mel, x.dtype)
+    if shaper is not None:
+        x = shaper.color(x)
     if init is not None:
         if tuple(init.shape) != tuple(x.shape):
             raise ValueError(f"init must have shape {tuple(x.shape)} (B, frames * hop), "
                              f"got {tuple(init.shape)}")
         x = math.sqrt(abar_first) * init.to(x.dtype) + math.sqrt(1.0 - abar_first) * x
-    return x, std
+    return x, shaper
 
 
 def _start_noise(

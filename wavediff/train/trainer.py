@@ -180,14 +180,14 @@ class Trainer:
         """The diffusion process; PriorGrad's energy range is measured on the training set
         when the config does not carry it yet (and then stored in the config)."""
         d = config.diffusion
-        if d.prior == "priorgrad" and d.prior_energy is None:
+        if d.prior != "none" and d.prior_energy is None:
             from wavediff.diffusion.prior import energy_range
 
             lo, hi = energy_range((load_record(p)[1] for p in self.train_records), config.audio)
             d.prior_energy = [lo, hi]
             if self.is_main:
-                log.info("PriorGrad prior: frame energy %.4g..%.4g over %d training records, "
-                         "std floor %g", lo, hi, len(self.train_records), d.prior_floor)
+                log.info("%s prior: frame energy %.4g..%.4g over %d training records, "
+                         "std floor %g", d.prior, lo, hi, len(self.train_records), d.prior_floor)
         return GaussianDiffusion.from_config(d, config.audio)
 
     def _restore(self, path: Path) -> None:
