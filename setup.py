@@ -34,7 +34,8 @@ setup(
     install_requires=requirements("base"),
     extras_require={
         "eval": requirements("eval"),
-        "dev": requirements("dev") + requirements("eval"),
+        "export": requirements("export"),
+        "dev": requirements("dev") + requirements("eval") + requirements("export"),
     },
     entry_points={"console_scripts": ["wavediff = wavediff.cli.main:main"]},
     classifiers=[

@@ -1,12 +1,19 @@
-"""Export a trained model as a pretrained folder: config.yaml + model.safetensors (+ card.json).
+"""Export a trained model as a pretrained folder: config.yaml + model.safetensors (+ card.json),
+or (--format onnx) as ONNX graphs with a standalone numpy + onnxruntime decoder.
 
-The folder holds the EMA weights (or the raw ones with --no-ema) in float32 or float16 and
-the full config; `Vocoder.from_pretrained(FOLDER)` and `wavediff vocode --checkpoint FOLDER`
-read it. No optimizer state and no pickle: it is the form in which to share a model.
+The pretrained folder holds the EMA weights (or the raw ones with --no-ema) in float32 or
+float16 and the full config; `Vocoder.from_pretrained(FOLDER)` and `wavediff vocode
+--checkpoint FOLDER` read it. No optimizer state and no pickle: it is the form in which to
+share a model.
+
+The ONNX folder (conditioning.onnx, denoiser.onnx, decoder.json, filterbank.npy,
+decode_onnx.py) decodes without torch: `python FOLDER/decode_onnx.py FOLDER mel.npy out.wav`
+(mels in the model's convention). Exporting needs the onnx package (the export extra).
 
 example:
   wavediff export --checkpoint exp/joe --outdir models/joe --card card.json
   wavediff export --checkpoint exp/joe/checkpoint-20000steps.pt --outdir joe16 --dtype fp16
+  wavediff export --checkpoint joe --format onnx --outdir joe_onnx
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ import json
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint file or experiment directory")
     p.add_argument("--outdir", required=True, help="the pretrained folder to write")
+    p.add_argument("--format", choices=("pretrained", "onnx"), default="pretrained",
+                   help="pretrained: safetensors folder (default); onnx: ONNX graphs and a "
+                        "decoder that needs only numpy and onnxruntime")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
                    help="storage precision of the weights (default: fp32)")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights, not the EMA")
@@ -39,9 +49,19 @@ def run(args: argparse.Namespace) -> int:
             card = json.loads(Path(args.card).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise WavediffError(f"--card {args.card} is not a readable JSON file ({e})") from None
-    voc = Vocoder.from_pretrained(args.checkpoint, use_ema=not args.no_ema)
+    voc = Vocoder.from_pretrained(args.checkpoint, use_ema=not args.no_ema, precision="fp32")
     if args.consistency is not None:
         voc.config = voc.config.override([f"diffusion.consistency_iters={args.consistency}"])
+    if args.format == "onnx":
+        from wavediff.inference.onnx_export import export_onnx
+
+        if args.dtype != "fp32" or card is not None:
+            raise WavediffError("--format onnx writes float32 graphs and no card; leave out "
+                                "--dtype and --card")
+        out = export_onnx(voc, args.outdir)
+        print(f"exported step {voc.step} to {out} as ONNX; decode with: python "
+              f"{out / 'decode_onnx.py'} {out} MEL.npy OUT.wav")
+        return 0
     out = voc.save_pretrained(args.outdir, dtype=args.dtype, card=card)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"exported step {voc.step} to {out} ({size / 1e6:.2f} MB, {args.dtype} weights)")
