@@ -84,9 +84,14 @@ RUNS = {
     "few_step+gl_start": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level",
                           *FEW_STEP, "diffusion.start_iters=16",
                           "diffusion.fast_schedule=[0.0001, 0.02]"],
+    # ... trained through (and decoded in) one step from around Griffin-Lim: the network
+    # as a one-step refiner, what distillation to one step aims at
+    "few_step+gl_start@1step": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level",
+                                *FEW_STEP, "diffusion.start_iters=16",
+                                "diffusion.fast_schedule=[0.02]"],
 }
 # Runs decoded with their own schedule (the one they were trained through), not 6 steps.
-OWN_SCHEDULE = ("few_step", "few_step+gl_start")
+OWN_SCHEDULE = ("few_step", "few_step+gl_start", "few_step+gl_start@1step")
 EVAL_LINE = re.compile(r"step (\d+): (.*)$")
 
 
