@@ -71,6 +71,9 @@ RUNS = {
                         "model.subbands=4", "model.residual_channels=64"],
     "subbands8@12x96": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level",
                         "model.subbands=8", "model.residual_channels=96"],
+    # the two winners together
+    "subbands8@12x96+specgrad": ["diffusion.prior=specgrad", "diffusion.conditioning=noise_level",
+                                 "model.subbands=8", "model.residual_channels=96"],
     # rebalanced: of 12 x 32's 0.69M parameters about 0.53M are the step embedding's MLP and
     # the per-layer step projections; a small embedding buys 48 channels at about the same size
     "rebalanced": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level",
