@@ -12,7 +12,8 @@ onnxruntime (and soundfile, to write WAV files) are installed::
 The mel is ``(n_mels, frames)`` (or ``(B, n_mels, frames)``) in the model's convention
 (``decoder.json`` names it), as ``wavediff`` writes them or :meth:`Vocoder.mel` returns.
 The arithmetic is that of ``wavediff``'s fast sampler: the chain started around the
-Griffin-Lim decode when the model was trained so, the prior's noise (PriorGrad), and the
+Griffin-Lim decode when the model was trained so, the prior's noise (PriorGrad's scale or
+SpecGrad's filter), and the
 spectral-consistency projections of every step's clean estimate. Random numbers come from
 numpy (a seeded ``numpy.random.Generator``), so the audio of a seed differs from the torch
 decode's; given the same noise draws (``noises=``) the two agree to float32 rounding.
@@ -26,7 +27,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -125,6 +126,48 @@ class Projector:
         return wav
 
 
+class SpectralFilter:
+    """SpecGrad's noise: white noise filtered frame by frame by the mel's smoothed spectral
+    envelope at PriorGrad's level, in the STFT of the mel's geometry (centred frames,
+    zero padding, periodic Hann window; overlap-add normalised by the window's squares)."""
+
+    def __init__(self, audio: dict, basis: np.ndarray, mel: np.ndarray, frame_std: np.ndarray,
+                 prior: dict) -> None:
+        n_fft, lifter, floor = audio["n_fft"], prior["lifter"], prior["shape_floor"]
+        self.n_fft, self.hop = n_fft, audio["hop_length"]
+        linear = decompress(audio, mel).astype(np.float32)
+        pinv = np.linalg.pinv(basis.astype(np.float64)).astype(np.float32)
+        mag = np.clip(pinv @ linear, 0.0, None)
+        eps = 1e-5 * mag.max(axis=1, keepdims=True) + 1e-12
+        cep = np.fft.irfft(np.log(mag + eps), n=n_fft, axis=1)
+        cep[:, lifter:n_fft - lifter + 1] = 0.0
+        env = np.exp(np.fft.rfft(cep, axis=1).real)
+        env = env / np.sqrt(np.square(env).mean(axis=1, keepdims=True))
+        env = np.maximum(env, floor)
+        env = env / np.sqrt(np.square(env).mean(axis=1, keepdims=True))
+        gain = (env * frame_std[:, None, :]).astype(np.float32)
+        self.gain = np.concatenate([gain, gain[..., -1:]], axis=-1)  # F + 1 centred frames
+        self.window = hann(audio["win_length"], n_fft).astype(np.float32)
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        n_fft, hop, half = self.n_fft, self.hop, self.n_fft // 2
+        n = z.shape[-1]
+        x = np.pad(z.astype(np.float32), ((0, 0), (half, half)))
+        frames = 1 + n // hop
+        windows = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[:, ::hop][:, :frames]
+        spec = np.fft.rfft(windows * self.window, axis=-1)  # (B, frames, K)
+        spec = spec * self.gain[:, :, :frames].transpose(0, 2, 1)
+        chunks = np.fft.irfft(spec, n=n_fft, axis=-1).astype(np.float32) * self.window
+        length = (frames - 1) * hop + n_fft
+        out = np.zeros((z.shape[0], length), dtype=np.float32)
+        env = np.zeros(length, dtype=np.float32)
+        w2 = np.square(self.window)
+        for k in range(frames):
+            out[:, k * hop:k * hop + n_fft] += chunks[:, k]
+            env[k * hop:k * hop + n_fft] += w2
+        return (out[:, half:half + n] / env[half:half + n]).astype(np.float32)
+
+
 # ---------------------------------------------------------------------- the decoder
 class OnnxVocoder:
     """An exported folder, ready to decode.
@@ -162,14 +205,24 @@ class OnnxVocoder:
     def sample_rate(self) -> int:
         return int(self.audio["sample_rate"])
 
-    def _prior_std(self, mel: np.ndarray) -> Optional[np.ndarray]:
+    def _frame_std(self, mel: np.ndarray) -> np.ndarray:
+        """PriorGrad's per-frame std ``(B, F)``: the frame energy scaled by the training
+        set's range, floored."""
+        prior = self.meta["prior"]
+        energy = np.sqrt(np.square(decompress(self.audio, mel).astype(np.float32)).mean(axis=1))
+        lo, hi = prior["energy"]
+        return np.clip((energy - lo) / (hi - lo), prior["floor"], 1.0).astype(np.float32)
+
+    def _colour(self, mel: np.ndarray) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+        """White noise -> the prior's noise for ``mel`` (None: the standard normal prior)."""
         prior = self.meta["prior"]
         if prior is None:
             return None
-        energy = np.sqrt(np.square(decompress(self.audio, mel).astype(np.float32)).mean(axis=1))
-        lo, hi = prior["energy"]
-        std = np.clip((energy - lo) / (hi - lo), prior["floor"], 1.0).astype(np.float32)
-        return np.repeat(std, self.audio["hop_length"], axis=-1)
+        std = self._frame_std(mel)
+        if prior["kind"] == "priorgrad":
+            per_sample = np.repeat(std, self.audio["hop_length"], axis=-1)
+            return lambda z: z * per_sample
+        return SpectralFilter(self.audio, self.basis, mel, std, prior)
 
     def decode(self, mel: np.ndarray, *, seed: Optional[int] = None,
                noises: Optional[Sequence[np.ndarray]] = None,
@@ -216,10 +269,10 @@ class OnnxVocoder:
         if start_iters:
             init = np.clip(projector.griffin_lim(draw(), start_iters), -1.0, 1.0)
         conds = self.conditioning.run(None, {"mel": mel})[0]
-        std = self._prior_std(mel)
+        colour = self._colour(mel)
         x = draw()
-        if std is not None:
-            x = x * std
+        if colour is not None:
+            x = colour(x)
         if init is not None:
             x = math.sqrt(abar[-1]) * init + math.sqrt(1.0 - abar[-1]) * x
         n = len(betas)
@@ -235,7 +288,7 @@ class OnnxVocoder:
             if s > 0:
                 sigma = math.sqrt((1.0 - abar[s - 1]) / (1.0 - abar[s]) * betas[s])
                 z = draw()
-                x = x + sigma * (z if std is None else z * std)
+                x = x + sigma * (z if colour is None else colour(z))
         wav = np.clip(x, -1.0, 1.0).astype(np.float32)
         return wav[0] if single else wav
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from wavediff.diffusion.prior import SHAPE_FLOOR, SHAPE_LIFTER
 from wavediff.errors import ConfigError, WavediffError
 from wavediff.version import __version__
 
@@ -58,9 +59,6 @@ def decoder_metadata(voc) -> dict:
     """What the numpy decoder needs besides the graphs (``decoder.json``)."""
     config = voc.config
     d = config.diffusion
-    if d.prior == "specgrad":
-        raise ConfigError("the ONNX decoder does not implement SpecGrad's noise shaping yet; "
-                          "decode this model with wavediff (torch)")
     chosen = voc.plan()
     if chosen.sampler not in EXPORTABLE_SAMPLERS:
         raise ConfigError(f"the ONNX decoder runs the {' and '.join(EXPORTABLE_SAMPLERS)} "
@@ -69,9 +67,11 @@ def decoder_metadata(voc) -> dict:
                           f"decoding with wavediff itself)")
     audio = dataclasses.asdict(config.audio)
     prior = None
-    if d.prior == "priorgrad":
-        prior = {"kind": "priorgrad", "energy": [float(v) for v in d.prior_energy],
+    if d.prior != "none":
+        prior = {"kind": d.prior, "energy": [float(v) for v in d.prior_energy],
                  "floor": float(d.prior_floor)}
+        if d.prior == "specgrad":
+            prior.update(lifter=SHAPE_LIFTER, shape_floor=SHAPE_FLOOR)
     return {
         "format": "wavediff-onnx-1",
         "wavediff": __version__,
