@@ -5,7 +5,8 @@ function) may name its own layer or a lower one, never a higher one:
 
     cli  >  vocoder, compat  >  train, inference, importers
          >  model, diffusion, evaluation  >  audio, config, checkpoint, pretrained
-         >  helpers (errors, version, _fields, _files, precision, hardware, distributed)
+         >  helpers (errors, version, _fields, _files, precision, hardware, distributed,
+            onnx_decoder)
 
 Run as a script to print every offending import.
 """
@@ -20,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "wavediff"
 LAYERS: dict[str, int] = {
     "errors": 0, "version": 0, "_fields": 0, "_files": 0, "precision": 0, "hardware": 0,
     "distributed": 0,
+    "onnx_decoder": 0,  # standalone (copied into exported folders): imports nothing of wavediff
     "audio": 1, "config": 1, "checkpoint": 1, "pretrained": 1,
     "model": 2, "diffusion": 2, "evaluation": 2,
     "train": 3, "inference": 3, "importers": 3,
