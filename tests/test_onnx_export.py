@@ -123,12 +123,20 @@ def test_bad_inputs_and_folders_are_refused(tmp_path):
     with pytest.raises(OnnxDecoderError, match="not readable"):
         OnnxVocoder(folder)
     # the decoder's CLI: one line and exit 2, no output file
+    (folder / "decoder.json").write_text(json.dumps(meta))
     np.save(tmp_path / "short.npy", np.zeros((40, 10), np.float32))
-    run = subprocess.run([sys.executable, str(folder / "decode_onnx.py"), str(folder),
-                          str(tmp_path / "short.npy"), str(tmp_path / "o.wav")],
-                         capture_output=True, text=True)
-    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "error:" in run.stderr
-    assert not (tmp_path / "o.wav").exists()
+    # a tiny file declaring a huge array: refused from its header, nothing allocated
+    with open(tmp_path / "huge.npy", "wb") as f:  # 320 GB declared, 64 bytes held
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (80, 10 ** 9)})
+        f.write(bytes(64))
+    for name, message in (("short.npy", "(80, frames)"), ("huge.npy", "truncated")):
+        run = subprocess.run([sys.executable, str(folder / "decode_onnx.py"), str(folder),
+                              str(tmp_path / name), str(tmp_path / "o.wav")],
+                             capture_output=True, text=True)
+        assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+        assert "error:" in run.stderr and message in run.stderr
+        assert not (tmp_path / "o.wav").exists()
 
 
 def test_what_the_decoder_cannot_run_is_refused_at_export(tmp_path):

@@ -293,6 +293,30 @@ class OnnxVocoder:
         return wav[0] if single else wav
 
 
+def load_mel(path) -> np.ndarray:
+    """A ``.npy`` mel, its header checked before anything is allocated: a float array of 2
+    or 3 dimensions whose declared size the file really holds (no pickles)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+            have = path.stat().st_size - f.tell()
+    except (OSError, ValueError) as e:
+        raise OnnxDecoderError(f"cannot read {path} as a .npy array ({e}); save the mel with "
+                               f"numpy.save") from None
+    if dtype.kind != "f" or len(shape) not in (2, 3):
+        raise OnnxDecoderError(f"{path} holds a {dtype} array of shape {shape}; expected a "
+                               f"float mel (n_mels, frames)")
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if need > have:
+        raise OnnxDecoderError(f"{path} declares {need} bytes of data but holds {have}: the "
+                               f"file is truncated or corrupt; write it again")
+    return np.load(path, allow_pickle=False)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description="Decode a mel with a wavediff model exported to "
                                             "ONNX (numpy + onnxruntime; soundfile for WAV).")
@@ -306,11 +330,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import soundfile as sf
 
         voc = OnnxVocoder(args.folder, threads=args.threads)
-        try:
-            mel = np.load(args.mel, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise OnnxDecoderError(f"cannot read {args.mel} as a .npy array ({e})") from None
-        wav = voc.decode(mel, seed=args.seed)
+        wav = voc.decode(load_mel(args.mel), seed=args.seed)
         out = Path(args.out)
         tmp = out.with_name(out.name + ".part")
         sf.write(str(tmp), wav.T if wav.ndim == 2 else wav, voc.sample_rate, format="WAV",
