@@ -27,6 +27,18 @@ def tiny_config_dict(**train) -> dict:
     return {"audio": {"preset": "hifigan"}, "model": dict(TINY_MODEL), "train": base_train}
 
 
+def randomize_outputs(model: torch.nn.Module, bias_std: float = 0.2,
+                      output_std: float = 0.5) -> torch.nn.Module:
+    """Non-trivial biases and output layer (a fresh model's output layer is zero, so it
+    would predict no noise at all), in place; returns ``model``."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.normal_(0.0, bias_std)
+        model.output_projection.weight.normal_(0.0, output_std)
+    return model
+
+
 def write_tiny_config(path: Path, **train) -> Path:
     import yaml
 

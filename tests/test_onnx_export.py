@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config_dict, wavediff_cli
+from conftest import randomize_outputs, tiny_config_dict, wavediff_cli
 from wavediff.config import Config
 from wavediff.errors import ConfigError
 from wavediff.model import build_model
@@ -33,12 +33,7 @@ def _vocoder(diffusion: dict | None = None, **model) -> Vocoder:
     data["diffusion"] = {"fast_schedule": [1e-4, 0.05, 0.3], **(diffusion or {})}
     config = Config.from_dict(data)
     torch.manual_seed(0)
-    net = build_model(config).eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.dim() == 1:
-                p.normal_(0.0, 0.1)
-        net.output_projection.weight.normal_(0.0, 0.3)
+    net = randomize_outputs(build_model(config).eval(), 0.1, 0.3)
     return Vocoder(net, config, precision="fp32")
 
 

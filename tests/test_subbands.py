@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_dump, tiny_config_dict
+from conftest import make_dump, randomize_outputs, tiny_config_dict
 from wavediff.config import Config, ModelConfig
 from wavediff.errors import ConfigError
 from wavediff.model import DiffWave
@@ -82,12 +82,7 @@ def _random_subband_vocoder(bands: int) -> Vocoder:
         "residual_layers": 3, "residual_channels": 8, "dilation_cycle": 3,
         "step_embedding_dim": 16, "step_hidden_dim": 32, "subbands": bands}})
     torch.manual_seed(bands)
-    model = DiffWave.from_config(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.normal_(0.0, 0.2)
-        model.output_projection.weight.normal_(0.0, 0.5)
+    model = randomize_outputs(DiffWave.from_config(config).eval())
     return Vocoder(model, config, precision="fp32")
 
 
