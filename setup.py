@@ -35,7 +35,9 @@ setup(
     extras_require={
         "eval": requirements("eval"),
         "export": requirements("export"),
-        "dev": requirements("dev") + requirements("eval") + requirements("export"),
+        "recipes": requirements("recipes"),
+        "dev": requirements("dev") + requirements("eval") + requirements("export")
+        + requirements("recipes"),
     },
     entry_points={"console_scripts": ["wavediff = wavediff.cli.main:main"]},
     classifiers=[

@@ -263,3 +263,25 @@ def test_the_tacotron2_hint_is_short_and_said_once(caplog) -> None:
     assert all(len(line) < 200 and "tacotron2 mels" not in line for line in lines)
     hints = [r for r in caplog.records if "--input-preset tacotron2" in r.getMessage()]
     assert len(hints) == 1
+
+
+def test_16k_espnet_mels_are_told_apart_by_the_model_rate() -> None:
+    # a 16 kHz espnet mel has espnet's values: the array alone cannot tell the rate, so the
+    # model's rate decides (prefer), else the 22,050 Hz preset with a note naming the option
+    cfg16 = get_preset("espnet-16k")
+    source = DATA / FACTS["source"]["file"]
+    audio, _ = load_audio(source, 16000, resample=True)  # the reference clip at 16 kHz
+    wav = torch.from_numpy(audio).double()
+    mel16 = MelSpectrogram(cfg16)(wav).float().numpy().T  # (T, 80), ESPnet's layout
+    assert mel16.shape == (cfg16.num_frames(wav.numel()), 80)
+    det = detect(mel16)
+    assert det.preset.preset == "espnet"
+    assert "espnet-16k" in det.tie and "--input-preset espnet-16k" in det.tie
+    assert "16,000 Hz" in det.tie
+    own = detect(mel16, prefer=cfg16)
+    assert own.preset.preset == "espnet-16k" and "model's rate" in own.tie
+    # hifigan's values differ: a 16 kHz espnet mel is not read as hifigan for a hifigan model
+    assert detect(mel16, prefer=get_preset("hifigan")).preset.preset == "espnet"
+    # frames of 16 ms are not 11.6 ms: a 22,050 Hz model refuses them with the fix
+    with pytest.raises(MelError, match="16000 Hz, hop 256 .*use a model trained at 16000 Hz"):
+        MelConverter(cfg16, get_preset("hifigan"))

@@ -72,10 +72,15 @@ def ref_matcha(x: np.ndarray) -> np.ndarray:
     return (ref_hifigan(x) - (-5.536622)) / 2.116101
 
 
-def ref_espnet(x: np.ndarray) -> np.ndarray:
+def ref_espnet(x: np.ndarray, sr: int = 22050) -> np.ndarray:
     spc = _centered_magnitude(x).T
-    mel_basis = _slaney(22050, 80, 80.0, 7600.0)
+    mel_basis = _slaney(sr, 80, 80.0, 7600.0)
     return np.log10(np.maximum(1e-10, np.dot(spc, mel_basis.T))).T
+
+
+def ref_espnet_16k(x: np.ndarray) -> np.ndarray:
+    # ParallelWaveGAN egs/arctic/voc1: logmelfilterbank at 16 kHz (fft 1024, hop 256)
+    return ref_espnet(x, sr=16000)
 
 
 def ref_diffwave_lmnt(x: np.ndarray) -> np.ndarray:
@@ -100,6 +105,7 @@ REFERENCES = {
     "tacotron2": ref_tacotron2,
     "matcha": ref_matcha,
     "espnet": ref_espnet,
+    "espnet-16k": ref_espnet_16k,
     "diffwave-lmnt": ref_diffwave_lmnt,
     "coqui": ref_coqui,
     "vocos": ref_vocos,

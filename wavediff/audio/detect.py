@@ -37,6 +37,7 @@ TYPICAL_LAYOUTS = {
     "tacotron2": ("mels-frames",),
     "matcha": ("mels-frames",),
     "espnet": ("frames-mels",),
+    "espnet-16k": ("frames-mels",),
     "diffwave-lmnt": ("mels-frames",),
     "coqui": ("mels-frames",),
     "vocos": ("mels-frames", "1-mels-frames"),
@@ -110,11 +111,15 @@ def ceiling(cfg: MelConfig) -> float:
     return float(compress(cfg, np.array(top)))
 
 
-def same_values(a: MelConfig, b: MelConfig) -> bool:
-    """Whether ``a`` and ``b`` give identical values for the same frame (padding may differ)."""
+def same_values(a: MelConfig, b: MelConfig, *, any_rate: bool = False) -> bool:
+    """Whether ``a`` and ``b`` give identical values for the same frame (padding may differ).
+
+    ``any_rate``: also when only the sample rate differs (the same convention at 16 kHz and
+    22,050 Hz: the values alone cannot tell the two apart).
+    """
     keys = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "mel_scale",
             "mel_norm", "stft_normalized", "compression", "clamp_min", "ref_level_db",
-            "norm_mean", "norm_std", "clip")
+            "norm_mean", "norm_std", "clip")[1 if any_rate else 0:]
     return all(getattr(a, k) == getattr(b, k) for k in keys) and (
         a.max_frequency == b.max_frequency)
 
@@ -321,11 +326,12 @@ def detect(array: np.ndarray, *, source: str = "mel", layout: Optional[str] = No
             + "; ".join(f"{e.name}: {e.rejected}" for e in rejected[:7])
             + "); set --input-preset, or use a model trained on this convention"
         )
-    # presets with identical values (hifigan, tacotron2) are one group: pick by layout
+    # presets with identical values (hifigan, tacotron2; espnet at 22,050 Hz and at 16 kHz)
+    # are one group: pick by the model's convention, then by layout
     groups: list[list[Evidence]] = []
     for e in alive:
         for g in groups:
-            if same_values(g[0].preset, e.preset) and g[0].layout == e.layout:
+            if same_values(g[0].preset, e.preset, any_rate=True) and g[0].layout == e.layout:
                 g.append(e)
                 break
         else:
@@ -346,17 +352,36 @@ def detect(array: np.ndarray, *, source: str = "mel", layout: Optional[str] = No
     chosen = group[0]
     tie = ""
     if len(group) > 1:
-        typical = [e for e in group if e.layout in TYPICAL_LAYOUTS.get(e.name, ())]
         own = [e for e in group if prefer is not None
                and e.preset.to_dict() == prefer.to_dict()]
-        chosen = own[0] if own else typical[0] if typical else group[0]
-        others = [e.name for e in group if e is not chosen]
-        tie = (f"{'/'.join(others)} mels have the same values as {chosen.name} and differ only "
-               f"in padding (one frame more per utterance, the frame grid half a hop later); "
-               + (f"they are read as the model's own {chosen.name}: if the files come from "
-                  f"{others[0]}, pass --input-preset {others[0]} (Python: input_preset=...)"
-                  if own else f"{chosen.name} was chosen by the file layout "
-                  f"{LAYOUT_SHAPES[chosen.layout]}; pass --input-preset to choose"))
+        # the model's sample rate first; without a model, the first listed (22,050 Hz)
+        pool = [e for e in group if prefer is None
+                or e.preset.sample_rate == prefer.sample_rate] or group
+        typical = [e for e in pool if e.layout in TYPICAL_LAYOUTS.get(e.name, ())]
+        chosen = own[0] if own else typical[0] if typical else pool[0]
+        padded = [e.name for e in group if e is not chosen
+                  and e.preset.sample_rate == chosen.preset.sample_rate]
+        rated = [e for e in group if e is not chosen
+                 and e.preset.sample_rate != chosen.preset.sample_rate]
+        notes = []
+        if padded:
+            notes.append(
+                f"{'/'.join(padded)} mels have the same values as {chosen.name} and differ only "
+                f"in padding (one frame more per utterance, the frame grid half a hop later); "
+                + (f"they are read as the model's own {chosen.name}: if the files come from "
+                   f"{padded[0]}, pass --input-preset {padded[0]} (Python: input_preset=...)"
+                   if own else f"{chosen.name} was chosen by the file layout "
+                   f"{LAYOUT_SHAPES[chosen.layout]}; pass --input-preset to choose"))
+        if rated:
+            why_rate = ("the model's rate" if prefer is not None
+                        and chosen.preset.sample_rate == prefer.sample_rate else "the usual rate")
+            notes.append(
+                f"{'/'.join(e.name for e in rated)} mels have the same values at "
+                f"{'/'.join(f'{e.preset.sample_rate:,} Hz' for e in rated)}; read as "
+                f"{chosen.name} at {chosen.preset.sample_rate:,} Hz ({why_rate}): if the files "
+                f"come from a {rated[0].preset.sample_rate:,} Hz system, pass --input-preset "
+                f"{rated[0].name} (Python: input_preset=...)")
+        tie = "; ".join(notes)
     if reason == "floor":
         why = (f"{100 * chosen.floor_mass:.3g}% of values exactly at its floor "
                f"{chosen.preset.floor:.4g}")

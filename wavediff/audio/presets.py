@@ -181,6 +181,12 @@ _PRESETS: dict[str, dict[str, Any]] = {
         fmin=80.0, fmax=7600.0, padding="center", magnitude_eps=0.0,
         compression="log10", clamp_min=1e-10,
     ),
+    # the same at 16 kHz: ParallelWaveGAN's egs/arctic/voc1 configs (fft 1024, hop 256,
+    # 80 bins 80-7600 Hz), as ESPnet's 16 kHz TTS and vocoder recipes compute it
+    "espnet-16k": dict(
+        sample_rate=16000, fmin=80.0, fmax=7600.0, padding="center", magnitude_eps=0.0,
+        compression="log10", clamp_min=1e-10,
+    ),
     # lmnt-com/diffwave preprocess.transform
     "diffwave-lmnt": dict(
         fmin=20.0, fmax=11025.0, mel_scale="htk", mel_norm=None, padding="center",
