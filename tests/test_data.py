@@ -254,3 +254,40 @@ def test_dump_without_audio_config_is_refused(tmp_path):
 )
 def test_crop_frames_for(samples, hop, frames):
     assert crop_frames_for(samples, hop) == frames
+
+
+def test_balanced_sampler_draws_every_speaker_equally_and_resumes_exactly():
+    # speaker 0 has 12 records, speaker 1 has 3, speaker 2 has 1
+    groups = [0] * 12 + [1] * 3 + [2]
+    sampler = StepBatchSampler(len(groups), 4, seed=3, max_steps=36, groups=groups)
+    items = [i for batch in sampler for i, _ in batch]  # 144 items = 4 balanced epochs of 36
+    counts = np.bincount([groups[i] for i in items], minlength=3)
+    assert counts.tolist() == [48, 48, 48]
+    # within an epoch the big speaker's records each come once, the small ones repeat
+    epoch = items[:36]
+    assert sorted(i for i in epoch if groups[i] == 0) == list(range(12))
+    assert sorted(set(i for i in epoch if groups[i] == 1)) == [12, 13, 14]
+    assert epoch.count(15) == 12
+    # unbalanced, speaker 0 would have 3/4 of the draws
+    plain = [i for b in StepBatchSampler(len(groups), 4, seed=3, max_steps=36) for i, _ in b]
+    assert np.bincount([groups[i] for i in plain], minlength=3).tolist() == [108, 27, 9]
+    resumed = StepBatchSampler(len(groups), 4, seed=3, start_step=17, max_steps=36, groups=groups)
+    assert [b for b in resumed] == [sampler.batch(s) for s in range(17, 36)]
+
+
+def test_utt2spk_is_read_checked_and_complete(tmp_path):
+    from wavediff.errors import WavediffError
+    from wavediff.train.data import read_utt2spk
+
+    records = [tmp_path / f"{u}.npz" for u in ("a1", "a2", "b1")]
+    spk = tmp_path / "utt2spk"
+    spk.write_text("a1 anna\nb1 bert\na2 anna\n\nzz other\n")
+    assert read_utt2spk(spk, records) == [0, 0, 1]
+    spk.write_text("a1 anna\nb1 bert\n")
+    with pytest.raises(WavediffError, match="no speaker for 1 training utterance.*a2"):
+        read_utt2spk(spk, records)
+    spk.write_text("a1 anna extra\n")
+    with pytest.raises(WavediffError, match=r"utt2spk:1: expected '<utt_id> <speaker>'"):
+        read_utt2spk(spk, records)
+    with pytest.raises(WavediffError, match="balance_speakers false"):
+        read_utt2spk(tmp_path / "missing", records)

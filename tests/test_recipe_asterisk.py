@@ -184,6 +184,9 @@ def test_recipe_trains_and_scores_a_16k_model(workdir):
     out = workdir / "exp/debug/wav/checkpoint-10steps/eval"
     wavs = sorted(out.glob("*.wav"))
     assert len(wavs) == 4 and all(sf.info(str(w)).samplerate == RATE for w in wavs)
+    # the speakers travel with the features; training draws them equally often
+    assert (workdir / "exp/debug/dump/train_nodev/utt2spk").is_file()
+    assert "every speaker drawn equally often" in (workdir / "exp/debug/train.log").read_text()
     cfg = (workdir / "exp/debug/config.yaml").read_text()
     assert "preset: espnet-16k" in cfg and "sample_rate: 16000" in cfg
     scores = json.loads((workdir / "exp/debug/eval/checkpoint-10steps/scores.json").read_text())

@@ -163,6 +163,9 @@ class TrainConfig:
     dev_crop_samples: int = 0  # 0: whole dev utterances for the dev loss
     max_nonfinite_steps: int = 25  # stop after this many non-finite steps in a row
     num_workers: int = 2
+    # Draw every speaker equally often (many-speaker corpora): the speaker of each training
+    # utterance comes from utt2spk (`<utt_id> <speaker>` lines) in the training dump folder.
+    balance_speakers: bool = False
     seed: int = 1234
 
 

@@ -80,6 +80,11 @@ stage_features() {
         else
             wavediff preprocess --config "$conf" --scp "$scp" --dumpdir "$dump/$set" --nj "$nj"
         fi
+        # many-speaker corpora: the speakers travel with the features (train.balance_speakers)
+        spk=$datadir/$set/utt2spk
+        if [[ -f $spk ]] && ! cmp -s "$spk" "$dump/$set/utt2spk"; then
+            cp "$spk" "$dump/$set/utt2spk"
+        fi
     done
     stats=$dump/train_nodev/stats.npy
     if [[ -f $stats && -z $(find "$dump/train_nodev" -name '*.npz' -newer "$stats" -print -quit) ]]; then

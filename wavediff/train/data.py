@@ -109,24 +109,72 @@ def collate_or_fail(batch: list) -> Any:
     return default_collate(batch)
 
 
+UTT2SPK_MAX_BYTES = 64 << 20  # a utt2spk of a million utterances is ~40 MB
+
+
+def read_utt2spk(path: Path, records: list[Path]) -> list[int]:
+    """The speaker index of every record (``<utt> <speaker>`` lines; ``utt`` = record stem)."""
+    if not path.is_file():
+        raise WavediffError(f"{path} not found: train.balance_speakers needs the speaker of "
+                            "every training utterance (the recipes copy data/<set>/utt2spk "
+                            "there); write it, or set train.balance_speakers false")
+    if path.stat().st_size > UTT2SPK_MAX_BYTES:
+        raise WavediffError(f"{path}: {path.stat().st_size} bytes is not a utt2spk file "
+                            f"(at most {UTT2SPK_MAX_BYTES >> 20} MB)")
+    speaker_of: dict[str, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise WavediffError(f"{path}:{n}: expected '<utt_id> <speaker>', got {line[:80]!r}")
+        speaker_of[fields[0]] = fields[1]
+    missing = [r.stem for r in records if r.stem not in speaker_of]
+    if missing:
+        raise WavediffError(f"{path} names no speaker for {len(missing)} training "
+                            f"utterance(s), e.g. {missing[0]}; add them")
+    names = sorted({speaker_of[r.stem] for r in records})
+    index = {name: i for i, name in enumerate(names)}
+    return [index[speaker_of[r.stem]] for r in records]
+
+
 class StepBatchSampler(Sampler):
     """Batches of ``(record_index, u)`` that are a pure function of ``(seed, step)``.
 
     Record order is a fresh permutation per epoch; ``u`` picks the crop offset. Starting at
     ``start_step`` yields exactly what an uninterrupted run would have from that step on.
+    With ``groups`` (a speaker index per record) every speaker is drawn equally often: an
+    epoch holds each speaker's records in a fresh order, cycled to the largest speaker's
+    count, all shuffled together (a small speaker's clips repeat within the epoch).
     """
 
     def __init__(self, num_records: int, batch_size: int, seed: int, start_step: int = 0,
-                 max_steps: Optional[int] = None) -> None:
-        self.n = num_records
+                 max_steps: Optional[int] = None, groups: Optional[list[int]] = None) -> None:
         self.batch_size = batch_size
         self.seed = seed
         self.start_step = start_step
         self.max_steps = max_steps
+        self.members: Optional[list[list[int]]] = None
+        self.n = num_records
+        if groups is not None:
+            if len(groups) != num_records:
+                raise ValueError(f"{len(groups)} speaker indices for {num_records} records")
+            by_group: dict[int, list[int]] = {}
+            for i, g in enumerate(groups):
+                by_group.setdefault(g, []).append(i)
+            self.members = [by_group[g] for g in sorted(by_group)]
+            self.n = len(self.members) * max(len(m) for m in self.members)
 
     def _perm(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g).tolist()
+        if self.members is None:
+            return torch.randperm(self.n, generator=g).tolist()
+        per = self.n // len(self.members)
+        order = []
+        for m in self.members:
+            idx = torch.randperm(len(m), generator=g).tolist()
+            order += [m[idx[k % len(m)]] for k in range(per)]
+        return [order[i] for i in torch.randperm(self.n, generator=g).tolist()]
 
     def batch(self, step: int) -> list[tuple[int, float]]:
         items = []

@@ -44,6 +44,7 @@ from wavediff.audio.dump import (
 )
 from wavediff.train.data import (
     CropDataset, RecordFailure, StepBatchSampler, collate_or_fail, crop_frames_for, guarded,
+    read_utt2spk,
 )
 
 log = logging.getLogger("wavediff.train")
@@ -65,7 +66,10 @@ class Trainer:
         self.progress = progress and self.is_main
         tc = config.train
         self.batch_plan = distrib.BatchPlan(tc.batch_size, self.dist.world_size, tc.grad_accum)
+        self.train_dir = Path(train_dir)
         self.train_records, self.dev_records = self._open_dumps(train_dir, dev_dir)
+        self.train_groups = (read_utt2spk(self.train_dir / "utt2spk", self.train_records)
+                             if config.train.balance_speakers else None)
         torch.manual_seed(tc.seed)
         self._build_model_and_optimizer()
         self.noise_gen = torch.Generator(self.device).manual_seed(tc.seed)
@@ -437,8 +441,13 @@ class Trainer:
         # of an hour is about 0.3 GB), so the step never waits for the disk.
         dataset = CropDataset(self.train_records, crop_frames_for(tc.crop_samples, hop), hop,
                               pad_value=self.config.audio.floor, cache=tc.num_workers == 0)
+        groups = self.train_groups
+        if groups is not None:
+            log.info("every speaker drawn equally often: %d speakers (utt2spk of %s)",
+                     len(set(groups)), self.train_dir)
         sampler = distrib.RankBatchSampler(
-            StepBatchSampler(len(dataset), tc.batch_size, tc.seed, self.step, tc.max_steps),
+            StepBatchSampler(len(dataset), tc.batch_size, tc.seed, self.step, tc.max_steps,
+                             groups=groups),
             self.batch_plan, self.dist.rank)
         return DataLoader(guarded(dataset), batch_sampler=sampler, num_workers=tc.num_workers,
                           collate_fn=collate_or_fail, pin_memory=self.device.type == "cuda",
