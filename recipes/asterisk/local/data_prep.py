@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from dataclasses import dataclass
@@ -78,7 +77,11 @@ class Voice:
 
 # ---------------------------------------------------------------- reading
 def read_g722(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
-    import G722  # the g722 package (libg722); imported here so --help works without it
+    try:
+        import G722  # the g722 package (libg722); imported here so --help works without it
+    except ImportError:
+        fail("decoding .g722 prompts needs the g722 package: pip install 'wavediff[recipes]' "
+             "(or pip install g722)")
 
     size = path.stat().st_size
     if size == 0:
@@ -371,6 +374,8 @@ def main() -> None:
     write_if_changed(args.corpus / "metadata.csv", "".join(f"{u}|{s}|{t}\n" for u, s, t in rows))
 
     sets = split(rows, unseen, args.n_eval)
+    if not sets["train_nodev"]:
+        fail("no seen voice has a usable clip: nothing to train on")
     seconds: dict[str, float] = {}
     import soundfile as sf
 
@@ -396,9 +401,6 @@ def main() -> None:
         speakers = sorted({s for _, s in entries})
         print(f"{args.datadir / name}: {len(entries)} clips, {minutes:.1f} min, "
               f"{len(speakers)} speaker(s){'' if changed else ' (up to date)'}")
-    total = sum(seconds.values()) / 60
-    if not math.isfinite(total) or not sets["train_nodev"]:
-        fail("no training clips were written")
 
 
 if __name__ == "__main__":
