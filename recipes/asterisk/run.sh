@@ -90,21 +90,23 @@ if [[ -z $sounds_root ]]; then
     if run_stage 0; then
         banner 0 "fetch $packages"
         debs=$download_dir/debs
+        # sets found to the .deb files of package $1 in $debs (none: an empty array)
+        find_debs() {
+            shopt -s nullglob
+            found=("$debs/$1"_*.deb)
+            shopt -u nullglob
+        }
         mkdir -p "$debs" "$download_dir/root"
         for pkg in $packages; do
             [[ $pkg =~ ^[a-z0-9][a-z0-9.+-]+$ ]] || die "--packages: '$pkg' is not a Debian package name"
             [[ $pkg =~ -en(-|$) ]] && die "$pkg: the English prompt sets are reserved for evaluation; leave them out"
-            shopt -s nullglob
-            found=("$debs/${pkg}"_*.deb)
-            shopt -u nullglob
+            find_debs "$pkg"
             if (( ${#found[@]} == 0 )); then
                 command -v apt-get > /dev/null || die "$pkg: apt-get not found; put ${pkg}_*.deb in $debs or give --sounds-root"
                 # apt-get checks the file against the signed archive index before it keeps it
                 (cd "$debs" && apt-get download "$pkg") \
                     || die "apt-get download $pkg failed; run 'apt-get update', or put the .deb in $debs"
-                shopt -s nullglob
-                found=("$debs/${pkg}"_*.deb)
-                shopt -u nullglob
+                find_debs "$pkg"
                 (( ${#found[@]} > 0 )) || die "apt-get download $pkg left no ${pkg}_*.deb in $debs"
             fi
             deb=${found[-1]}

@@ -117,9 +117,9 @@ def same_values(a: MelConfig, b: MelConfig, *, any_rate: bool = False) -> bool:
     ``any_rate``: also when only the sample rate differs (the same convention at 16 kHz and
     22,050 Hz: the values alone cannot tell the two apart).
     """
-    keys = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "mel_scale",
-            "mel_norm", "stft_normalized", "compression", "clamp_min", "ref_level_db",
-            "norm_mean", "norm_std", "clip")[1 if any_rate else 0:]
+    keys = ("n_fft", "win_length", "hop_length", "n_mels", "fmin", "mel_scale", "mel_norm",
+            "stft_normalized", "compression", "clamp_min", "ref_level_db", "norm_mean",
+            "norm_std", "clip") + (() if any_rate else ("sample_rate",))
     return all(getattr(a, k) == getattr(b, k) for k in keys) and (
         a.max_frequency == b.max_frequency)
 

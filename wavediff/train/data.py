@@ -156,6 +156,7 @@ class StepBatchSampler(Sampler):
         self.max_steps = max_steps
         self.members: Optional[list[list[int]]] = None
         self.n = num_records
+        self._cached: tuple[int, list[int]] = (-1, [])
         if groups is not None:
             if len(groups) != num_records:
                 raise ValueError(f"{len(groups)} speaker indices for {num_records} records")
@@ -166,15 +167,20 @@ class StepBatchSampler(Sampler):
             self.n = len(self.members) * max(len(m) for m in self.members)
 
     def _perm(self, epoch: int) -> list[int]:
+        if self._cached[0] == epoch:  # one epoch spans many steps: build its order once
+            return self._cached[1]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         if self.members is None:
-            return torch.randperm(self.n, generator=g).tolist()
-        per = self.n // len(self.members)
-        order = []
-        for m in self.members:
-            idx = torch.randperm(len(m), generator=g).tolist()
-            order += [m[idx[k % len(m)]] for k in range(per)]
-        return [order[i] for i in torch.randperm(self.n, generator=g).tolist()]
+            perm = torch.randperm(self.n, generator=g).tolist()
+        else:
+            per = self.n // len(self.members)
+            order = []
+            for m in self.members:
+                idx = torch.randperm(len(m), generator=g).tolist()
+                order += [m[idx[k % len(m)]] for k in range(per)]
+            perm = [order[i] for i in torch.randperm(self.n, generator=g).tolist()]
+        self._cached = (epoch, perm)
+        return perm
 
     def batch(self, step: int) -> list[tuple[int, float]]:
         items = []

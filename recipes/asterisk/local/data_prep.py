@@ -277,7 +277,8 @@ def build_corpus(voices: list[Voice], corpus: Path, args: argparse.Namespace) ->
             rel = f.relative_to(voice.root / "wavs" if voice.corpus else voice.root)
             utt = safe_id(voice.name, rel)
             out = wavs / f"{utt}.wav"
-            key = f"{f.stat().st_size}:{f.stat().st_mtime_ns}"
+            st = f.stat()
+            key = f"{st.st_size}:{st.st_mtime_ns}"
             if done.get(utt) == key and out.is_file():
                 rows.append((utt, voice.name, rel.as_posix()))
                 kept += 1
@@ -376,28 +377,30 @@ def main() -> None:
     sets = split(rows, unseen, args.n_eval)
     if not sets["train_nodev"]:
         fail("no seen voice has a usable clip: nothing to train on")
-    seconds: dict[str, float] = {}
     import soundfile as sf
 
+    wavs = (args.corpus / "wavs").resolve()
+    duration = {utt: sf.info(str(wavs / f"{utt}.wav")).duration for utt, _, _ in rows}
+    seconds: dict[str, float] = {}
+    clips: dict[str, int] = {}
     for utt, spk, _ in rows:
-        seconds[spk] = seconds.get(spk, 0.0) + sf.info(str(args.corpus / "wavs" / f"{utt}.wav")).duration
+        seconds[spk] = seconds.get(spk, 0.0) + duration[utt]
+        clips[spk] = clips.get(spk, 0) + 1
     lines = ["speaker\tlanguage\tsex\trole\tsource\tclips\tminutes"]
     for v in voices:
-        n = sum(1 for _, spk, _ in rows if spk == v.name)
-        if not n:
+        if v.name not in clips:
             continue
         role = "unseen (dev)" if v.name in unseen else "seen (train, eval)"
-        lines.append(f"{v.name}\t{v.lang}\t{v.sex}\t{role}\t{v.root}\t{n}\t"
-                     f"{seconds.get(v.name, 0.0) / 60:.1f}")
+        lines.append(f"{v.name}\t{v.lang}\t{v.sex}\t{role}\t{v.root}\t{clips[v.name]}\t"
+                     f"{seconds[v.name] / 60:.1f}")
     write_if_changed(args.corpus / "speakers.tsv", "\n".join(lines) + "\n")
 
-    wavs = (args.corpus / "wavs").resolve()
     for name, entries in sets.items():
         scp = "".join(f"{u} {wavs / (u + '.wav')}\n" for u, _ in entries)
         spk = "".join(f"{u} {s}\n" for u, s in entries)
         changed = write_if_changed(args.datadir / name / "wav.scp", scp)
         write_if_changed(args.datadir / name / "utt2spk", spk)
-        minutes = sum(sf.info(str(wavs / f"{u}.wav")).duration for u, _ in entries) / 60
+        minutes = sum(duration[u] for u, _ in entries) / 60
         speakers = sorted({s for _, s in entries})
         print(f"{args.datadir / name}: {len(entries)} clips, {minutes:.1f} min, "
               f"{len(speakers)} speaker(s){'' if changed else ' (up to date)'}")
