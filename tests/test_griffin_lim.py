@@ -14,6 +14,7 @@ from wavediff.audio.phase import SpectralProjector
 from wavediff.cli.main import main
 from wavediff.config import Config
 from wavediff.diffusion.schedule import GRIFFIN_LIM, plan
+from wavediff.diffusion.noise import GL_START, X_T, PositionalNoise
 from wavediff.errors import ConfigError
 from wavediff.model import DiffWave
 from wavediff.vocoder import Vocoder
@@ -46,8 +47,8 @@ def test_steps_zero_is_griffin_lim_without_the_network(monkeypatch):
     mel = voc.mel(_buzz())
     out = voc.decode(mel, steps=0, seed=5, input_preset=None)
     # the same draws and the same 32 projections, one process: bit-identical
-    g = torch.Generator().manual_seed(5)
-    noise = torch.randn(mel.shape[0], mel.shape[-1] * 256, generator=g)
+    draws = PositionalNoise.from_generator(torch.Generator().manual_seed(5), mel.shape[0])
+    noise = draws.draw(GL_START, 0, mel.shape[-1] * 256)
     expected = SpectralProjector(voc.config.audio, mel).griffin_lim(noise, 32).clamp(-1, 1)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     # more projections bring the mel closer (log-mel L1 against the input mel)
@@ -133,11 +134,11 @@ def test_a_model_configured_to_start_from_griffin_lim_decodes_from_it(monkeypatc
     out = voc2.decode(mel, schedule=[1e-4, 0.1], seed=3, input_preset=None, consistency=0)
     assert out.shape == (1, mel.shape[-1] * 256)
     gl = voc2.decode(mel, steps=0, consistency=8, seed=3, input_preset=None)
-    # the draws: Griffin-Lim's starting noise first (so its decode is the steps=0 decode of
-    # the same seed), then x_T's noise; abar_T of the schedule is 0.9999 * 0.9
-    g = torch.Generator().manual_seed(3)
-    torch.randn(gl.shape, generator=g)
-    z = torch.randn(gl.shape, generator=g)
+    # the draws: Griffin-Lim's starting noise is the GL_START stream (so its decode is the
+    # steps=0 decode of the same seed), x_T's the X_T stream; abar_T of the schedule is
+    # 0.9999 * 0.9
+    draws = PositionalNoise.from_generator(torch.Generator().manual_seed(3), 1)
+    z = draws.draw(X_T, 0, gl.shape[-1])
     a = 0.9999 * 0.9
     # float32 arithmetic of a few operations on values below 1
     torch.testing.assert_close(seen[0], math.sqrt(a) * gl + math.sqrt(1 - a) * z,

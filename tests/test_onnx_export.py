@@ -13,6 +13,7 @@ import torch
 
 from conftest import randomize_outputs, tiny_config_dict, wavediff_cli
 from wavediff.config import Config
+from wavediff.diffusion.noise import GL_START, X_T, PositionalNoise, step_stream
 from wavediff.errors import ConfigError
 from wavediff.model import build_model
 from wavediff.vocoder import Vocoder
@@ -43,10 +44,12 @@ def _mel(batch: int = 1, frames: int = 13, seed: int = 0) -> np.ndarray:
 
 
 def _torch_draws(meta: dict, shape: tuple, seed: int) -> list[np.ndarray]:
-    """The standard normal draws the torch decode of ``seed`` makes, in its order."""
-    g = torch.Generator().manual_seed(seed)
-    n = (1 if meta["start_iters"] else 0) + len(meta["plan"]["betas"])
-    return [torch.randn(shape, generator=g).numpy() for _ in range(n)]
+    """The standard normal draws the torch decode of ``seed`` makes, in its order:
+    Griffin-Lim's start, x_T, then one after every network evaluation but the last."""
+    draws = PositionalNoise.from_generator(torch.Generator().manual_seed(seed), shape[0])
+    streams = ([GL_START] if meta["start_iters"] else []) + [X_T] + [
+        step_stream(i) for i in range(len(meta["plan"]["betas"]) - 1)]
+    return [draws.draw(k, 0, shape[-1]).numpy() for k in streams]
 
 
 CASES = {

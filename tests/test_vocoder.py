@@ -11,6 +11,7 @@ import torch
 from wavediff.audio.presets import MelConfig
 from wavediff.config import Config, DiffusionConfig, ModelConfig
 from wavediff.diffusion import align_fast_schedule, alpha_bar, get_sampler, plan
+from wavediff.diffusion.noise import PositionalNoise
 from wavediff.errors import ConfigError, MelError, WavediffError
 from wavediff.diffusion.schedule import subsampled_betas as _subsampled_betas
 from wavediff.model import DiffWave
@@ -85,7 +86,7 @@ def test_decode_matches_the_sampler_directly(vocoder):
     expected = get_sampler("fast")(
         ConditionedDenoiser(vocoder.model, mel), vocoder.diffusion, mel,
         schedule=plan("fast", vocoder.config.diffusion),
-        generator=torch.Generator().manual_seed(4))
+        draws=PositionalNoise.from_generator(torch.Generator().manual_seed(4), mel.shape[0]))
     # the inference engine reorders the float32 arithmetic: equal up to rounding, ~1e-6 of
     # eps per evaluation (u * sqrt(layers * terms), 4 layers of <= 32-term sums) carried
     # through 6 steps to ~5e-6 of the audio; 5e-5 is ~10x that and a wrong step is ~0.1

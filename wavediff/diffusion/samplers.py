@@ -3,7 +3,7 @@
 All share one signature::
 
     fn(denoiser, diffusion, mel, *, schedule, generator=None, noise=None, callback=None,
-       project=None, init=None)
+       project=None, init=None, draws=None)
         -> Tensor (B, F * denoiser.hop_length)
 
 ``schedule`` is a ready-made :class:`~wavediff.diffusion.schedule.SamplingPlan` of that
@@ -25,7 +25,10 @@ order: ``x_T`` first (unless ``noise`` is given), then one ``(B, F * hop)`` stan
 per step that adds noise, drawn right after that step's denoiser call; steps that add no
 noise (the last step, every DDIM step with ``eta = 0``) draw nothing. Draws happen on the
 generator's device and are moved to ``mel``'s, so a CPU generator gives the same audio
-on any device. ``callback(i, n, x)`` is called after step ``i`` of ``n`` (``i = 0..n-1``
+on any device. ``draws`` (a :class:`~wavediff.diffusion.noise.PositionalNoise`) replaces the
+generator: ``x_T`` is its ``X_T`` stream and the draw after network evaluation ``i`` its
+``step_stream(i)``, each sample a function of its position (how :class:`wavediff.Vocoder`
+decodes, so that streamed and whole decodes agree). ``callback(i, n, x)`` is called after step ``i`` of ``n`` (``i = 0..n-1``
 in the order of sampling) with the current, unclamped ``x``. The result is clamped to
 ``[-1, 1]`` once, at the end.
 
@@ -50,6 +53,7 @@ import torch
 from torch import Tensor
 
 from wavediff.config import SAMPLER_NAMES
+from wavediff.diffusion.noise import X_T, PositionalNoise, step_stream
 from wavediff.diffusion.prior import NoiseShaper
 from wavediff.diffusion.process import Denoiser, GaussianDiffusion, randn, step_dtype
 from wavediff.diffusion.schedule import SamplingPlan
@@ -71,6 +75,7 @@ def sample_ddpm(
     callback: Optional[Callback] = None,
     project: Optional[Projection] = None,
     init: Optional[Tensor] = None,
+    draws: Optional[PositionalNoise] = None,
 ) -> Tensor:
     """Ancestral sampling over all ``T`` training steps (Ho et al. 2020, alg. 2).
 
@@ -81,7 +86,7 @@ def sample_ddpm(
     """
     chosen = _checked(schedule, "ddpm", diffusion)
     return _ancestral(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
-                      init=init)
+                      init=init, draws=draws)
 
 
 def sample_fast(
@@ -95,6 +100,7 @@ def sample_fast(
     callback: Optional[Callback] = None,
     project: Optional[Projection] = None,
     init: Optional[Tensor] = None,
+    draws: Optional[PositionalNoise] = None,
 ) -> Tensor:
     """DiffWave fast sampling (Kong et al. 2021, appendix B; lmnt-com/diffwave).
 
@@ -109,7 +115,7 @@ def sample_fast(
     """
     chosen = _checked(schedule, "fast", diffusion)
     return _ancestral(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
-                      init=init)
+                      init=init, draws=draws)
 
 
 def sample_ddim(
@@ -123,6 +129,7 @@ def sample_ddim(
     callback: Optional[Callback] = None,
     project: Optional[Projection] = None,
     init: Optional[Tensor] = None,
+    draws: Optional[PositionalNoise] = None,
 ) -> Tensor:
     """DDIM sampling (Song et al. 2021, "Denoising Diffusion Implicit Models", eq. 12).
 
@@ -140,7 +147,7 @@ def sample_ddim(
     chosen = _checked(schedule, "ddim", diffusion)
     eta, abar, steps = chosen.eta, chosen.alpha_bars, chosen.network_steps
     with torch.inference_mode():
-        x, shaper = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1])
+        x, shaper = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1], draws)
         n = len(steps)
         for i, k in enumerate(reversed(range(n))):
             a_t = abar[k]
@@ -153,7 +160,7 @@ def sample_ddim(
             sigma = eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
             x = math.sqrt(a_prev) * x0_hat + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
             if sigma > 0.0:
-                x = x + sigma * _draw(x, shaper, generator)
+                x = x + sigma * _draw(x, shaper, generator, draws, i)
             if callback is not None:
                 callback(i, n, x)
         return x.clamp(-1.0, 1.0)
@@ -224,13 +231,14 @@ def _ancestral(
     project: Optional[Projection] = None,
     init: Optional[Tensor] = None,
     grad: bool = False,
+    draws: Optional[PositionalNoise] = None,
 ) -> Tensor:
     """The DDPM/DiffWave reverse chain over the plan's betas and alpha-bars, the denoiser
     run at its network steps; ``grad``: keep the autograd graph (training through the
     chain), else inference mode."""
     betas, abar, steps = chosen.betas, chosen.alpha_bars, chosen.network_steps
     with contextlib.nullcontext() if grad else torch.inference_mode():
-        x, shaper = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1])
+        x, shaper = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1], draws)
         n = len(betas)
         for i, s in enumerate(reversed(range(n))):
             eps = _eps(denoiser, x, steps[s], mel)
@@ -239,7 +247,7 @@ def _ancestral(
             x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])
             if s > 0:
                 sigma = math.sqrt((1.0 - abar[s - 1]) / (1.0 - abar[s]) * betas[s])
-                x = x + sigma * _draw(x, shaper, generator)
+                x = x + sigma * _draw(x, shaper, generator, draws, i)
             if callback is not None:
                 callback(i, n, x)
         return x.clamp(-1.0, 1.0)
@@ -251,11 +259,13 @@ def _projected_eps(x: Tensor, eps: Tensor, abar: float, project: Projection) -> 
     return (x - math.sqrt(abar) * x0) / math.sqrt(1.0 - abar)
 
 
-def _draw(x: Tensor, shaper: Optional[NoiseShaper],
-          generator: Optional[torch.Generator]) -> Tensor:
-    """One noise draw of ``x``'s shape from the prior: standard normal, coloured by
-    ``shaper`` (PriorGrad: times the std)."""
-    z = randn(x.shape, generator, x.device, x.dtype)
+def _draw(x: Tensor, shaper: Optional[NoiseShaper], generator: Optional[torch.Generator],
+          draws: Optional[PositionalNoise] = None, i: int = 0) -> Tensor:
+    """One noise draw of ``x``'s shape from the prior: standard normal (``draws``' stream
+    of network evaluation ``i`` when given, else from ``generator``), coloured by ``shaper``
+    (PriorGrad: times the std)."""
+    z = (draws.full(step_stream(i), x) if draws is not None
+         else randn(x.shape, generator, x.device, x.dtype))
     return z if shaper is None else shaper.color(z)
 
 
@@ -263,12 +273,13 @@ def _start(
     denoiser: Denoiser, diffusion: GaussianDiffusion, mel: Tensor,
     generator: Optional[torch.Generator], noise: Optional[Tensor],
     init: Optional[Tensor] = None, abar_first: float = 0.0,
+    draws: Optional[PositionalNoise] = None,
 ) -> tuple[Tensor, Optional[NoiseShaper]]:
     """``x_T`` and the prior's noise shaper (None for ``N(0, I)``): ``noise`` (checked to
     be ``(B, F * hop)``) or a fresh standard normal, coloured by the prior (PriorGrad: times
     its std); with ``init``, ``sqrt(abar_first) init + sqrt(1 - abar_first)`` times that
     (``abar_first``: the alpha-bar of the schedule's first, noisiest step)."""
-    x = _start_noise(denoiser, mel, generator, noise)
+    x = _start_noise(denoiser, mel, generator, noise, draws)
     shaper = diffusion.noise_shaper(mel, x.dtype)
     if shaper is not None:
         x = shaper.color(x)
@@ -281,15 +292,21 @@ def _start(
 
 
 def _start_noise(
-    denoiser: Denoiser, mel: Tensor, generator: Optional[torch.Generator], noise: Optional[Tensor]
+    denoiser: Denoiser, mel: Tensor, generator: Optional[torch.Generator], noise: Optional[Tensor],
+    draws: Optional[PositionalNoise] = None,
 ) -> Tensor:
-    """A standard normal ``x_T``: ``noise`` (checked to be ``(B, F * hop)``) or a fresh draw."""
+    """A standard normal ``x_T``: ``noise`` (checked to be ``(B, F * hop)``), else
+    ``draws``' ``X_T`` stream, else a fresh draw from ``generator``."""
     if mel.dim() != 3:
         raise MelError(f"mel must have shape (B, n_mels, frames), got {tuple(mel.shape)}")
     hop = getattr(denoiser, "hop_length", None)
     if isinstance(hop, bool) or not isinstance(hop, int) or hop < 1:
         raise TypeError(f"the denoiser needs a positive int attribute hop_length, got {hop!r}")
     shape = (mel.shape[0], mel.shape[-1] * hop)
+    if noise is None and draws is not None:
+        if draws.batch != shape[0]:
+            raise ValueError(f"draws has {draws.batch} keys for a batch of {shape[0]}")
+        return draws.draw(X_T, 0, shape[1], device=mel.device, dtype=mel.dtype)
     if noise is None:
         return randn(shape, generator, mel.device, mel.dtype)
     if tuple(noise.shape) != shape:

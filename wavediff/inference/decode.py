@@ -13,6 +13,7 @@ from torch import Tensor
 from wavediff.audio.phase import SpectralProjector, consistency_projector
 from wavediff.audio.presets import MelConfig
 from wavediff.diffusion import GaussianDiffusion, get_sampler
+from wavediff.diffusion.noise import GL_START, PositionalNoise
 from wavediff.diffusion.process import randn
 from wavediff.diffusion.schedule import GRIFFIN_LIM, SamplingPlan
 from wavediff.errors import ConfigError
@@ -68,31 +69,40 @@ def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: Sampl
     :data:`~wavediff.diffusion.schedule.GRIFFIN_LIM` plan runs no network: ``consistency``
     projections of standard normal noise (drawn from ``generator``), Griffin-Lim alone.
     ``start_iters`` > 0 (``diffusion.start_iters``): the chain starts around the Griffin-Lim
-    decode of that many projections (drawn from ``generator`` first)."""
+    decode of that many projections. Every noise is positional
+    (:class:`~wavediff.diffusion.noise.PositionalNoise`, one key per item drawn from
+    ``generator``), so a streamed decode (:mod:`wavediff.inference.stream`) adds the same."""
+    draws = PositionalNoise.from_generator(generator, mel.shape[0])
     if plan.sampler == GRIFFIN_LIM:
-        return griffin_lim(audio, mel, consistency, generator=generator)
+        return griffin_lim(audio, mel, consistency, generator=generator, draws=draws)
     # one magnitude estimate (the NNLS solve) for the start and the projections of the chain
     projector = SpectralProjector(audio, mel) if consistency > 0 or start_iters > 0 else None
     project = consistency_projector(audio, mel, consistency, projector)
-    init = (griffin_lim(audio, mel, start_iters, generator=generator, projector=projector)
+    init = (griffin_lim(audio, mel, start_iters, generator=generator, projector=projector,
+                        draws=draws)
             if start_iters > 0 else None)
     return get_sampler(plan.sampler)(denoiser, diffusion, mel, schedule=plan,
                                      generator=generator, callback=callback, project=project,
-                                     init=init)
+                                     init=init, draws=draws)
 
 
 def griffin_lim(audio: MelConfig, mel: Tensor, iters: int, *,
-                generator: torch.Generator,
-                projector: Optional[SpectralProjector] = None) -> Tensor:
+                generator: Optional[torch.Generator],
+                projector: Optional[SpectralProjector] = None,
+                draws: Optional[PositionalNoise] = None) -> Tensor:
     """The waveform ``(B, F * hop)`` of ``mel`` by ``iters`` Griffin-Lim projections
     (:class:`~wavediff.audio.phase.SpectralProjector`, ``projector`` when given: it must
-    be ``mel``'s) from standard normal noise, no network: the baseline every trained
-    model must beat. Clamped to [-1, 1]."""
+    be ``mel``'s) from standard normal noise (``draws``' ``GL_START`` stream when given,
+    else from ``generator``), no network: the baseline every trained model must beat.
+    Clamped to [-1, 1]."""
     if iters < 1:
         raise ConfigError("Griffin-Lim decoding (steps=0, no network) needs at least one "
                           "projection: set consistency to e.g. 32 (--consistency 32)")
-    noise = randn((mel.shape[0], mel.shape[-1] * audio.hop_length), generator, mel.device,
-                  mel.dtype)
+    shape = (mel.shape[0], mel.shape[-1] * audio.hop_length)
+    if draws is not None:
+        noise = draws.draw(GL_START, 0, shape[1], device=mel.device, dtype=mel.dtype)
+    else:
+        noise = randn(shape, generator, mel.device, mel.dtype)
     projector = projector or SpectralProjector(audio, mel)
     return projector.griffin_lim(noise, iters).clamp(-1.0, 1.0)
 
