@@ -338,7 +338,7 @@ def test_fast_with_training_betas_is_ddpm(diffusion):
     fast = sample_fast(fast_model, diffusion, mel,
                        schedule=SamplingPlan.fast(diffusion.betas, diffusion.betas.tolist()),
                        generator=torch.Generator().manual_seed(2))
-    # the same recurrence (_ancestral) on the same betas, integer steps and draws: the same
+    # the same recurrence (_chain) on the same betas, integer steps and draws: the same
     # computation, bit-identical
     assert torch.equal(ddpm, fast)
     assert all(torch.equal(a, b) for a, b in zip(ddpm_model.steps, fast_model.steps))

@@ -85,7 +85,7 @@ def sample_ddpm(
     (or ``plan("ddpm", config)``). Returns ``(B, F * hop)``.
     """
     chosen = _checked(schedule, "ddpm", diffusion)
-    return _ancestral(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
+    return _chain(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
                       init=init, draws=draws)
 
 
@@ -114,7 +114,7 @@ def sample_fast(
     :func:`sample_ddpm`. Returns ``(B, F * hop)``.
     """
     chosen = _checked(schedule, "fast", diffusion)
-    return _ancestral(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
+    return _chain(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
                       init=init, draws=draws)
 
 
@@ -145,25 +145,8 @@ def sample_ddim(
     over all training steps is :func:`sample_ddpm`. Returns ``(B, F * hop)``.
     """
     chosen = _checked(schedule, "ddim", diffusion)
-    eta, abar, steps = chosen.eta, chosen.alpha_bars, chosen.network_steps
-    with torch.inference_mode():
-        x, shaper = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1], draws)
-        n = len(steps)
-        for i, k in enumerate(reversed(range(n))):
-            a_t = abar[k]
-            a_prev = abar[k - 1] if k > 0 else 1.0
-            eps = _eps(denoiser, x, steps[k], mel)
-            x0_hat = (x - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
-            if project is not None:
-                x0_hat = project(x0_hat)
-                eps = (x - math.sqrt(a_t) * x0_hat) / math.sqrt(1.0 - a_t)
-            sigma = eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
-            x = math.sqrt(a_prev) * x0_hat + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
-            if sigma > 0.0:
-                x = x + sigma * _draw(x, shaper, generator, draws, i)
-            if callback is not None:
-                callback(i, n, x)
-        return x.clamp(-1.0, 1.0)
+    return _chain(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
+                 init=init, draws=draws)
 
 
 def unrolled_fast(
@@ -181,7 +164,7 @@ def unrolled_fast(
     through the inference schedule (InferGrad, Chen et al. 2022). Returns ``(B, F * hop)``,
     clamped to [-1, 1]."""
     chosen = _checked(schedule, "fast", diffusion, "unrolled_fast")
-    return _ancestral(denoiser, diffusion, mel, chosen, generator, noise, None, None,
+    return _chain(denoiser, diffusion, mel, chosen, generator, noise, None, None,
                       init=init, grad=True)
 
 
@@ -220,7 +203,7 @@ def _checked(schedule: object, sampler: str, diffusion: GaussianDiffusion,
     return schedule
 
 
-def _ancestral(
+def _chain(
     denoiser: Denoiser,
     diffusion: GaussianDiffusion,
     mel: Tensor,
@@ -233,30 +216,70 @@ def _ancestral(
     grad: bool = False,
     draws: Optional[PositionalNoise] = None,
 ) -> Tensor:
-    """The DDPM/DiffWave reverse chain over the plan's betas and alpha-bars, the denoiser
-    run at its network steps; ``grad``: keep the autograd graph (training through the
-    chain), else inference mode."""
-    betas, abar, steps = chosen.betas, chosen.alpha_bars, chosen.network_steps
+    """A plan's reverse chain (:class:`ChainStep` by step), the denoiser run at its
+    network steps; ``grad``: keep the autograd graph (training through the chain), else
+    inference mode."""
     with contextlib.nullcontext() if grad else torch.inference_mode():
-        x, shaper = _start(denoiser, diffusion, mel, generator, noise, init, abar[-1], draws)
-        n = len(betas)
-        for i, s in enumerate(reversed(range(n))):
-            eps = _eps(denoiser, x, steps[s], mel)
-            if project is not None:
-                eps = _projected_eps(x, eps, abar[s], project)
-            x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])
-            if s > 0:
-                sigma = math.sqrt((1.0 - abar[s - 1]) / (1.0 - abar[s]) * betas[s])
-                x = x + sigma * _draw(x, shaper, generator, draws, i)
+        x, shaper = _start(denoiser, diffusion, mel, generator, noise, init,
+                           chosen.alpha_bars[-1], draws)
+        n = len(chosen.network_steps)
+        for i in range(n):
+            step = ChainStep(chosen, i)
+            eps = _eps(denoiser, x, step.network_step, mel)
+            x0 = None if project is None else project(step.clean(x, eps))
+            x = step.update(x, eps, x0)
+            if step.sigma > 0.0:
+                x = x + step.sigma * _draw(x, shaper, generator, draws, i)
             if callback is not None:
                 callback(i, n, x)
         return x.clamp(-1.0, 1.0)
 
 
-def _projected_eps(x: Tensor, eps: Tensor, abar: float, project: Projection) -> Tensor:
-    """The noise estimate whose clean estimate is ``project(x0_hat)`` (same ``x``)."""
-    x0 = project((x - math.sqrt(1.0 - abar) * eps) / math.sqrt(abar))
-    return (x - math.sqrt(abar) * x0) / math.sqrt(1.0 - abar)
+class ChainStep:
+    """Step ``i`` (0-based, in the order of sampling) of a plan's reverse chain: where the
+    denoiser runs, the clean estimate, the update and the std of the noise added after it.
+    The samplers and the streaming decoder (:mod:`wavediff.inference.stream`) both take
+    their arithmetic from here.
+
+    * fast and ddpm (ancestral, Ho et al. 2020): ``x <- (x - beta_s / sqrt(1 - abar_s) eps)
+      / sqrt(1 - beta_s)``, then ``sigma_s^2 = (1 - abar_{s-1}) / (1 - abar_s) beta_s``
+      (none at the last step);
+    * ddim (Song et al. 2021, eq. 12): ``x <- sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev -
+      sigma^2) eps`` with ``sigma = eta sqrt((1 - abar_prev) / (1 - abar_t) (1 - abar_t /
+      abar_prev))``.
+
+    With a projection (``x0`` given to :meth:`update`), ``x0`` replaces the clean estimate
+    and ``eps`` is recomputed from it (GLA-Grad).
+    """
+
+    def __init__(self, chosen: SamplingPlan, i: int) -> None:
+        n = len(chosen.network_steps)
+        s = n - 1 - i  # index into the plan, noisiest last
+        self.ddim = chosen.sampler == "ddim"
+        self.network_step = chosen.network_steps[s]
+        self.abar = chosen.alpha_bars[s]
+        if self.ddim:
+            self.abar_prev = chosen.alpha_bars[s - 1] if s > 0 else 1.0
+            self.sigma = chosen.eta * math.sqrt((1.0 - self.abar_prev) / (1.0 - self.abar)
+                                                * (1.0 - self.abar / self.abar_prev))
+        else:
+            self.beta = chosen.betas[s]
+            self.sigma = (math.sqrt((1.0 - chosen.alpha_bars[s - 1]) / (1.0 - self.abar)
+                                    * self.beta) if s > 0 else 0.0)
+
+    def clean(self, x: Tensor, eps: Tensor) -> Tensor:
+        """The clean estimate ``x0_hat = (x - sqrt(1 - abar) eps) / sqrt(abar)``."""
+        return (x - math.sqrt(1.0 - self.abar) * eps) / math.sqrt(self.abar)
+
+    def update(self, x: Tensor, eps: Tensor, x0: Optional[Tensor] = None) -> Tensor:
+        """``x`` of the next level, before its noise (``sigma`` times a prior draw)."""
+        if x0 is not None:  # projected clean estimate: the noise estimate that gives it
+            eps = (x - math.sqrt(self.abar) * x0) / math.sqrt(1.0 - self.abar)
+        if not self.ddim:
+            return (x - self.beta / math.sqrt(1.0 - self.abar) * eps) / math.sqrt(1.0 - self.beta)
+        x0 = self.clean(x, eps) if x0 is None else x0
+        return (math.sqrt(self.abar_prev) * x0
+                + math.sqrt(max(1.0 - self.abar_prev - self.sigma**2, 0.0)) * eps)
 
 
 def _draw(x: Tensor, shaper: Optional[NoiseShaper], generator: Optional[torch.Generator],
