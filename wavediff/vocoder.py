@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from wavediff.errors import ConfigError
 from wavediff.inference.batching import length_buckets, pad_batch
 from wavediff.inference.load import load_model
 from wavediff.inference.decode_runner import DEFAULT_CHUNK_SECONDS, ENGINES, DecodeRunner
+from wavediff.inference.stream import StreamingDecoder, stream_chunks
 from wavediff.model import DiffWave
 from wavediff.precision import canonical
 from wavediff.pretrained import DEFAULT_MODEL
@@ -213,6 +214,58 @@ class Vocoder:
         for i, n in enumerate(lengths or ()):
             wav[i, int(n) * self.hop_length:] = 0.0
         return wav[0] if single else wav
+
+    def stream(self, chunks: Iterable, *, steps: Optional[int] = None,
+               sampler: Optional[str] = None, seed: Optional[int] = None,
+               generator: Optional[torch.Generator] = None,
+               schedule: Union[None, str, Sequence[float]] = None,
+               consistency: Optional[int] = None, input_preset: InputPreset = None,
+               lookahead: Optional[int] = None, block: Optional[int] = None,
+               ) -> Iterator[Tensor]:
+        """Decode a mel that arrives in pieces: ``chunks`` yields ``(n_mels, k)`` frames
+        (any ``k``, 0 included) as a TTS model makes them; yields 1-D float32 audio pieces
+        as soon as they are final. Their concatenation equals :meth:`decode` of the whole
+        mel with the same options (``seed`` included) to float rounding, for any chunking
+        (:mod:`wavediff.inference.stream`). ``lookahead``: samples of mel that must have
+        arrived beyond a sample before it is yielded (default: the exact lookahead,
+        :meth:`streaming_decoder`'s ``.lookahead``; less trades exactness for latency).
+        The mel must be in the model's own convention (``input_preset`` None or its
+        preset): conversions that need the whole file are not streamed.
+        A bad chunk (NaN/Inf, wrong n_mels) raises :class:`~wavediff.errors.MelError`
+        after the audio already yielded."""
+        decoder = self.streaming_decoder(steps=steps, sampler=sampler, seed=seed,
+                                         generator=generator, schedule=schedule,
+                                         consistency=consistency, input_preset=input_preset,
+                                         lookahead=lookahead, block=block)
+        return stream_chunks(decoder, chunks)
+
+    def streaming_decoder(self, *, steps: Optional[int] = None, sampler: Optional[str] = None,
+                          seed: Optional[int] = None,
+                          generator: Optional[torch.Generator] = None,
+                          schedule: Union[None, str, Sequence[float]] = None,
+                          consistency: Optional[int] = None,
+                          input_preset: InputPreset = None, lookahead: Optional[int] = None,
+                          block: Optional[int] = None) -> StreamingDecoder:
+        """The :class:`~wavediff.inference.stream.StreamingDecoder` :meth:`stream` feeds
+        (``push(frames) -> audio``, ``finish() -> audio``, ``lookahead`` in samples)."""
+        if input_preset is not None:
+            name = input_preset if isinstance(input_preset, str) else getattr(
+                input_preset, "preset", None)
+            if input_preset != self.preset and name != self.preset.preset:
+                raise ConfigError(
+                    f"streaming takes mels in the model's own convention "
+                    f"({self.preset.preset}); convert the {name or input_preset} mels first "
+                    f"(wavediff.audio.convert) or decode whole files")
+        chosen = self.plan(sampler, steps, schedule)
+        if generator is None:
+            generator = torch.Generator(self.device)
+            if seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(seed)
+        return StreamingDecoder(self.runner, chosen,
+                                consistency=self.consistency_for(chosen, consistency),
+                                generator=generator, lookahead=lookahead, block=block)
 
     def decode_many(self, mels: Sequence[np.ndarray], *, batch_size: int = 16,
                     max_padding: float = 0.25, input_preset: InputPreset = "auto",

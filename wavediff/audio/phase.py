@@ -12,6 +12,7 @@ denoiser's phase and the mel's magnitudes meet.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, Optional
 
 import torch
@@ -40,14 +41,11 @@ def mel_to_magnitude(config: MelConfig, mel: Tensor, iters: int = NNLS_ITERS) ->
     if mel.dim() != 3 or mel.shape[1] != config.n_mels:
         raise MelError(f"expected a mel of shape (B, {config.n_mels}, frames), "
                        f"got {tuple(mel.shape)}")
-    basis64 = mel_filterbank(config).to(device=mel.device, dtype=torch.float64)  # (M, K)
     linear = decompress_mel(config, mel.to(torch.float64))
     if config.stft_normalized:
         window = torch.hann_window(config.win_length, periodic=True, dtype=torch.float64)
         linear = linear * window.square().sum().sqrt().to(mel.device)
-    step = 1.0 / float(torch.linalg.matrix_norm(basis64, ord=2)) ** 2
-    pinv = torch.linalg.pinv(basis64)
-    basis = basis64.float()
+    basis, pinv, step = _nnls_operators(config, mel.device)
     frames = mel.shape[-1]
     out = torch.empty(mel.shape[0], basis.shape[1], frames, dtype=torch.float32,
                       device=mel.device)
@@ -68,6 +66,41 @@ def mel_to_magnitude(config: MelConfig, mel: Tensor, iters: int = NNLS_ITERS) ->
     return out
 
 
+@lru_cache(maxsize=16)
+def _nnls_operators(config: MelConfig, device: torch.device) -> tuple[Tensor, Tensor, float]:
+    """The filterbank ``M`` (float32), its pseudo-inverse (float64) and the gradient step
+    ``1 / ||M||^2`` of :func:`mel_to_magnitude`, computed once per convention and device."""
+    basis64 = mel_filterbank(config).to(device=device, dtype=torch.float64)  # (M, K)
+    step = 1.0 / float(torch.linalg.matrix_norm(basis64, ord=2)) ** 2
+    return basis64.float(), torch.linalg.pinv(basis64), step
+
+
+@lru_cache(maxsize=16)
+def _window(config: MelConfig, device: torch.device) -> Tensor:
+    """The analysis window zero-padded to ``n_fft`` and centred, as torch.stft does
+    (float64)."""
+    n_fft, win = config.n_fft, config.win_length
+    window = torch.hann_window(win, periodic=True, dtype=torch.float64, device=device)
+    left = (n_fft - win) // 2
+    return F.pad(window, (left, n_fft - win - left))
+
+
+@lru_cache(maxsize=16)
+def _window32(config: MelConfig, device: torch.device) -> Tensor:
+    return _window(config, device).float()
+
+
+@lru_cache(maxsize=64)
+def _ola_norm(config: MelConfig, frames: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The overlap-added squared window of ``frames`` frames, ``(1, (frames - 1) * hop +
+    n_fft)``."""
+    n_fft, hop = config.n_fft, config.hop_length
+    length = (frames - 1) * hop + n_fft
+    window = _window(config, device) if dtype == torch.float64 else _window32(config, device)
+    return F.fold(window.square()[None, :, None].expand(1, n_fft, frames),
+                  output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop)).reshape(1, length)
+
+
 class SpectralProjector:
     """Projects waveforms of ``mel``'s length onto the magnitudes ``mel`` implies.
 
@@ -78,19 +111,28 @@ class SpectralProjector:
     1e-6 of the signal apart from float64: far below what one projection changes).
     """
 
-    def __init__(self, config: MelConfig, mel: Tensor, iters: int = NNLS_ITERS) -> None:
+    def __init__(self, config: MelConfig, mel: Optional[Tensor], iters: int = NNLS_ITERS, *,
+                 magnitude: Optional[Tensor] = None) -> None:
         self.config = config
-        self.frames = mel.shape[-1]
-        self.magnitude = mel_to_magnitude(config, mel, iters)
-        n_fft, win = config.n_fft, config.win_length
-        window = torch.hann_window(win, periodic=True, dtype=torch.float64, device=mel.device)
-        left = (n_fft - win) // 2
-        self.window = F.pad(window, (left, n_fft - win - left))  # centred, as torch.stft does
+        if magnitude is None:
+            if mel is None:
+                raise TypeError("SpectralProjector needs a mel or its magnitudes")
+            magnitude = mel_to_magnitude(config, mel, iters)
+        self.magnitude = magnitude
+        self.frames = magnitude.shape[-1]
+        n_fft = config.n_fft
+        self.window = _window(config, magnitude.device)
         self.pad = (n_fft // 2 if config.padding == "center"
                     else (n_fft - config.hop_length) // 2)
-        self._norms: dict[tuple, Tensor] = {}  # overlap-add window sums, by frames, dtype
-        self._windows = {torch.float64: self.window, torch.float32: self.window.float()}
+        self._windows = {torch.float64: self.window,
+                         torch.float32: _window32(config, magnitude.device)}
         self._magnitudes = {torch.float32: self.magnitude}  # float64 made when first needed
+
+    @classmethod
+    def from_magnitude(cls, config: MelConfig, magnitude: Tensor) -> "SpectralProjector":
+        """The projector onto ``magnitude`` ``(B, n_fft // 2 + 1, F)`` (e.g. a slice of
+        :func:`mel_to_magnitude`'s output: frames are independent)."""
+        return cls(config, None, magnitude=magnitude)
 
     def __call__(self, wav: Tensor) -> Tensor:
         cfg = self.config
@@ -147,13 +189,7 @@ class SpectralProjector:
     def _norm(self, frames: int, dtype: torch.dtype) -> Tensor:
         """``(1, (frames - 1) * hop + n_fft)``: the overlap-added squared window of
         ``frames`` frames (the same for every call of that many frames)."""
-        if (frames, dtype) not in self._norms:
-            n_fft, hop = self.config.n_fft, self.config.hop_length
-            length = (frames - 1) * hop + n_fft
-            self._norms[frames, dtype] = F.fold(
-                self._windows[dtype].square()[None, :, None].expand(1, n_fft, frames),
-                output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop)).reshape(1, length)
-        return self._norms[frames, dtype]
+        return _ola_norm(self.config, frames, dtype, self.window.device)
 
     def griffin_lim(self, wav: Tensor, iters: int) -> Tensor:
         """``iters`` projections in a row, starting from ``wav``'s phase."""

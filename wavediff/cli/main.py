@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "compute-statistics": ("wavediff.cli.statistics", "per-bin mean and scale of dumped mels"),
     "train": ("wavediff.cli.train", "train a DiffWave vocoder"),
     "vocode": ("wavediff.cli.vocode", "turn mel files (or audio, by copy-synthesis) into audio"),
+    "stream": ("wavediff.cli.stream", "vocode a mel as it arrives (stdin or a growing file)"),
     "evaluate": ("wavediff.cli.evaluate", "score generated audio against references; HTML report"),
     "import-lmnt": ("wavediff.cli.import_lmnt", "convert an lmnt-com/diffwave checkpoint"),
     "export": ("wavediff.cli.export", "write a model as config.yaml + model.safetensors"),

@@ -1,0 +1,399 @@
+"""Streaming decoding: audio while the mel still arrives, equal to the whole decode.
+
+Every operation of a decode is local in time: the network sees :func:`receptive_field`
+samples on each side, a spectral-consistency projection the frames that overlap a sample
+(one STFT window each way), SpecGrad's noise filter the same, PriorGrad's scaling and the
+chain's updates only the sample itself, and the noise is positional
+(:class:`~wavediff.diffusion.noise.PositionalNoise`). So the decode is cut into
+**stages**, one per operation that reaches beyond the sample (each Griffin-Lim projection
+of the start, each network evaluation, each projection inside a step, each coloured
+draw), and each stage keeps its own state: the part of its input it still needs and how
+far its output is final. When mel frames arrive, every stage computes its output from its
+last final sample up to ``reach`` samples before the end of what its input has so far,
+from a segment of its input that reaches ``reach`` samples beyond both ends, and passes
+it on; only segments that touch the real start (or, once the stream has ended, the real
+end) are computed up to their edges, exactly as the whole decode computes its edges. Each
+sample is therefore computed from the same inputs as in the whole decode and the streamed
+audio equals :meth:`wavediff.Vocoder.decode` of the whole mel to float rounding, for any
+chunking.
+
+The algorithmic lookahead (mel that must have arrived beyond a sample before it is final)
+is the sum of the stages' reaches::
+
+    start_iters x R_proj + R_prior + steps x (R_net + consistency x R_proj + R_prior)
+
+with ``R_proj`` = one STFT window plus a hop, ``R_net`` = the network's receptive field
+plus the upsampler's margin, ``R_prior`` = ``R_proj`` for SpecGrad (0 otherwise), all in
+whole hops (:attr:`StreamingDecoder.lookahead`). ``lookahead=`` (samples) asks for less:
+each stage then looks ahead only its share of it, and samples near the edge of what has
+arrived are computed as if the mel ended there (measured in the README).
+
+Memory is bounded by the reaches and the chunk: each stage keeps its reach of input behind
+its final sample, and the mel is kept from the earliest sample any stage still needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Optional
+
+import torch
+from torch import Tensor
+
+from wavediff.audio.phase import SpectralProjector, mel_to_magnitude
+from wavediff.diffusion.noise import GL_START, X_T, PositionalNoise, step_stream
+from wavediff.diffusion.process import step_dtype
+from wavediff.diffusion.samplers import ChainStep
+from wavediff.diffusion.schedule import GRIFFIN_LIM, SamplingPlan
+from wavediff.errors import ConfigError, MelError
+from wavediff.inference.decode import ConditionedDenoiser
+from wavediff.inference.denoisers import MEL_MARGIN_FRAMES, _StepCache, receptive_field
+from wavediff.inference.engine import Conditioning
+
+# (x segment (rows, L) or None for a stage that draws its own input, first sample of the
+#  segment, one past its last, the mel frames of the segment) -> output segment (rows, L)
+StageFn = Callable[[Optional[Tensor], int, int, "_Segment"], Tensor]
+
+
+@dataclass
+class _Segment:
+    """What a stage computes on: samples ``[a, b)``, their mel frames and magnitudes."""
+    a: int
+    b: int
+    mel: Tensor        # (1, n_mels, (b - a) / hop)
+    magnitude: Optional[Tensor]  # (1, n_fft // 2 + 1, frames), when a projection needs it
+
+
+class _Stage:
+    def __init__(self, name: str, reach: int, fn: StageFn, source: bool = False,
+                 network: bool = False) -> None:
+        self.name, self.reach, self.fn, self.source = name, reach, fn, source
+        self.network = network  # runs the network (keeps the conditioning cache alive)
+        self.right = reach  # lookahead used at the right edge (the reach unless limited)
+        self.done = 0  # output final up to this sample
+        self.buf: Optional[Tensor] = None  # input samples [buf_start, buf_start + len)
+        self.buf_start = 0
+
+    def feed(self, x: Tensor) -> None:
+        self.buf = x if self.buf is None else torch.cat([self.buf, x], dim=-1)
+
+    def need_from(self) -> int:
+        """The first input sample a later computation can need."""
+        return max(0, self.done - self.reach)
+
+
+class StreamingDecoder:
+    """Decodes one mel that arrives in pieces (the lower-level API of
+    :meth:`wavediff.Vocoder.stream`).
+
+    ``push(frames)`` takes mel frames ``(n_mels, k)`` (``k`` may be 0) in the model's
+    convention and returns the audio samples that became final, 1-D (possibly empty);
+    ``finish()`` ends the stream and returns the rest. The concatenation of everything
+    returned equals the whole decode of the concatenated mel (same plan, consistency and
+    generator). ``lookahead``: samples of mel beyond a sample that must have arrived
+    before it is emitted (default and maximum: :attr:`lookahead` for exact output).
+    ``block``: a stage advances only when it can make at least this many new samples
+    (fewer, larger computations; default one hop).
+    """
+
+    def __init__(self, runner, chosen: SamplingPlan, *, consistency: int,
+                 generator: Optional[torch.Generator], lookahead: Optional[int] = None,
+                 block: Optional[int] = None) -> None:
+        cfg = runner.config
+        self.runner, self.plan, self.audio = runner, chosen, cfg.audio
+        self.hop = hop = cfg.audio.hop_length
+        self.n_mels = cfg.audio.n_mels
+        self.consistency = int(consistency)
+        self.start_iters = 0 if chosen.sampler == GRIFFIN_LIM else int(cfg.diffusion.start_iters)
+        self.draws = PositionalNoise.from_generator(generator, 1)
+        self.block = max(hop, int(block or hop))
+        self.diffusion = runner.diffusion
+        self._needs_magnitude = self.consistency > 0 or self.start_iters > 0
+        self.mel = torch.zeros(1, self.n_mels, 0)
+        self.magnitude: Optional[Tensor] = None
+        self.mel_start = 0  # frame index of self.mel's first frame
+        self.frames = 0  # frames received
+        self.finished = False
+        self._steps: Optional[_StepCache] = None
+        self._cond: Optional[Tensor] = None  # conditioning of frames [_cond_f0, _cond_f1)
+        self._cond_f0 = self._cond_f1 = self._cond_off = 0  # _cond_off: f0's buffer frame
+        self.stages = self._build()
+        self.lookahead_exact = sum(s.reach for s in self.stages)
+        self.lookahead = self.lookahead_exact
+        if lookahead is not None:
+            self.set_lookahead(int(lookahead))
+
+    # ------------------------------------------------------------------ the stages
+    def _whole_hops(self, samples: int) -> int:
+        return -(-int(samples) // self.hop) * self.hop
+
+    def _build(self) -> list[_Stage]:
+        cfg, hop = self.audio, self.hop
+        r_proj = self._whole_hops(cfg.n_fft + hop)
+        prior = self.diffusion.prior
+        r_prior = r_proj if type(prior).__name__ == "SpectralPrior" else 0
+        stages: list[_Stage] = []
+        dtype = torch.float32
+
+        def project(x: Tensor, seg: _Segment) -> Tensor:
+            return SpectralProjector.from_magnitude(cfg, seg.magnitude)(x)
+
+        def gl_source(x, a, b, seg):  # the start's noise, projected once
+            z = self.draws.draw(GL_START, a, b, dtype=dtype)
+            return project(z, seg)
+
+        if self.plan.sampler == GRIFFIN_LIM:  # no network: Griffin-Lim alone
+            if self.consistency < 1:
+                raise ConfigError("Griffin-Lim decoding (steps=0, no network) needs at least "
+                                  "one projection: set consistency to e.g. 32")
+            stages.append(_Stage("griffin-lim 1", r_proj, gl_source, source=True))
+            for k in range(1, self.consistency):
+                stages.append(_Stage(f"griffin-lim {k + 1}", r_proj,
+                                     lambda x, a, b, seg: project(x, seg)))
+            return stages
+
+        for k in range(self.start_iters):  # Griffin-Lim's start
+            if k == 0:
+                stages.append(_Stage("start projection 1", r_proj, gl_source, source=True))
+            else:
+                stages.append(_Stage(f"start projection {k + 1}", r_proj,
+                                     lambda x, a, b, seg: project(x, seg)))
+        abar_first = self.plan.alpha_bars[-1]
+
+        def x_t(x, a, b, seg):
+            z = self.draws.draw(X_T, a, b, dtype=dtype)
+            shaper = self.diffusion.noise_shaper(seg.mel, dtype)
+            if shaper is not None:
+                z = shaper.color(z)
+            if x is None:
+                return z
+            init = x.clamp(-1.0, 1.0)
+            return math.sqrt(abar_first) * init + math.sqrt(1.0 - abar_first) * z
+
+        stages.append(_Stage("x_T", r_prior, x_t, source=self.start_iters == 0))
+        r_net = self._whole_hops(receptive_field(self._network()) + MEL_MARGIN_FRAMES * hop)
+        n = len(self.plan.network_steps)
+        for i in range(n):
+            step = ChainStep(self.plan, i)
+            noisy = step.sigma > 0.0
+
+            def add_noise(x, a, seg, step=step, i=i):
+                z = self.draws.draw(step_stream(i), a, a + x.shape[-1], dtype=x.dtype)
+                shaper = self.diffusion.noise_shaper(seg.mel, x.dtype)
+                return x + step.sigma * (z if shaper is None else shaper.color(z))
+
+            def eps_of(x, seg, step=step):
+                t = torch.full((1,), step.network_step, dtype=step_dtype(x.dtype))
+                return self._denoise(x, t, seg).to(x.dtype)
+
+            if self.consistency == 0:
+                def net(x, a, b, seg, step=step, noisy=noisy, add_noise=add_noise,
+                        eps_of=eps_of):
+                    y = step.update(x, eps_of(x, seg))
+                    return add_noise(y, a, seg) if noisy else y
+                stages.append(_Stage(f"step {i + 1}", r_net + (r_prior if noisy else 0), net,
+                                     network=True))
+                continue
+
+            def net(x, a, b, seg, step=step, eps_of=eps_of):  # rows: x, its clean estimate
+                return torch.cat([x, step.clean(x, eps_of(x, seg))])
+            stages.append(_Stage(f"step {i + 1} network", r_net, net, network=True))
+            for k in range(self.consistency):
+                def proj(x, a, b, seg):
+                    return torch.cat([x[:1], project(x[1:], seg)])
+                stages.append(_Stage(f"step {i + 1} projection {k + 1}", r_proj, proj))
+
+            def update(x, a, b, seg, step=step, noisy=noisy, add_noise=add_noise):
+                y = step.update(x[:1], x[1:], x0=x[1:])
+                return add_noise(y, a, seg) if noisy else y
+            stages.append(_Stage(f"step {i + 1} update", r_prior if noisy else 0, update))
+        return stages
+
+    def _network(self):
+        engine = None if self.runner.engine_name == "reference" else self.runner.engine
+        return engine if engine is not None else self.runner.model
+
+    # ------------------------------------------------------------------ the network
+    def _denoise(self, x: Tensor, t: Tensor, seg: _Segment) -> Tensor:
+        """The network's noise estimate on the segment: the fused engine with the
+        conditioning of the stream's cache and step vectors computed once; the readable
+        model (``engine="reference"``) on the segment's mel."""
+        if self.runner.engine_name == "reference":
+            return ConditionedDenoiser(self.runner.model, seg.mel)(x, t, seg.mel)
+        engine = self.runner.engine
+        if self._steps is None or self._steps.engine is not engine:
+            self._steps, self._cond = _StepCache(engine), None
+        return engine.denoise(x, self._steps(t), self._conditioning(engine, seg.a, seg.b))
+
+    def _conditioning(self, engine, a: int, b: int) -> Conditioning:
+        """The network's conditioning of samples ``[a, b)``. Frames whose upsampled mel no
+        longer depends on frames still to come (``MEL_MARGIN_FRAMES`` before the last one,
+        or all once the stream has ended) are computed once and kept in a buffer that
+        grows by doubling; the rest is computed for this call only."""
+        hop, lh, axis = self.hop, engine.layer_hop, 2 if engine.time_major else 3
+        fa, fb = a // hop, b // hop
+        exact_end = self.frames if self.finished else max(0, self.frames - MEL_MARGIN_FRAMES)
+
+        def compute(f0: int, f1: int) -> Tensor:
+            c0 = max(self.mel_start, f0 - MEL_MARGIN_FRAMES)
+            c1 = min(self.frames, f1 + MEL_MARGIN_FRAMES)
+            mel = self.mel[..., c0 - self.mel_start:c1 - self.mel_start]
+            up = engine.upsample(mel)[..., (f0 - c0) * lh:(f1 - c0) * lh]
+            return engine.conditioning(mel_up=up).cond
+
+        if self._cond is None or not self._cond_f0 <= fa <= self._cond_f1:
+            self._cond, self._cond_f0, self._cond_f1 = None, fa, fa
+        if self._cond_f1 < min(fb, exact_end):  # extend what is kept
+            new = compute(self._cond_f1, min(fb, exact_end))
+            self._keep(new, axis, lh)
+        parts = []
+        if fa < self._cond_f1:
+            hi = min(fb, self._cond_f1)
+            parts.append(self._cond.narrow(axis, (fa - self._cond_f0 + self._cond_off) * lh,
+                                           (hi - fa) * lh))
+        if fb > self._cond_f1:  # frames near the edge of what has arrived: this call only
+            parts.append(compute(max(fa, self._cond_f1), fb))
+        cond = parts[0] if len(parts) == 1 else torch.cat(parts, dim=axis)
+        # the CPU layout is read row by row per layer: a view of the buffer will do
+        return Conditioning(cond if engine.time_major else cond.contiguous(), (fb - fa) * lh)
+
+    def _keep(self, new: Tensor, axis: int, lh: int) -> None:
+        """Append ``new`` (conditioning of the frames after ``_cond_f1``) to the buffer."""
+        frames = new.shape[axis] // lh
+        used = self._cond_off + (self._cond_f1 - self._cond_f0)  # frames in the buffer
+        if self._cond is None or (used + frames) * lh > self._cond.shape[axis]:
+            live = (self._cond_f1 - self._cond_f0) * lh
+            size = list(new.shape)
+            size[axis] = max(2 * (live + new.shape[axis]), 64 * lh)
+            buf = new.new_empty(size)
+            if live:
+                buf.narrow(axis, 0, live).copy_(self._cond.narrow(axis, self._cond_off * lh, live))
+            self._cond, self._cond_off = buf, 0
+            used = self._cond_f1 - self._cond_f0
+        self._cond.narrow(axis, used * lh, new.shape[axis]).copy_(new)
+        self._cond_f1 += frames
+
+    def set_lookahead(self, samples: int) -> None:
+        """Look ahead ``samples`` (whole hops, at most the exact lookahead) instead of the
+        exact lookahead: each stage's share in proportion to its reach."""
+        if samples < 0:
+            raise ConfigError(f"lookahead must be >= 0 samples, got {samples}")
+        samples = min(self._whole_hops(samples), self.lookahead_exact)
+        total = max(1, self.lookahead_exact)
+        left = samples
+        for s in self.stages:
+            s.right = min(s.reach, (s.reach * samples // total) // self.hop * self.hop)
+            left -= s.right
+        for s in self.stages:  # the rounding remainder, to the first stages that can take it
+            extra = min(left, s.reach - s.right)
+            s.right += extra
+            left -= extra
+        self.lookahead = sum(s.right for s in self.stages)
+
+    # ------------------------------------------------------------------ streaming
+    def push(self, frames) -> Tensor:
+        """Add mel frames ``(n_mels, k)`` (or ``(1, n_mels, k)``); returns the samples that
+        became final (1-D, float32, possibly empty)."""
+        if self.finished:
+            raise MelError("the stream has ended (finish() was called); start a new one")
+        mel = torch.as_tensor(frames, dtype=torch.float32)
+        if mel.dim() == 3 and mel.shape[0] == 1:
+            mel = mel[0]
+        if mel.dim() != 2 or mel.shape[0] != self.n_mels:
+            raise MelError(f"mel chunk of shape {tuple(mel.shape)} after {self.frames} frames; "
+                           f"the model takes ({self.n_mels}, frames) chunks in its own "
+                           f"convention ({self.audio.preset}): check the TTS system's n_mels")
+        if mel.shape[-1] == 0:
+            return torch.zeros(0)
+        bad = ~torch.isfinite(mel)
+        if bool(bad.any()):
+            first = int(bad.any(dim=0).nonzero()[0, 0])
+            raise MelError(f"mel chunk holds {int(bad.sum())} NaN/Inf values (first at frame "
+                           f"{self.frames + first} of the stream); fix the TTS output before "
+                           f"vocoding")
+        mel = mel.to(self.runner.device)[None]
+        self.mel = torch.cat([self.mel.to(mel.device), mel], dim=-1)
+        if self._needs_magnitude:  # frames are solved independently: once, as they come
+            mag = mel_to_magnitude(self.audio, mel)
+            self.magnitude = mag if self.magnitude is None else torch.cat([self.magnitude, mag],
+                                                                         dim=-1)
+        self.frames += mel.shape[-1]
+        return self._advance()
+
+    def finish(self) -> Tensor:
+        """End the stream: the remaining samples (1-D)."""
+        if self.finished:
+            return torch.zeros(0)
+        self.finished = True
+        return self._advance()
+
+    def _segment(self, a: int, b: int) -> _Segment:
+        f0, f1 = a // self.hop - self.mel_start, b // self.hop - self.mel_start
+        mag = None if self.magnitude is None else self.magnitude[..., f0:f1]
+        return _Segment(a, b, self.mel[..., f0:f1], mag)
+
+    def _advance(self) -> Tensor:
+        in_hi = self.frames * self.hop
+        out: Optional[Tensor] = None
+        with torch.inference_mode():
+            for stage in self.stages:
+                new = self._run(stage, in_hi)
+                if stage is not self.stages[-1]:
+                    nxt = self.stages[self.stages.index(stage) + 1]
+                    if new is not None:
+                        nxt.feed(new)
+                else:
+                    out = new
+                in_hi = stage.done
+            self._trim()
+        if out is None:
+            return torch.zeros(0)
+        return out[0].clamp(-1.0, 1.0).float().cpu()
+
+    def _run(self, stage: _Stage, in_hi: int) -> Optional[Tensor]:
+        final = self.finished
+        target = in_hi if final else max(0, in_hi - stage.right)
+        if target <= stage.done or (not final and target - stage.done < self.block):
+            return None
+        a = stage.need_from()
+        b = in_hi if final else min(in_hi, target + stage.reach)
+        x = None
+        if not stage.source:
+            x = stage.buf[:, a - stage.buf_start:b - stage.buf_start]
+        y = stage.fn(x, a, b, self._segment(a, b))
+        new = y[:, stage.done - a:target - a]
+        stage.done = target
+        return new
+
+    def _trim(self) -> None:
+        keep_from = self.frames * self.hop
+        for s in self.stages:
+            start = s.need_from()
+            if s.buf is not None and start > s.buf_start:
+                s.buf = s.buf[:, start - s.buf_start:]
+                s.buf_start = start
+            keep_from = min(keep_from, start)
+        if self._cond is not None:  # the network stages' conditioning, from their need
+            need = min((s.need_from() for s in self.stages if s.network), default=None)
+            if need is not None and need // self.hop > self._cond_f0:
+                cut = min(need // self.hop, self._cond_f1) - self._cond_f0
+                self._cond_off += cut
+                self._cond_f0 += cut
+        drop = keep_from // self.hop - self.mel_start
+        if drop > 0:
+            self.mel = self.mel[..., drop:]
+            if self.magnitude is not None:
+                self.magnitude = self.magnitude[..., drop:]
+            self.mel_start += drop
+
+
+def stream_chunks(decoder: StreamingDecoder, chunks: Iterable) -> Iterator[Tensor]:
+    """Feed ``chunks`` to ``decoder``; yield each non-empty piece of audio as it is final."""
+    for chunk in chunks:
+        piece = decoder.push(chunk)
+        if piece.numel():
+            yield piece
+    piece = decoder.finish()
+    if piece.numel():
+        yield piece
