@@ -64,3 +64,16 @@ def test_copy_synthesis(trained_exp, tmp_path):
     r = run("bash", EGS / "copy_synthesis/run.sh", ckpt, tmp_path / "out", wav)
     assert r.returncode == 0, r.stderr
     check_outputs(tmp_path / "out", {wav.stem: sf.info(str(wav)).frames})
+
+
+def test_streaming(trained_exp, mels, tmp_path):
+    mel = sorted(mels["dir"].glob("*.npy"))[0]
+    r = run(sys.executable, EGS / "streaming/stream.py", "--checkpoint", trained_exp["exp"],
+            "--mel", mel, "--out", tmp_path / "out.wav", "--chunk-frames", "3",
+            "--frames-per-second", "0")
+    assert r.returncode == 0, r.stderr
+    assert "first audio" in r.stdout and "lookahead" in r.stdout
+    diff = float(r.stdout.split("max |streamed - whole decode| = ")[1].split()[0])
+    assert diff < 1e-4
+    wav, sr = sf.read(str(tmp_path / "out.wav"))
+    assert sr == 22050 and len(wav) == mels["lengths"][mel.stem]
