@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from wavediff.audio.io import load_audio  # noqa: E402
+from wavediff.diffusion.noise import GL_START, X_T, PositionalNoise, step_stream  # noqa: E402
 from wavediff.hardware import machine_summary  # noqa: E402
 from wavediff.inference.onnx_export import export_onnx  # noqa: E402
 from wavediff.onnx_decoder import OnnxVocoder  # noqa: E402
@@ -66,9 +67,11 @@ def main() -> None:
         mel = fp32.mel(torch.as_tensor(wav))
         seconds = mel.shape[-1] * fp32.hop_length / fp32.sample_rate
         shape = (1, mel.shape[-1] * fp32.hop_length)
-        g = torch.Generator().manual_seed(0)
-        n_draws = (1 if onnx.meta["start_iters"] else 0) + len(onnx.meta["plan"]["betas"])
-        draws = [torch.randn(shape, generator=g).numpy() for _ in range(n_draws)]
+        # the torch decode's positional draws of seed 0, in the exported decoder's order
+        noise = PositionalNoise.from_generator(torch.Generator().manual_seed(0), 1)
+        streams = ([GL_START] if onnx.meta["start_iters"] else []) + [X_T] + [
+            step_stream(i) for i in range(len(onnx.meta["plan"]["betas"]) - 1)]
+        draws = [noise.draw(k, 0, shape[-1]).numpy() for k in streams]
         ref = fp32.decode(mel, seed=0, input_preset=None).numpy()
         got = onnx.decode(mel.numpy(), noises=draws)
         row = {"utt": utt, "seconds": seconds,

@@ -22,7 +22,7 @@ is the sum of the stages' reaches::
 
     start_iters x R_proj + R_prior + steps x (R_net + consistency x R_proj + R_prior)
 
-with ``R_proj`` = one STFT window plus a hop, ``R_net`` = the network's receptive field
+with ``R_proj`` = one STFT window (``n_fft``), ``R_net`` = the network's receptive field
 plus the upsampler's margin, ``R_prior`` = ``R_proj`` for SpecGrad (0 otherwise), all in
 whole hops (:attr:`StreamingDecoder.lookahead`). ``lookahead=`` (samples) asks for less:
 each stage then looks ahead only its share of it, and samples near the edge of what has
@@ -130,7 +130,9 @@ class StreamingDecoder:
 
     def _build(self) -> list[_Stage]:
         cfg, hop = self.audio, self.hop
-        r_proj = self._whole_hops(cfg.n_fft + hop)
+        # a projected sample comes from the frames that cover it, each from the samples it
+        # covers: n_fft - 1 samples each way at most; likewise SpecGrad's filter
+        r_proj = self._whole_hops(cfg.n_fft)
         prior = self.diffusion.prior
         r_prior = r_proj if type(prior).__name__ == "SpectralPrior" else 0
         stages: list[_Stage] = []
