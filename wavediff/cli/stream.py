@@ -69,8 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _frames(stream: BinaryIO, n_mels: int, per_read: int, follow: Optional[Path],
-            idle_timeout: float) -> Iterator["np.ndarray"]:
-    """(n_mels, k) float32 arrays read from ``stream`` as the bytes come."""
+            idle_timeout: float) -> Iterator:
+    """``(n_mels, k)`` float32 numpy arrays read from ``stream`` as the bytes come."""
     import numpy as np
 
     from wavediff.errors import MelError
@@ -101,7 +101,6 @@ def _frames(stream: BinaryIO, n_mels: int, per_read: int, follow: Optional[Path]
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import soundfile as sf
 
     from wavediff.errors import WavediffError
