@@ -244,3 +244,16 @@ def test_the_stream_command_follows_a_growing_file_until_it_is_done(tmp_path):
     writer.join()
     assert proc.returncode == 0, err.decode()
     np.testing.assert_allclose(np.frombuffer(out, dtype="<f4"), whole, atol=ATOL, rtol=0)
+
+
+def test_streams_shorter_than_the_lookahead_and_a_stream_without_frames():
+    voc = _vocoder("hifigan", {"consistency_iters": 1, "start_iters": 1})
+    for frames in (1, 3):
+        mel = _mel(frames, seed=frames)
+        whole = voc.decode(mel, seed=7, input_preset=None)
+        got = _streamed(voc, [mel[:, :1], mel[:, 1:]])
+        torch.testing.assert_close(got, whole, atol=ATOL, rtol=0)
+    dec = voc.streaming_decoder(seed=0)
+    assert dec.finish().numel() == 0 and dec.finish().numel() == 0
+    with pytest.raises(MelError, match="has ended"):
+        dec.push(_mel(2))

@@ -167,7 +167,10 @@ class SpectralProjector:
             self._magnitudes[dtype] = self.magnitude.to(dtype)
         core = wav[:, max(a, 0):min(b, n)].to(dtype)
         # reflect padding only where the block meets the ends, as the whole signal has it
-        x = F.pad(core.unsqueeze(1), (max(0, -a), max(0, b - n)), mode="reflect").squeeze(1)
+        # (zeros for a signal shorter than the padding, one or two frames, which has none)
+        left, right = max(0, -a), max(0, b - n)
+        mode = "reflect" if max(left, right) < core.shape[-1] else "constant"
+        x = F.pad(core.unsqueeze(1), (left, right), mode=mode).squeeze(1)
         spec = torch.stft(x, n_fft, hop_length=hop, window=window, center=False,
                           return_complex=True)
         frames = min(spec.shape[-1], self.magnitude.shape[-1] - g0)

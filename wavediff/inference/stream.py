@@ -142,7 +142,7 @@ class StreamingDecoder:
             return SpectralProjector.from_magnitude(cfg, seg.magnitude)(x)
 
         def gl_source(x, a, b, seg):  # the start's noise, projected once
-            z = self.draws.draw(GL_START, a, b, dtype=dtype)
+            z = self.draws.draw(GL_START, a, b, device=self.runner.device, dtype=dtype)
             return project(z, seg)
 
         if self.plan.sampler == GRIFFIN_LIM:  # no network: Griffin-Lim alone
@@ -164,7 +164,7 @@ class StreamingDecoder:
         abar_first = self.plan.alpha_bars[-1]
 
         def x_t(x, a, b, seg):
-            z = self.draws.draw(X_T, a, b, dtype=dtype)
+            z = self.draws.draw(X_T, a, b, device=self.runner.device, dtype=dtype)
             shaper = self.diffusion.noise_shaper(seg.mel, dtype)
             if shaper is not None:
                 z = shaper.color(z)
@@ -181,7 +181,8 @@ class StreamingDecoder:
             noisy = step.sigma > 0.0
 
             def add_noise(x, a, seg, step=step, i=i):
-                z = self.draws.draw(step_stream(i), a, a + x.shape[-1], dtype=x.dtype)
+                z = self.draws.draw(step_stream(i), a, a + x.shape[-1], device=x.device,
+                                    dtype=x.dtype)
                 shaper = self.diffusion.noise_shaper(seg.mel, x.dtype)
                 return x + step.sigma * (z if shaper is None else shaper.color(z))
 
