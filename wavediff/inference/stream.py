@@ -340,14 +340,10 @@ class StreamingDecoder:
         in_hi = self.frames * self.hop
         out: Optional[Tensor] = None
         with torch.inference_mode():
-            for stage in self.stages:
-                new = self._run(stage, in_hi)
-                if stage is not self.stages[-1]:
-                    nxt = self.stages[self.stages.index(stage) + 1]
-                    if new is not None:
-                        nxt.feed(new)
-                else:
-                    out = new
+            for k, stage in enumerate(self.stages):
+                out = self._run(stage, in_hi)  # the last stage's is the audio
+                if out is not None and k + 1 < len(self.stages):
+                    self.stages[k + 1].feed(out)
                 in_hi = stage.done
             self._trim()
         if out is None:
