@@ -39,6 +39,23 @@ def randomize_outputs(model: torch.nn.Module, bias_std: float = 0.2,
     return model
 
 
+def tiny_vocoder(diffusion: dict | None = None, preset: str = "hifigan", **model):
+    """A tiny float32 vocoder with non-trivial random outputs and a 3-step schedule;
+    ``diffusion`` and ``model`` settings override the tiny config's."""
+    from wavediff.config import Config
+    from wavediff.model import build_model
+    from wavediff.vocoder import Vocoder
+
+    data = tiny_config_dict()
+    data["audio"] = {"preset": preset}
+    data["model"] = {**data["model"], **model}
+    data["diffusion"] = {"fast_schedule": [1e-4, 0.05, 0.3], **(diffusion or {})}
+    config = Config.from_dict(data)
+    torch.manual_seed(0)
+    net = randomize_outputs(build_model(config).eval(), 0.1, 0.3)
+    return Vocoder(net, config, precision="fp32")
+
+
 def write_tiny_config(path: Path, **train) -> Path:
     import yaml
 

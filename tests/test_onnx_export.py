@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import randomize_outputs, tiny_config_dict, wavediff_cli
-from wavediff.config import Config
+from conftest import tiny_vocoder, wavediff_cli
 from wavediff.diffusion.noise import GL_START, X_T, PositionalNoise, step_stream
 from wavediff.errors import ConfigError
-from wavediff.model import build_model
 from wavediff.vocoder import Vocoder
 
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx package (the export "
@@ -29,13 +27,7 @@ HOP = 256
 
 
 def _vocoder(diffusion: dict | None = None, **model) -> Vocoder:
-    data = tiny_config_dict()
-    data["model"] = {**data["model"], **model}
-    data["diffusion"] = {"fast_schedule": [1e-4, 0.05, 0.3], **(diffusion or {})}
-    config = Config.from_dict(data)
-    torch.manual_seed(0)
-    net = randomize_outputs(build_model(config).eval(), 0.1, 0.3)
-    return Vocoder(net, config, precision="fp32")
+    return tiny_vocoder(diffusion, **model)
 
 
 def _mel(batch: int = 1, frames: int = 13, seed: int = 0) -> np.ndarray:

@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import randomize_outputs, tiny_config_dict
-from wavediff.config import Config
+from conftest import tiny_vocoder
 from wavediff.diffusion.noise import PositionalNoise
 from wavediff.errors import ConfigError, MelError
-from wavediff.model.registry import build_model
 from wavediff.vocoder import Vocoder
 
 # float32 kernels on segments of other lengths round differently from the whole decode
@@ -21,14 +19,7 @@ ATOL = 1e-4
 
 
 def _vocoder(preset: str = "hifigan", diffusion: dict | None = None, **model) -> Vocoder:
-    data = tiny_config_dict()
-    data["audio"] = {"preset": preset}
-    data["model"] = {**data["model"], **model}
-    data["diffusion"] = {"fast_schedule": [1e-4, 0.05, 0.3], **(diffusion or {})}
-    config = Config.from_dict(data)
-    torch.manual_seed(0)
-    net = randomize_outputs(build_model(config).eval(), 0.1, 0.3)
-    return Vocoder(net, config, precision="fp32")
+    return tiny_vocoder(diffusion, preset, **model)
 
 
 def _mel(frames: int, seed: int = 0) -> torch.Tensor:

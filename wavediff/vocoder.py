@@ -202,12 +202,7 @@ class Vocoder:
                                          lengths=lengths)
         chosen = self.plan(sampler, steps, schedule)
         mel = mel.to(self.device)
-        if generator is None:
-            generator = torch.Generator(self.device)
-            if seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(seed)
+        generator = self._generator(seed, generator)
         wav = self.runner.run(mel, chosen, generator=generator, chunk_seconds=chunk_seconds,
                               consistency=self.consistency_for(chosen, consistency),
                               callback=callback, progress=progress)
@@ -257,15 +252,22 @@ class Vocoder:
                     f"({self.preset.preset}); convert the {name or input_preset} mels first "
                     f"(wavediff.audio.convert) or decode whole files")
         chosen = self.plan(sampler, steps, schedule)
+        generator = self._generator(seed, generator)
+        return StreamingDecoder(self.runner, chosen,
+                                consistency=self.consistency_for(chosen, consistency),
+                                generator=generator, lookahead=lookahead, block=block)
+
+    def _generator(self, seed: Optional[int],
+                   generator: Optional[torch.Generator]) -> torch.Generator:
+        """``generator``, else one on the vocoder's device seeded with ``seed`` (random
+        when None)."""
         if generator is None:
             generator = torch.Generator(self.device)
             if seed is None:
                 generator.seed()
             else:
                 generator.manual_seed(seed)
-        return StreamingDecoder(self.runner, chosen,
-                                consistency=self.consistency_for(chosen, consistency),
-                                generator=generator, lookahead=lookahead, block=block)
+        return generator
 
     def decode_many(self, mels: Sequence[np.ndarray], *, batch_size: int = 16,
                     max_padding: float = 0.25, input_preset: InputPreset = "auto",
