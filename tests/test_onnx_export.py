@@ -60,7 +60,8 @@ def test_the_exported_folder_decodes_as_torch_does(case, tmp_path):
     voc = _vocoder(diffusion, **model)
     folder = export_onnx(voc, tmp_path / "onnx")
     assert sorted(p.name for p in folder.iterdir()) == [
-        "conditioning.onnx", "decode_onnx.py", "decoder.json", "denoiser.onnx", "filterbank.npy"]
+        "conditioning.onnx", "decode_onnx.py", "decoder.json", "denoiser.onnx", "filterbank.npy",
+        "streaming_core.py"]
     dec = OnnxVocoder(folder, threads=1)
     for batch, frames in ((1, 13), (2, 7)):  # other lengths and batches than traced (8)
         mel = _mel(batch, frames)
@@ -144,3 +145,42 @@ def test_export_cli_writes_the_folder(tmp_path):
     meta = json.loads((tmp_path / "onnx" / "decoder.json").read_text())
     assert meta["plan"]["betas"] == pytest.approx([1e-4, 0.05, 0.3])
     assert not list((tmp_path / "onnx").glob("*.part"))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_exported_decoder_streams_what_it_decodes_whole(case, tmp_path):
+    diffusion, model = CASES[case]
+    voc = _vocoder(diffusion, **model)
+    dec = OnnxVocoder(export_onnx(voc, tmp_path / "onnx"), threads=1)
+    mel = _mel(1, 60, seed=3)[0]
+    whole = dec.decode(mel, seed=4)
+    rng = np.random.default_rng(0)
+    sizes = list(rng.choice([0, 1, 2, 5, 9], size=30))
+    chunks, i = [], 0
+    for k in sizes:
+        chunks.append(mel[:, i:i + k])
+        i += k
+    chunks.append(mel[:, i:])
+    got = np.concatenate(list(dec.stream(chunks, seed=4)))
+    assert got.shape == whole.shape
+    # the same numpy and onnxruntime arithmetic on segments of other lengths
+    np.testing.assert_allclose(got, whole, rtol=0, atol=1e-4)
+    streamer = dec.streaming_decoder(seed=4)
+    assert streamer.lookahead == streamer.lookahead_exact > 0
+    with pytest.raises(OnnxDecoderError, match="NaN"):
+        streamer.push(np.full((80, 3), np.nan, dtype=np.float32))
+
+
+def test_the_exported_folder_streams_from_its_own_files(tmp_path):
+    """decode_onnx.py imports the scheduler copied beside it, not wavediff's."""
+    folder = export_onnx(_vocoder(), tmp_path / "onnx")
+    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import decode_onnx as d; "
+            "v = d.OnnxVocoder(sys.argv[1]); m = np.full((80, 20), -6.0, np.float32); "
+            "a = np.concatenate(list(v.stream([m[:, :7], m[:, 7:]], seed=1))); "
+            "b = v.decode(m, seed=1); print(float(np.abs(a - b).max()), "
+            "'torch' in sys.modules, 'wavediff' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    diff, torch_loaded, wavediff_loaded = r.stdout.split()
+    assert float(diff) < 1e-4 and torch_loaded == "False" and wavediff_loaded == "False"

@@ -15,8 +15,11 @@ The arithmetic is that of ``wavediff``'s fast sampler: the chain started around 
 Griffin-Lim decode when the model was trained so, the prior's noise (PriorGrad's scale or
 SpecGrad's filter), and the
 spectral-consistency projections of every step's clean estimate. Random numbers come from
-numpy (a seeded ``numpy.random.Generator``), so the audio of a seed differs from the torch
-decode's; given the same noise draws (``noises=``) the two agree to float32 rounding.
+numpy (positional: each sample's draw from a generator seeded with the seed, the draw and
+its block), so the audio of a seed differs from the torch decode's; given the same noise
+draws (``noises=``) the two agree to float32 rounding. ``OnnxVocoder.stream`` and
+``streaming_decoder`` decode a mel that arrives in pieces, equal to the whole decode, with
+the scheduler in ``streaming_core.py`` (copied beside this file).
 """
 
 from __future__ import annotations
@@ -31,8 +34,17 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+if __package__:  # wavediff.onnx_decoder
+    from .streaming_core import Stage, StagePipeline
+else:  # decode_onnx.py in an exported folder: the copy of the scheduler beside it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from streaming_core import Stage, StagePipeline
+
 FORMAT = "wavediff-onnx-1"
 NNLS_ITERS = 50
+NOISE_BLOCK = 4096  # samples drawn from one seeded generator (positional noise)
+GL_START, X_T = 0, 1  # noise streams; the draw after network evaluation i is 2 + i
+MEL_MARGIN_FRAMES = 2  # the upsampler's reach, in frames, for the network's reach
 
 
 class OnnxDecoderError(Exception):
@@ -85,10 +97,12 @@ class Projector:
     mel's framing keeps its phase and takes the magnitudes, then windowed overlap-add
     (one Griffin-Lim iteration), in float32."""
 
-    def __init__(self, audio: dict, basis: np.ndarray, mel: np.ndarray) -> None:
+    def __init__(self, audio: dict, basis: np.ndarray, mel: Optional[np.ndarray],
+                 magnitude: Optional[np.ndarray] = None) -> None:
         self.n_fft, self.hop = audio["n_fft"], audio["hop_length"]
-        self.frames = mel.shape[-1]
-        self.magnitude = mel_to_magnitude(audio, basis, mel)
+        self.magnitude = (mel_to_magnitude(audio, basis, mel) if magnitude is None
+                          else magnitude)
+        self.frames = self.magnitude.shape[-1]
         self.window = hann(audio["win_length"], self.n_fft).astype(np.float32)
         self.pad = self.n_fft // 2 if audio["padding"] == "center" else (self.n_fft - self.hop) // 2
         self._norm: Optional[np.ndarray] = None
@@ -166,6 +180,36 @@ class SpectralFilter:
             out[:, k * hop:k * hop + n_fft] += chunks[:, k]
             env[k * hop:k * hop + n_fft] += w2
         return (out[:, half:half + n] / env[half:half + n]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- noise
+class PositionalNoise:
+    """Standard normal noise, each sample a function of the item's key, the draw (stream)
+    and its position: blocks of ``NOISE_BLOCK`` samples, each from its own generator seeded
+    with ``(key, stream, block)``, so a decode cut into pieces draws the same noise."""
+
+    def __init__(self, seed: Optional[int], batch: int) -> None:
+        self.keys = [int(k) for k in np.random.default_rng(seed).integers(0, 2**62, size=batch)]
+        self._cache: dict = {}
+
+    def draw(self, stream: int, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` of ``stream``: ``(B, stop - start)`` float32."""
+        first, last = start // NOISE_BLOCK, max(start, stop - 1) // NOISE_BLOCK
+        rows = []
+        for key in self.keys:
+            blocks = []
+            for j in range(first, last + 1):
+                block = self._cache.get((key, stream, j))
+                if block is None:
+                    rng = np.random.default_rng([key, stream, j])
+                    block = rng.standard_normal(NOISE_BLOCK, dtype=np.float32)
+                    if len(self._cache) > 256:
+                        self._cache.clear()
+                    self._cache[key, stream, j] = block
+                blocks.append(block)
+            row = np.concatenate(blocks)
+            rows.append(row[start - first * NOISE_BLOCK:stop - first * NOISE_BLOCK])
+        return np.stack(rows)
 
 
 # ---------------------------------------------------------------------- the decoder
@@ -246,13 +290,13 @@ class OnnxVocoder:
         if not np.isfinite(mel).all():
             raise OnnxDecoderError("the mel holds NaN or infinite values; fix the model that "
                                    "wrote it")
-        rng = np.random.default_rng(seed)
         supplied = list(noises) if noises is not None else None
         shape = (mel.shape[0], mel.shape[-1] * self.audio["hop_length"])
+        positional = PositionalNoise(seed, mel.shape[0])
 
-        def draw() -> np.ndarray:
+        def draw(stream: int) -> np.ndarray:
             if supplied is None:
-                return rng.standard_normal(shape, dtype=np.float32)
+                return positional.draw(stream, 0, shape[1])
             if not supplied:
                 raise OnnxDecoderError("fewer noise draws given than the decode needs")
             z = np.asarray(supplied.pop(0), dtype=np.float32)
@@ -267,10 +311,10 @@ class OnnxVocoder:
         projector = Projector(self.audio, self.basis, mel) if iters or start_iters else None
         init = None
         if start_iters:
-            init = np.clip(projector.griffin_lim(draw(), start_iters), -1.0, 1.0)
+            init = np.clip(projector.griffin_lim(draw(GL_START), start_iters), -1.0, 1.0)
         conds = self.conditioning.run(None, {"mel": mel})[0]
         colour = self._colour(mel)
-        x = draw()
+        x = draw(X_T)
         if colour is not None:
             x = colour(x)
         if init is not None:
@@ -287,10 +331,172 @@ class OnnxVocoder:
             x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])
             if s > 0:
                 sigma = math.sqrt((1.0 - abar[s - 1]) / (1.0 - abar[s]) * betas[s])
-                z = draw()
+                z = draw(2 + n - 1 - s)  # the draw after network evaluation n - 1 - s
                 x = x + sigma * (z if colour is None else colour(z))
         wav = np.clip(x, -1.0, 1.0).astype(np.float32)
         return wav[0] if single else wav
+
+
+    # ------------------------------------------------------------------ streaming
+    def streaming_decoder(self, *, seed: Optional[int] = None,
+                          consistency: Optional[int] = None, lookahead: Optional[int] = None,
+                          block: Optional[int] = None) -> "OnnxStreamingDecoder":
+        """A decoder of one mel that arrives in pieces: ``push(frames)`` -> the audio that
+        became final, ``finish()`` -> the rest; together equal to :meth:`decode` of the
+        whole mel with the same ``seed`` (see :class:`OnnxStreamingDecoder`)."""
+        return OnnxStreamingDecoder(self, seed=seed, consistency=consistency,
+                                    lookahead=lookahead, block=block)
+
+    def stream(self, chunks, **options):
+        """Yield 1-D audio pieces as ``chunks`` of ``(n_mels, k)`` frames arrive
+        (``options`` as :meth:`streaming_decoder`)."""
+        decoder = self.streaming_decoder(**options)
+        for chunk in chunks:
+            piece = decoder.push(chunk)
+            if piece.size:
+                yield piece
+        piece = decoder.finish()
+        if piece.size:
+            yield piece
+
+
+class OnnxStreamingDecoder:
+    """The exported decode cut into stages (each Griffin-Lim projection of the start, each
+    network evaluation, each projection inside a step, each coloured draw), run by
+    ``streaming_core``'s scheduler as mel frames arrive, with positional noise: the
+    streamed audio equals :meth:`OnnxVocoder.decode` of the whole mel with the same seed,
+    to float rounding, for any chunking. ``lookahead`` (samples of mel beyond a sample
+    before it is final; default and maximum :attr:`lookahead_exact`) trades exactness for
+    latency; ``block`` (samples) makes each stage wait for that many new samples."""
+
+    def __init__(self, voc: OnnxVocoder, *, seed: Optional[int] = None,
+                 consistency: Optional[int] = None, lookahead: Optional[int] = None,
+                 block: Optional[int] = None) -> None:
+        meta = voc.meta
+        if "receptive_field" not in meta:
+            raise OnnxDecoderError("this folder was exported before streaming was supported; "
+                                   "export the model again with 'wavediff export --format onnx'")
+        if lookahead is not None and lookahead < 0:
+            raise OnnxDecoderError(f"lookahead must be >= 0 samples, got {lookahead}")
+        self.voc, self.audio = voc, voc.audio
+        self.hop, self.n_mels = self.audio["hop_length"], self.audio["n_mels"]
+        self.iters = meta["consistency"] if consistency is None else int(consistency)
+        self.noise = PositionalNoise(seed, 1)
+        self.frames = 0
+        self.pipeline = StagePipeline(self._build(), self.hop,
+                                      lambda xs: np.concatenate(xs, axis=-1),
+                                      lookahead=lookahead, block=block)
+
+    lookahead = property(lambda self: self.pipeline.lookahead)
+    lookahead_exact = property(lambda self: self.pipeline.lookahead_exact)
+
+    def _build(self) -> list:
+        meta, audio, hop = self.voc.meta, self.audio, self.hop
+        whole = lambda n: -(-int(n) // hop) * hop  # noqa: E731
+        r_proj = whole(audio["n_fft"])
+        prior = meta["prior"]
+        r_prior = r_proj if prior is not None and prior["kind"] == "specgrad" else 0
+        r_net = whole(meta["receptive_field"] + MEL_MARGIN_FRAMES * hop)
+        plan = meta["plan"]
+        betas, abar, steps = plan["betas"], plan["alpha_bars"], plan["network_steps"]
+        start_iters, iters = meta["start_iters"], self.iters
+        basis = self.voc.basis
+
+        def project(x, seg):
+            return Projector(audio, basis, None, magnitude=seg.magnitude)(x)
+
+        def colour(z, seg):
+            fn = self.voc._colour(seg.mel)
+            return z if fn is None else fn(z)
+
+        stages = []
+        for k in range(start_iters):
+            if k == 0:
+                stages.append(Stage("start projection 1", r_proj, lambda x, a, b, seg: project(
+                    self.noise.draw(GL_START, a, b), seg), source=True))
+            else:
+                stages.append(Stage(f"start projection {k + 1}", r_proj,
+                                    lambda x, a, b, seg: project(x, seg)))
+
+        def x_t(x, a, b, seg):
+            z = colour(self.noise.draw(X_T, a, b), seg)
+            if x is None:
+                return z
+            init = np.clip(x, -1.0, 1.0)
+            return math.sqrt(abar[-1]) * init + math.sqrt(1.0 - abar[-1]) * z
+        stages.append(Stage("x_T", r_prior, x_t, source=start_iters == 0))
+
+        n = len(betas)
+        for i in range(n):
+            s = n - 1 - i
+
+            def eps_of(x, seg, s=s):
+                conds = self.voc.conditioning.run(None, {"mel": seg.mel})[0]
+                t = np.full((x.shape[0],), steps[s], dtype=np.float32)
+                return self.voc.denoiser.run(None, {"x": x.astype(np.float32), "steps": t,
+                                                    "conds": conds})[0]
+
+            def update(x, eps, a, seg, s=s, i=i):
+                x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])
+                if s > 0:
+                    sigma = math.sqrt((1.0 - abar[s - 1]) / (1.0 - abar[s]) * betas[s])
+                    z = self.noise.draw(2 + i, a, a + x.shape[-1])
+                    x = x + sigma * colour(z, seg)
+                return x
+
+            reach_noise = r_prior if s > 0 else 0
+            if not iters:
+                stages.append(Stage(f"step {i + 1}", r_net + reach_noise,
+                                    lambda x, a, b, seg, eps_of=eps_of, update=update:
+                                    update(x, eps_of(x, seg), a, seg), network=True))
+                continue
+
+            def net(x, a, b, seg, s=s, eps_of=eps_of):  # rows: x, its clean estimate
+                x0 = (x - math.sqrt(1.0 - abar[s]) * eps_of(x, seg)) / math.sqrt(abar[s])
+                return np.concatenate([x, x0])
+            stages.append(Stage(f"step {i + 1} network", r_net, net, network=True))
+            for k in range(iters):
+                stages.append(Stage(f"step {i + 1} projection {k + 1}", r_proj,
+                                    lambda x, a, b, seg: np.concatenate(
+                                        [x[:1], project(x[1:], seg)])))
+
+            def after(x, a, b, seg, s=s, update=update):
+                eps = (x[:1] - math.sqrt(abar[s]) * x[1:]) / math.sqrt(1.0 - abar[s])
+                return update(x[:1], eps, a, seg)
+            stages.append(Stage(f"step {i + 1} update", reach_noise, after))
+        return stages
+
+    def push(self, frames) -> np.ndarray:
+        """Add mel frames ``(n_mels, k)``; returns the samples that became final (1-D)."""
+        mel = np.asarray(frames, dtype=np.float32)
+        if mel.ndim == 3 and mel.shape[0] == 1:
+            mel = mel[0]
+        if mel.ndim != 2 or mel.shape[0] != self.n_mels:
+            raise OnnxDecoderError(f"mel chunk of shape {mel.shape} after {self.frames} "
+                                   f"frames; expected ({self.n_mels}, frames)")
+        if not np.isfinite(mel).all():
+            raise OnnxDecoderError(f"mel chunk holds NaN or infinite values (after {self.frames} "
+                                   f"frames of the stream); fix the model that wrote it")
+        if self.pipeline.finished:
+            raise OnnxDecoderError("the stream has ended; start a new one")
+        if mel.shape[-1] == 0:
+            return np.zeros(0, dtype=np.float32)
+        mel = mel[None]
+        data = {"mel": mel}
+        if self.iters or self.voc.meta["start_iters"]:
+            data["magnitude"] = mel_to_magnitude(self.audio, self.voc.basis, mel)
+        self.frames += mel.shape[-1]
+        return self._audio(self.pipeline.add_frames(mel.shape[-1], **data))
+
+    def finish(self) -> np.ndarray:
+        """End the stream: the remaining samples (1-D)."""
+        return self._audio(self.pipeline.finish())
+
+    @staticmethod
+    def _audio(out) -> np.ndarray:
+        if out is None:
+            return np.zeros(0, dtype=np.float32)
+        return np.clip(out[0], -1.0, 1.0).astype(np.float32)
 
 
 def load_mel(path) -> np.ndarray:

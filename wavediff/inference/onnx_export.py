@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from wavediff.diffusion.prior import SHAPE_FLOOR, SHAPE_LIFTER
 from wavediff.errors import ConfigError, WavediffError
+from wavediff.inference.denoisers import receptive_field
 from wavediff.version import __version__
 
 OPSET = 17
@@ -84,6 +85,8 @@ def decoder_metadata(voc) -> dict:
         "consistency": int(voc.consistency_for(chosen, None)),
         "start_iters": int(d.start_iters),
         "model": dataclasses.asdict(config.model),
+        # samples each side one network evaluation sees (for streaming)
+        "receptive_field": int(receptive_field(voc.model)),
     }
 
 
@@ -133,8 +136,9 @@ def export_onnx(voc, outdir, *, opset: int = OPSET, frames: int = 8) -> Path:
         with open(target("filterbank.npy"), "wb") as f:  # a handle: np.save adds no suffix
             np.save(f, mel_filterbank(voc.config.audio).numpy(), allow_pickle=False)
         target("decoder.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        shutil.copyfile(Path(__file__).resolve().parents[1] / "onnx_decoder.py",
-                        target("decode_onnx.py"))
+        package = Path(__file__).resolve().parents[1]
+        shutil.copyfile(package / "onnx_decoder.py", target("decode_onnx.py"))
+        shutil.copyfile(package / "streaming_core.py", target("streaming_core.py"))
         for part, final in written:
             os.replace(part, final)
     finally:

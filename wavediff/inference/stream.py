@@ -35,8 +35,7 @@ its final sample, and the mel is kept from the earliest sample any stage still n
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -50,37 +49,7 @@ from wavediff.errors import ConfigError, MelError
 from wavediff.inference.decode import ConditionedDenoiser
 from wavediff.inference.denoisers import MEL_MARGIN_FRAMES, _StepCache, receptive_field
 from wavediff.inference.engine import Conditioning
-
-# (x segment (rows, L) or None for a stage that draws its own input, first sample of the
-#  segment, one past its last, the mel frames of the segment) -> output segment (rows, L)
-StageFn = Callable[[Optional[Tensor], int, int, "_Segment"], Tensor]
-
-
-@dataclass
-class _Segment:
-    """What a stage computes on: samples ``[a, b)``, their mel frames and magnitudes."""
-    a: int
-    b: int
-    mel: Tensor        # (1, n_mels, (b - a) / hop)
-    magnitude: Optional[Tensor]  # (1, n_fft // 2 + 1, frames), when a projection needs it
-
-
-class _Stage:
-    def __init__(self, name: str, reach: int, fn: StageFn, source: bool = False,
-                 network: bool = False) -> None:
-        self.name, self.reach, self.fn, self.source = name, reach, fn, source
-        self.network = network  # runs the network (keeps the conditioning cache alive)
-        self.right = reach  # lookahead used at the right edge (the reach unless limited)
-        self.done = 0  # output final up to this sample
-        self.buf: Optional[Tensor] = None  # input samples [buf_start, buf_start + len)
-        self.buf_start = 0
-
-    def feed(self, x: Tensor) -> None:
-        self.buf = x if self.buf is None else torch.cat([self.buf, x], dim=-1)
-
-    def need_from(self) -> int:
-        """The first input sample a later computation can need."""
-        return max(0, self.done - self.reach)
+from wavediff.streaming_core import Segment, Stage, StagePipeline
 
 
 class StreamingDecoder:
@@ -107,38 +76,44 @@ class StreamingDecoder:
         self.consistency = int(consistency)
         self.start_iters = 0 if chosen.sampler == GRIFFIN_LIM else int(cfg.diffusion.start_iters)
         self.draws = PositionalNoise.from_generator(generator, 1)
-        self.block = max(hop, int(block or hop))
         self.diffusion = runner.diffusion
         self._needs_magnitude = self.consistency > 0 or self.start_iters > 0
-        self.mel = torch.zeros(1, self.n_mels, 0)
-        self.magnitude: Optional[Tensor] = None
-        self.mel_start = 0  # frame index of self.mel's first frame
-        self.frames = 0  # frames received
-        self.finished = False
         self._steps: Optional[_StepCache] = None
         self._cond: Optional[Tensor] = None  # conditioning of frames [_cond_f0, _cond_f1)
         self._cond_f0 = self._cond_f1 = self._cond_off = 0  # _cond_off: f0's buffer frame
-        self.stages = self._build()
-        self.lookahead_exact = sum(s.reach for s in self.stages)
-        self.lookahead = self.lookahead_exact
-        if lookahead is not None:
-            self.set_lookahead(int(lookahead))
+        if lookahead is not None and lookahead < 0:
+            raise ConfigError(f"lookahead must be >= 0 samples, got {lookahead}")
+        self.pipeline = StagePipeline(self._build(), hop, lambda xs: torch.cat(xs, dim=-1),
+                                      lookahead=lookahead, block=block,
+                                      on_trim=self._trim_conditioning)
+
+    stages = property(lambda self: self.pipeline.stages)
+    lookahead = property(lambda self: self.pipeline.lookahead,
+                         doc="Samples of mel beyond a sample that must have arrived before "
+                             "it is final.")
+    lookahead_exact = property(lambda self: self.pipeline.lookahead_exact,
+                               doc="The lookahead for output equal to the whole decode.")
+    frames = property(lambda self: self.pipeline.frames, doc="Frames received.")
+    finished = property(lambda self: self.pipeline.finished)
+    mel = property(lambda self: self.pipeline.frame_data.get("mel"),
+                   doc="The mel frames kept (the earliest any stage can still need on).")
+    mel_start = property(lambda self: self.pipeline.frame_start)
 
     # ------------------------------------------------------------------ the stages
     def _whole_hops(self, samples: int) -> int:
         return -(-int(samples) // self.hop) * self.hop
 
-    def _build(self) -> list[_Stage]:
+    def _build(self) -> list[Stage]:
         cfg, hop = self.audio, self.hop
         # a projected sample comes from the frames that cover it, each from the samples it
         # covers: n_fft - 1 samples each way at most; likewise SpecGrad's filter
         r_proj = self._whole_hops(cfg.n_fft)
         prior = self.diffusion.prior
         r_prior = r_proj if type(prior).__name__ == "SpectralPrior" else 0
-        stages: list[_Stage] = []
+        stages: list[Stage] = []
         dtype = torch.float32
 
-        def project(x: Tensor, seg: _Segment) -> Tensor:
+        def project(x: Tensor, seg: Segment) -> Tensor:
             return SpectralProjector.from_magnitude(cfg, seg.magnitude)(x)
 
         def gl_source(x, a, b, seg):  # the start's noise, projected once
@@ -149,17 +124,17 @@ class StreamingDecoder:
             if self.consistency < 1:
                 raise ConfigError("Griffin-Lim decoding (steps=0, no network) needs at least "
                                   "one projection: set consistency to e.g. 32")
-            stages.append(_Stage("griffin-lim 1", r_proj, gl_source, source=True))
+            stages.append(Stage("griffin-lim 1", r_proj, gl_source, source=True))
             for k in range(1, self.consistency):
-                stages.append(_Stage(f"griffin-lim {k + 1}", r_proj,
+                stages.append(Stage(f"griffin-lim {k + 1}", r_proj,
                                      lambda x, a, b, seg: project(x, seg)))
             return stages
 
         for k in range(self.start_iters):  # Griffin-Lim's start
             if k == 0:
-                stages.append(_Stage("start projection 1", r_proj, gl_source, source=True))
+                stages.append(Stage("start projection 1", r_proj, gl_source, source=True))
             else:
-                stages.append(_Stage(f"start projection {k + 1}", r_proj,
+                stages.append(Stage(f"start projection {k + 1}", r_proj,
                                      lambda x, a, b, seg: project(x, seg)))
         abar_first = self.plan.alpha_bars[-1]
 
@@ -173,7 +148,7 @@ class StreamingDecoder:
             init = x.clamp(-1.0, 1.0)
             return math.sqrt(abar_first) * init + math.sqrt(1.0 - abar_first) * z
 
-        stages.append(_Stage("x_T", r_prior, x_t, source=self.start_iters == 0))
+        stages.append(Stage("x_T", r_prior, x_t, source=self.start_iters == 0))
         r_net = self._whole_hops(receptive_field(self._network()) + MEL_MARGIN_FRAMES * hop)
         n = len(self.plan.network_steps)
         for i in range(n):
@@ -195,22 +170,22 @@ class StreamingDecoder:
                         eps_of=eps_of):
                     y = step.update(x, eps_of(x, seg))
                     return add_noise(y, a, seg) if noisy else y
-                stages.append(_Stage(f"step {i + 1}", r_net + (r_prior if noisy else 0), net,
+                stages.append(Stage(f"step {i + 1}", r_net + (r_prior if noisy else 0), net,
                                      network=True))
                 continue
 
             def net(x, a, b, seg, step=step, eps_of=eps_of):  # rows: x, its clean estimate
                 return torch.cat([x, step.clean(x, eps_of(x, seg))])
-            stages.append(_Stage(f"step {i + 1} network", r_net, net, network=True))
+            stages.append(Stage(f"step {i + 1} network", r_net, net, network=True))
             for k in range(self.consistency):
                 def proj(x, a, b, seg):
                     return torch.cat([x[:1], project(x[1:], seg)])
-                stages.append(_Stage(f"step {i + 1} projection {k + 1}", r_proj, proj))
+                stages.append(Stage(f"step {i + 1} projection {k + 1}", r_proj, proj))
 
             def update(x, a, b, seg, step=step, noisy=noisy, add_noise=add_noise):
                 y = step.update(x[:1], x[1:], x0=x[1:])
                 return add_noise(y, a, seg) if noisy else y
-            stages.append(_Stage(f"step {i + 1} update", r_prior if noisy else 0, update))
+            stages.append(Stage(f"step {i + 1} update", r_prior if noisy else 0, update))
         return stages
 
     def _network(self):
@@ -218,7 +193,7 @@ class StreamingDecoder:
         return engine if engine is not None else self.runner.model
 
     # ------------------------------------------------------------------ the network
-    def _denoise(self, x: Tensor, t: Tensor, seg: _Segment) -> Tensor:
+    def _denoise(self, x: Tensor, t: Tensor, seg: Segment) -> Tensor:
         """The network's noise estimate on the segment: the fused engine with the
         conditioning of the stream's cache and step vectors computed once; the readable
         model (``engine="reference"``) on the segment's mel."""
@@ -282,23 +257,13 @@ class StreamingDecoder:
         exact lookahead: each stage's share in proportion to its reach."""
         if samples < 0:
             raise ConfigError(f"lookahead must be >= 0 samples, got {samples}")
-        samples = min(self._whole_hops(samples), self.lookahead_exact)
-        total = max(1, self.lookahead_exact)
-        left = samples
-        for s in self.stages:
-            s.right = min(s.reach, (s.reach * samples // total) // self.hop * self.hop)
-            left -= s.right
-        for s in self.stages:  # the rounding remainder, to the first stages that can take it
-            extra = min(left, s.reach - s.right)
-            s.right += extra
-            left -= extra
-        self.lookahead = sum(s.right for s in self.stages)
+        self.pipeline.set_lookahead(samples)
 
     # ------------------------------------------------------------------ streaming
     def push(self, frames) -> Tensor:
         """Add mel frames ``(n_mels, k)`` (or ``(1, n_mels, k)``); returns the samples that
         became final (1-D, float32, possibly empty)."""
-        if self.finished:
+        if self.pipeline.finished:
             raise MelError("the stream has ended (finish() was called); start a new one")
         mel = torch.as_tensor(frames, dtype=torch.float32)
         if mel.dim() == 3 and mel.shape[0] == 1:
@@ -316,75 +281,30 @@ class StreamingDecoder:
                            f"{self.frames + first} of the stream); fix the TTS output before "
                            f"vocoding")
         mel = mel.to(self.runner.device)[None]
-        self.mel = torch.cat([self.mel.to(mel.device), mel], dim=-1)
+        data = {"mel": mel}
         if self._needs_magnitude:  # frames are solved independently: once, as they come
-            mag = mel_to_magnitude(self.audio, mel)
-            self.magnitude = mag if self.magnitude is None else torch.cat([self.magnitude, mag],
-                                                                         dim=-1)
-        self.frames += mel.shape[-1]
-        return self._advance()
+            data["magnitude"] = mel_to_magnitude(self.audio, mel)
+        with torch.inference_mode():
+            return self._audio(self.pipeline.add_frames(mel.shape[-1], **data))
 
     def finish(self) -> Tensor:
         """End the stream: the remaining samples (1-D)."""
-        if self.finished:
-            return torch.zeros(0)
-        self.finished = True
-        return self._advance()
-
-    def _segment(self, a: int, b: int) -> _Segment:
-        f0, f1 = a // self.hop - self.mel_start, b // self.hop - self.mel_start
-        mag = None if self.magnitude is None else self.magnitude[..., f0:f1]
-        return _Segment(a, b, self.mel[..., f0:f1], mag)
-
-    def _advance(self) -> Tensor:
-        in_hi = self.frames * self.hop
-        out: Optional[Tensor] = None
         with torch.inference_mode():
-            for k, stage in enumerate(self.stages):
-                out = self._run(stage, in_hi)  # the last stage's is the audio
-                if out is not None and k + 1 < len(self.stages):
-                    self.stages[k + 1].feed(out)
-                in_hi = stage.done
-            self._trim()
+            return self._audio(self.pipeline.finish())
+
+    @staticmethod
+    def _audio(out: Optional[Tensor]) -> Tensor:
         if out is None:
             return torch.zeros(0)
         return out[0].clamp(-1.0, 1.0).float().cpu()
 
-    def _run(self, stage: _Stage, in_hi: int) -> Optional[Tensor]:
-        final = self.finished
-        target = in_hi if final else max(0, in_hi - stage.right)
-        if target <= stage.done or (not final and target - stage.done < self.block):
-            return None
-        a = stage.need_from()
-        b = in_hi if final else min(in_hi, target + stage.reach)
-        x = None
-        if not stage.source:
-            x = stage.buf[:, a - stage.buf_start:b - stage.buf_start]
-        y = stage.fn(x, a, b, self._segment(a, b))
-        new = y[:, stage.done - a:target - a]
-        stage.done = target
-        return new
-
-    def _trim(self) -> None:
-        keep_from = self.frames * self.hop
-        for s in self.stages:
-            start = s.need_from()
-            if s.buf is not None and start > s.buf_start:
-                s.buf = s.buf[:, start - s.buf_start:]
-                s.buf_start = start
-            keep_from = min(keep_from, start)
-        if self._cond is not None:  # the network stages' conditioning, from their need
-            need = min((s.need_from() for s in self.stages if s.network), default=None)
-            if need is not None and need // self.hop > self._cond_f0:
-                cut = min(need // self.hop, self._cond_f1) - self._cond_f0
-                self._cond_off += cut
-                self._cond_f0 += cut
-        drop = keep_from // self.hop - self.mel_start
-        if drop > 0:
-            self.mel = self.mel[..., drop:]
-            if self.magnitude is not None:
-                self.magnitude = self.magnitude[..., drop:]
-            self.mel_start += drop
+    def _trim_conditioning(self, pipeline: StagePipeline) -> None:
+        """Drop the kept conditioning no network stage can need any more."""
+        need = pipeline.network_need_from()
+        if self._cond is not None and need is not None and need // self.hop > self._cond_f0:
+            cut = min(need // self.hop, self._cond_f1) - self._cond_f0
+            self._cond_off += cut
+            self._cond_f0 += cut
 
 
 def stream_chunks(decoder: StreamingDecoder, chunks: Iterable) -> Iterator[Tensor]:
