@@ -144,8 +144,27 @@ def test_bad_chunks_stop_the_stream_and_keep_what_was_yielded():
     assert sum(p.numel() for p in got) > 0
     with pytest.raises(MelError, match="shape \\(64, 5\\) after 30 frames.*n_mels"):
         list(voc.stream([mel[:, :30], torch.zeros(64, 5)], seed=0))
-    with pytest.raises(ConfigError, match="own convention"):
-        voc.streaming_decoder(input_preset="espnet")
+    with pytest.raises(ConfigError, match="cannot be detected"):
+        voc.streaming_decoder(input_preset="auto")
+
+
+@pytest.mark.parametrize("model_preset, input_preset", [
+    ("hifigan", "tacotron2"),   # half a hop off: one frame held back, one frame fewer
+    ("hifigan", "espnet"),      # another filterbank and log base, and the grid
+    ("tacotron2", "hifigan"),   # the other way: one frame more at the end
+])
+def test_other_conventions_stream_as_the_whole_file_converts(model_preset, input_preset):
+    from wavediff.audio.presets import get_preset
+    from wavediff.audio.mel import MelSpectrogram
+
+    voc = _vocoder(model_preset, {"consistency_iters": 1})
+    wav = torch.sin(torch.arange(40 * 256) * 0.05)[None] * 0.3
+    mel = MelSpectrogram(get_preset(input_preset))(wav)[0]  # written by the other system
+    whole = voc.decode(mel, seed=7, input_preset=input_preset)
+    got = _streamed(voc, _chunks(mel, _random_sizes(mel.shape[-1], 1)),
+                    input_preset=input_preset)
+    assert got.shape == whole.shape
+    torch.testing.assert_close(got, whole, atol=ATOL, rtol=0)
 
 
 def test_positional_noise_is_the_same_however_it_is_cut():
@@ -196,6 +215,15 @@ def test_the_stream_command_writes_what_the_whole_decode_gives(tmp_path):
     assert r.returncode == 1 and err[-1].startswith("error: mel chunk holds 1 NaN/Inf"), err
     assert "kept in" in err[-1] and not (tmp_path / "bad.wav").exists()
     assert sf.info(str(tmp_path / "bad.partial.wav")).frames > 0
+    # another system's convention, converted piece by piece
+    from wavediff.audio.mel import MelSpectrogram
+    from wavediff.audio.presets import get_preset
+
+    taco = MelSpectrogram(get_preset("tacotron2"))(torch.sin(torch.arange(30 * 256) * 0.05)[None])[0]
+    r = stream("--input-preset", "tacotron2", data=taco.numpy().T.astype("<f4").tobytes())
+    assert r.returncode == 0, r.stderr.decode()
+    expected = voc.decode(taco, seed=3, input_preset="tacotron2").numpy()
+    np.testing.assert_allclose(np.frombuffer(r.stdout, dtype="<f4"), expected, atol=ATOL, rtol=0)
     # a torn last frame, and no frames at all
     r = stream(data=raw[:-6])
     assert r.returncode == 1 and b"ended inside a frame" in r.stderr

@@ -215,8 +215,8 @@ class Vocoder:
                generator: Optional[torch.Generator] = None,
                schedule: Union[None, str, Sequence[float]] = None,
                consistency: Optional[int] = None, input_preset: InputPreset = None,
-               lookahead: Optional[int] = None, block: Optional[int] = None,
-               ) -> Iterator[Tensor]:
+               stats: Optional[object] = None, lookahead: Optional[int] = None,
+               block: Optional[int] = None) -> Iterator[Tensor]:
         """Decode a mel that arrives in pieces: ``chunks`` yields ``(n_mels, k)`` frames
         (any ``k``, 0 included) as a TTS model makes them; yields 1-D float32 audio pieces
         as soon as they are final. Their concatenation equals :meth:`decode` of the whole
@@ -224,14 +224,17 @@ class Vocoder:
         (:mod:`wavediff.inference.stream`). ``lookahead``: samples of mel that must have
         arrived beyond a sample before it is yielded (default: the exact lookahead,
         :meth:`streaming_decoder`'s ``.lookahead``; less trades exactness for latency).
-        The mel must be in the model's own convention (``input_preset`` None or its
-        preset): conversions that need the whole file are not streamed.
+        ``input_preset``: None (the default) for the model's own convention, or the
+        convention's name (``"tacotron2"``, ``"espnet"``, ...; ``stats`` for normalised
+        features): each piece is converted as the whole file would be (a frame held back
+        where the frame grids differ by half a hop). ``"auto"`` is refused: detection
+        needs the whole file.
         A bad chunk (NaN/Inf, wrong n_mels) raises :class:`~wavediff.errors.MelError`
         after the audio already yielded."""
         decoder = self.streaming_decoder(steps=steps, sampler=sampler, seed=seed,
                                          generator=generator, schedule=schedule,
                                          consistency=consistency, input_preset=input_preset,
-                                         lookahead=lookahead, block=block)
+                                         stats=stats, lookahead=lookahead, block=block)
         return stream_chunks(decoder, chunks)
 
     def streaming_decoder(self, *, steps: Optional[int] = None, sampler: Optional[str] = None,
@@ -239,23 +242,30 @@ class Vocoder:
                           generator: Optional[torch.Generator] = None,
                           schedule: Union[None, str, Sequence[float]] = None,
                           consistency: Optional[int] = None,
-                          input_preset: InputPreset = None, lookahead: Optional[int] = None,
+                          input_preset: InputPreset = None, stats: Optional[object] = None,
+                          lookahead: Optional[int] = None,
                           block: Optional[int] = None) -> StreamingDecoder:
         """The :class:`~wavediff.inference.stream.StreamingDecoder` :meth:`stream` feeds
         (``push(frames) -> audio``, ``finish() -> audio``, ``lookahead`` in samples)."""
-        if input_preset is not None:
-            name = input_preset if isinstance(input_preset, str) else getattr(
-                input_preset, "preset", None)
-            if input_preset != self.preset and name != self.preset.preset:
-                raise ConfigError(
-                    f"streaming takes mels in the model's own convention "
-                    f"({self.preset.preset}); convert the {name or input_preset} mels first "
-                    f"(wavediff.audio.convert) or decode whole files")
+        converter = None
+        if input_preset == "auto":
+            raise ConfigError("a stream's mel convention cannot be detected from its first "
+                              "frames; name it (input_preset='tacotron2', --input-preset), or "
+                              "None for the model's own")
+        if input_preset is not None or stats is not None:
+            from wavediff.audio.convert import MelConverter
+            from wavediff.audio.prepare import stats_arg
+
+            source = self.preset if input_preset is None else input_preset
+            conv = MelConverter(source, self.preset, source_stats=stats_arg(stats))
+            if conv.kind != "identity":
+                converter = conv.streaming()
         chosen = self.plan(sampler, steps, schedule)
         generator = self._generator(seed, generator)
         return StreamingDecoder(self.runner, chosen,
                                 consistency=self.consistency_for(chosen, consistency),
-                                generator=generator, lookahead=lookahead, block=block)
+                                generator=generator, lookahead=lookahead, block=block,
+                                converter=converter)
 
     def _generator(self, seed: Optional[int],
                    generator: Optional[torch.Generator]) -> torch.Generator:

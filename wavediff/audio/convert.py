@@ -123,13 +123,18 @@ class MelConverter:
             raise MelError(f"expected a {s.preset} mel of shape ({s.n_mels}, T), got {x.shape}")
         if self.kind == "identity":
             return x.astype(np.float32)
+        return self._finish_frames(self._fix_frames(self._frame_values(x)))
+
+    def _frame_values(self, x: np.ndarray) -> np.ndarray:
+        """Every frame's values in the target convention, on the source's frame grid."""
         if self.source_stats is not None:
             x = x * self.source_stats[1][:, None] + self.source_stats[0][:, None]
         if self.filterbank_same:
-            y = self._convert_values(x)
-        else:
-            y = self._convert_spectrum(x)
-        y = self._fix_frames(y)
+            return self._convert_values(x)
+        return self._convert_spectrum(x)
+
+    def _finish_frames(self, y: np.ndarray) -> np.ndarray:
+        """The target's per-bin statistics applied, float32."""
         if self.target_stats is not None:
             y = (y - self.target_stats[0][:, None]) / self.target_stats[1][:, None]
         return y.astype(np.float32)
@@ -199,6 +204,10 @@ class MelConverter:
             return 0.5 * (y[:, :-1] + y[:, 1:])
         return np.concatenate([y[:, :1], 0.5 * (y[:, :-1] + y[:, 1:]), y[:, -1:]], axis=1)
 
+    def streaming(self) -> "StreamingConverter":
+        """A converter of one mel that arrives in pieces (see :class:`StreamingConverter`)."""
+        return StreamingConverter(self)
+
     # ------------------------------------------------------------------ reporting
     def expected_error(self) -> ErrorStats:
         """Errors against the target's own mel, measured on a speech-like reference clip.
@@ -261,3 +270,57 @@ def check_stats(stats: Optional[Stats], cfg: MelConfig, what: str) -> Optional[S
     if (scale <= 0).any():
         raise MelError(f"{what} stats hold non-positive scales; check --stats")
     return mean, scale
+
+
+class StreamingConverter:
+    """Converts a mel that arrives in pieces to exactly what :class:`MelConverter` makes of
+    the whole: values frame by frame; where the frame grids differ by half a hop, each
+    target frame is the mean of two source frames, so the last source frame of a piece is
+    held back until the next piece (or :meth:`finish`) pairs it.
+
+    ``push(chunk)`` ``(n_mels_src, k)`` -> the target frames now complete
+    ``(n_mels_dst, k')``; ``finish()`` -> the last ones.
+    """
+
+    def __init__(self, converter: MelConverter) -> None:
+        self.converter = converter
+        self.held: Optional[np.ndarray] = None  # the last source frame, converted values
+        self.frames = 0
+        self.n_out = converter.target.n_mels
+
+    def push(self, chunk: Any) -> np.ndarray:
+        conv = self.converter
+        x = as_float64(chunk)
+        if x.ndim != 2 or x.shape[0] != conv.source.n_mels:
+            raise MelError(f"expected a {conv.source.preset} mel of shape "
+                           f"({conv.source.n_mels}, T), got {x.shape}")
+        if x.shape[1] == 0:
+            return np.zeros((self.n_out, 0), np.float32)
+        if conv.kind == "identity":
+            return x.astype(np.float32)
+        y = conv._frame_values(x)
+        first = self.frames == 0
+        self.frames += y.shape[1]
+        s, t = conv.source, conv.target
+        if s.padding == t.padding:
+            return conv._finish_frames(y)
+        ext = y if self.held is None else np.concatenate([self.held, y], axis=1)
+        self.held = ext[:, -1:]
+        means = 0.5 * (ext[:, :-1] + ext[:, 1:])
+        if s.padding != "center" and first:  # the first target frame is the first frame
+            means = np.concatenate([ext[:, :1], means], axis=1)
+        return conv._finish_frames(means)
+
+    def finish(self) -> np.ndarray:
+        """The frames held back: the last target frame, where the grid gives one more."""
+        conv = self.converter
+        s, t = conv.source, conv.target
+        if s.padding == t.padding or conv.kind == "identity":
+            return np.zeros((self.n_out, 0), np.float32)
+        if s.padding == "center":
+            if self.frames == 1:
+                raise MelError(f"a {s.preset} mel of 1 frame is too short to convert")
+            return np.zeros((self.n_out, 0), np.float32)
+        if self.held is None:
+            return np.zeros((self.n_out, 0), np.float32)
+        return conv._finish_frames(self.held)

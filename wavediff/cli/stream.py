@@ -2,7 +2,8 @@
 being written) and write each piece of audio as soon as it is final.
 
 Input framing: raw little-endian float32, frame after frame, each frame the model's
-n_mels values (80 for the shipped model) in the model's own mel convention, i.e. a
+n_mels values (80 for the shipped model) in the model's own mel convention (or another
+system's, named with --input-preset: converted piece by piece), i.e. a
 (frames, n_mels) C-order array written row by row (numpy: mel.T.astype('<f4').tobytes()
 for a (n_mels, frames) mel). Frames may arrive in any pieces; the stream ends at end of
 input (with --follow: when FILE.done exists, or after --idle-timeout seconds without new
@@ -31,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
+
+from wavediff.audio.presets import PRESET_NAMES
 
 log = logging.getLogger("wavediff.stream")
 
@@ -64,6 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-frames", type=int, default=None, metavar="N",
                    help="each stage computes at least N frames at a time (default 1: "
                         "lowest latency; more: less recomputation, higher throughput)")
+    p.add_argument("--input-preset", choices=PRESET_NAMES, default=None,
+                   help="the convention of the frames (default: the model's own); each piece "
+                        "is converted as the whole file would be")
+    p.add_argument("--stats", default=None,
+                   help="stats.h5/.npy of per-bin normalised features (ESPnet)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--device", default="cpu")
 
@@ -103,6 +111,7 @@ def _frames(stream: BinaryIO, n_mels: int, per_read: int, follow: Optional[Path]
 def run(args: argparse.Namespace) -> int:
     import soundfile as sf
 
+    from wavediff.audio.presets import get_preset
     from wavediff.errors import WavediffError
     from wavediff.vocoder import Vocoder
 
@@ -127,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
                  else int(round(args.lookahead_ms / 1000 * sr)))
     dec = voc.streaming_decoder(steps=args.steps, sampler=args.sampler, seed=args.seed,
                                 schedule=args.schedule, consistency=args.consistency,
+                                input_preset=args.input_preset, stats=args.stats,
                                 lookahead=lookahead,
                                 block=None if args.block_frames is None
                                 else args.block_frames * hop)
@@ -161,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         try:
-            for block in _frames(source, voc.n_mels, args.read_frames,
+            n_mels = (voc.n_mels if args.input_preset is None
+                      else get_preset(args.input_preset).n_mels)
+            for block in _frames(source, n_mels, args.read_frames,
                                  None if not args.follow else Path(args.input),
                                  args.idle_timeout):
                 frames_in += block.shape[-1]

@@ -68,8 +68,10 @@ class StreamingDecoder:
 
     def __init__(self, runner, chosen: SamplingPlan, *, consistency: int,
                  generator: Optional[torch.Generator], lookahead: Optional[int] = None,
-                 block: Optional[int] = None) -> None:
+                 block: Optional[int] = None, converter=None) -> None:
         cfg = runner.config
+        self.converter = converter  # a StreamingConverter from the input's convention
+        self.received = 0  # frames received (in the input's convention)
         self.runner, self.plan, self.audio = runner, chosen, cfg.audio
         self.hop = hop = cfg.audio.hop_length
         self.n_mels = cfg.audio.n_mels
@@ -268,18 +270,28 @@ class StreamingDecoder:
         mel = torch.as_tensor(frames, dtype=torch.float32)
         if mel.dim() == 3 and mel.shape[0] == 1:
             mel = mel[0]
-        if mel.dim() != 2 or mel.shape[0] != self.n_mels:
-            raise MelError(f"mel chunk of shape {tuple(mel.shape)} after {self.frames} frames; "
-                           f"the model takes ({self.n_mels}, frames) chunks in its own "
-                           f"convention ({self.audio.preset}): check the TTS system's n_mels")
+        source = self.audio if self.converter is None else self.converter.converter.source
+        if mel.dim() != 2 or mel.shape[0] != source.n_mels:
+            raise MelError(f"mel chunk of shape {tuple(mel.shape)} after {self.received} "
+                           f"frames; the stream takes ({source.n_mels}, frames) chunks of "
+                           f"{source.preset} mels: check the TTS system's n_mels")
         if mel.shape[-1] == 0:
             return torch.zeros(0)
         bad = ~torch.isfinite(mel)
         if bool(bad.any()):
             first = int(bad.any(dim=0).nonzero()[0, 0])
             raise MelError(f"mel chunk holds {int(bad.sum())} NaN/Inf values (first at frame "
-                           f"{self.frames + first} of the stream); fix the TTS output before "
+                           f"{self.received + first} of the stream); fix the TTS output before "
                            f"vocoding")
+        self.received += mel.shape[-1]
+        if self.converter is not None:
+            mel = torch.from_numpy(self.converter.push(mel.cpu().numpy()))
+        return self._add(mel)
+
+    def _add(self, mel: Tensor) -> Tensor:
+        """Frames in the model's convention into the pipeline; the audio now final."""
+        if mel.shape[-1] == 0:
+            return torch.zeros(0)
         mel = mel.to(self.runner.device)[None]
         data = {"mel": mel}
         if self._needs_magnitude:  # frames are solved independently: once, as they come
@@ -289,8 +301,13 @@ class StreamingDecoder:
 
     def finish(self) -> Tensor:
         """End the stream: the remaining samples (1-D)."""
+        if self.pipeline.finished:
+            return torch.zeros(0)
+        head = torch.zeros(0)
+        if self.converter is not None:  # the frames a differing grid held back
+            head = self._add(torch.from_numpy(self.converter.finish()))
         with torch.inference_mode():
-            return self._audio(self.pipeline.finish())
+            return torch.cat([head, self._audio(self.pipeline.finish())])
 
     @staticmethod
     def _audio(out: Optional[Tensor]) -> Tensor:
