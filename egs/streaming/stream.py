@@ -3,6 +3,7 @@ audio as they come, and each piece is written (or played) as soon as it is final
 
     python egs/streaming/stream.py [--checkpoint joe] [--mel MEL.npy] [--out out.wav]
         [--chunk-frames 10] [--frames-per-second 200] [--lookahead-ms MS] [--play]
+        [--precision auto]
 
 The producer stands in for an acoustic model: it yields --chunk-frames frames at a time at
 --frames-per-second (0: as fast as possible) from MEL.npy, or from the mel of the demo
@@ -32,9 +33,11 @@ p.add_argument("--chunk-frames", type=int, default=10)
 p.add_argument("--frames-per-second", type=float, default=200.0)
 p.add_argument("--lookahead-ms", type=float, default=None)
 p.add_argument("--play", action="store_true")
+p.add_argument("--precision", default="auto", help="auto, fp32, bf16 (bf16: equal to the whole "
+               "decode to bf16 rounding only)")
 args = p.parse_args()
 
-vocoder = Vocoder.from_pretrained(args.checkpoint)
+vocoder = Vocoder.from_pretrained(args.checkpoint, precision=args.precision)
 if args.mel:
     mel = np.load(args.mel).astype(np.float32)
 else:  # the demo recording's mel, as a TTS model would have made it
