@@ -15,6 +15,9 @@ Reported for each case:
   runs in a fresh subprocess);
 * max |streamed - whole|, and the log-mel L1 between them (for shortened lookaheads).
 
+The exported ONNX decoder (onnxruntime + numpy, `wavediff export --format onnx`) is
+measured the same way, whole and streamed, against its own whole decode.
+
     python benchmarks/streaming.py --wav-scp recipes/joe/data/dev/wav.scp \\
         --out benchmarks/results/streaming-<machine>.json
 """
@@ -70,6 +73,8 @@ def case(args) -> dict:
     base = rss_mb()
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"case": args.case, "seconds": seconds, "precision": voc.precision}
+    if args.case.startswith("onnx"):
+        return onnx_case(args, voc, mel, seconds, out)
     if args.case == "whole":
         t = time.perf_counter()
         wav = voc.decode(mel, seed=0, input_preset=None)
@@ -109,6 +114,53 @@ def case(args) -> dict:
     return out
 
 
+def onnx_case(args, voc, mel, seconds: float, out: dict) -> dict:
+    """The exported decoder (onnxruntime + numpy): whole, or streamed and compared with
+    its own whole decode of the same seed."""
+    import numpy as np
+
+    from wavediff.inference.onnx_export import export_onnx
+    from wavediff.onnx_decoder import OnnxVocoder
+
+    folder = args.tmp / "onnx"
+    if not folder.exists():
+        export_onnx(voc, folder)
+    onnx = OnnxVocoder(folder, threads=args.threads)
+    mel = mel.numpy()
+    onnx.decode(mel[:, :50], seed=0)  # warm-up
+    base = rss_mb()
+    if args.case == "onnx whole":
+        t = time.perf_counter()
+        wav = onnx.decode(mel, seed=0)
+        out["wall"] = time.perf_counter() - t
+        np.save(args.tmp / "onnx_whole.npy", wav)
+    else:
+        dec = onnx.streaming_decoder(seed=0)
+        out["lookahead_s"] = out["lookahead_exact_s"] = dec.lookahead / voc.sample_rate
+        pieces, calls, first_total, k = [], [], None, args.chunk_frames
+        t0 = time.perf_counter()
+        for i in range(0, mel.shape[-1] + k, k):
+            t = time.perf_counter()
+            piece = dec.push(mel[:, i:i + k]) if i < mel.shape[-1] else dec.finish()
+            if piece.size:
+                calls.append(time.perf_counter() - t)
+                pieces.append(piece)
+                if first_total is None:
+                    first_total = time.perf_counter() - t0
+        out["wall"] = time.perf_counter() - t0
+        out["first_push_s"], out["first_total_s"] = calls[0], first_total
+        out["piece_median_s"] = statistics.median(calls[1:-1] or calls)
+        out["piece_max_s"] = max(calls[1:-1] or calls)
+        wav = np.concatenate(pieces)
+        whole = np.load(args.tmp / "onnx_whole.npy")
+        out["max_abs_diff"] = float(np.abs(wav - whole).max())
+        fn = voc.mel
+        out["log_mel_l1_to_whole"] = float((fn(wav) - fn(whole)).abs().mean())
+    out["rtf"] = out["wall"] / seconds
+    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    return out
+
+
 CASES = [  # name, extra options
     ("whole", []),
     ("stream", []),
@@ -116,6 +168,8 @@ CASES = [  # name, extra options
     ("stream, block 64 frames", ["--block-frames", "64"]),
     ("stream, lookahead 500 ms", ["--lookahead-ms", "500"]),
     ("stream, lookahead 250 ms, block 16", ["--lookahead-ms", "250", "--block-frames", "16"]),
+    ("onnx whole", []),
+    ("onnx stream", []),
 ]
 
 
@@ -153,7 +207,8 @@ def main() -> None:
     runs += [(f"{name}, {args.short_seconds:g} s utterance", opts, args.short_seconds)
              for name, opts in CASES[:2]]
     for name, opts, seconds in runs:
-        r = subprocess.run([sys.executable, __file__, "--case", name.split(",")[0],
+        case_name = name.split(",")[0]
+        r = subprocess.run([sys.executable, __file__, "--case", case_name,
                             "--seconds", str(seconds), *common, *opts],
                            capture_output=True, text=True)
         if r.returncode != 0:
@@ -170,7 +225,7 @@ def main() -> None:
           "| log-mel L1 to whole |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        if r["case"] == "whole":
+        if r["case"] in ("whole", "onnx whole"):
             print(f"| {r['name']} ({r['seconds']:.0f} s) | – | – | – | – | {r['rtf']:.2f} | "
                   f"{r['peak_mb']:.0f} | – | – |")
         else:
