@@ -48,8 +48,8 @@ def _random_sizes(frames: int, seed: int) -> list[int]:
     return sizes
 
 
-def _streamed(voc: Vocoder, chunks, **kw) -> torch.Tensor:
-    pieces = list(voc.stream(chunks, seed=7, **kw))
+def _streamed(voc: Vocoder, chunks, seed: int = 7, **kw) -> torch.Tensor:
+    pieces = list(voc.stream(chunks, seed=seed, **kw))
     assert all(p.dim() == 1 and p.numel() > 0 for p in pieces)
     return torch.cat(pieces)
 
@@ -276,3 +276,12 @@ def test_streams_shorter_than_the_lookahead_and_a_stream_without_frames():
     assert dec.finish().numel() == 0 and dec.finish().numel() == 0
     with pytest.raises(MelError, match="has ended"):
         dec.push(_mel(2))
+
+
+def test_the_readable_model_streams_as_it_decodes():
+    fused = _vocoder("hifigan", {"consistency_iters": 1}, subbands=2)
+    voc = Vocoder(fused.model, fused.config, engine="reference", precision="fp32")
+    mel = _mel(40, seed=9)
+    whole = voc.decode(mel, seed=2, input_preset=None)
+    got = _streamed(voc, _chunks(mel, _random_sizes(40, 9)), seed=2)
+    torch.testing.assert_close(got, whole, atol=ATOL, rtol=0)
