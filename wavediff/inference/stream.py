@@ -42,6 +42,7 @@ from torch import Tensor
 
 from wavediff.audio.phase import SpectralProjector, mel_to_magnitude
 from wavediff.diffusion.noise import GL_START, X_T, PositionalNoise, step_stream
+from wavediff.diffusion.prior import SpectralPrior
 from wavediff.diffusion.process import step_dtype
 from wavediff.diffusion.samplers import ChainStep
 from wavediff.diffusion.schedule import GRIFFIN_LIM, SamplingPlan
@@ -111,7 +112,7 @@ class StreamingDecoder:
         # covers: n_fft - 1 samples each way at most; likewise SpecGrad's filter
         r_proj = self._whole_hops(cfg.n_fft)
         prior = self.diffusion.prior
-        r_prior = r_proj if type(prior).__name__ == "SpectralPrior" else 0
+        r_prior = r_proj if isinstance(prior, SpectralPrior) else 0  # PriorGrad's: pointwise
         stages: list[Stage] = []
         dtype = torch.float32
 
