@@ -285,3 +285,23 @@ def test_the_readable_model_streams_as_it_decodes():
     whole = voc.decode(mel, seed=2, input_preset=None)
     got = _streamed(voc, _chunks(mel, _random_sizes(40, 9)), seed=2)
     torch.testing.assert_close(got, whole, atol=ATOL, rtol=0)
+
+
+def test_the_stream_command_says_when_the_disk_is_full(tmp_path, monkeypatch, capsys):
+    import soundfile as sf
+
+    from wavediff.cli.main import main
+
+    voc = _vocoder()
+    folder = voc.save_pretrained(tmp_path / "model")
+    (tmp_path / "mel.f32").write_bytes(_mel(40).numpy().T.astype("<f4").tobytes())
+
+    def full(self, data):
+        raise RuntimeError("No space left on device")
+
+    monkeypatch.setattr(sf.SoundFile, "write", full)
+    rc = main(["stream", "--checkpoint", str(folder), "--input", str(tmp_path / "mel.f32"),
+               "--output", str(tmp_path / "out.wav"), "--lookahead-ms", "0", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err[-1].startswith("error: cannot write") and "free some space" in err[-1]
+    assert not (tmp_path / "out.wav").exists() and not (tmp_path / "out.partial.wav").exists()

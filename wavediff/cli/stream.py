@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from wavediff.audio.presets import get_preset
+    from wavediff.cli.common import check_output_file
     from wavediff.errors import WavediffError
     from wavediff.vocoder import Vocoder
 
@@ -129,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
                             f"on standard output")
     if args.follow and args.input == "-":
         raise WavediffError("--follow reads a growing file: give it with --input FILE")
+    if not to_stdout:
+        check_output_file(args.output, "--output")
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # fail early
     voc = Vocoder.from_pretrained(args.checkpoint or "joe", device=args.device,
                                   precision=args.precision)
     sr, hop = voc.sample_rate, voc.hop_length
@@ -145,7 +150,6 @@ def run(args: argparse.Namespace) -> int:
              dec.lookahead, 1000 * dec.lookahead / sr,
              "" if dec.lookahead == dec.lookahead_exact
              else f"; exact: {1000 * dec.lookahead_exact / sr:.0f} ms", len(dec.stages))
-    source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
     out_path = None if to_stdout else Path(args.output)
     partial = None if out_path is None else out_path.with_name(out_path.stem + ".partial.wav")
     sink = sys.stdout.buffer if to_stdout else sf.SoundFile(
@@ -161,7 +165,11 @@ def run(args: argparse.Namespace) -> int:
             sink.write(pcm.tobytes())
             sink.flush()
         else:
-            sink.write(pcm)
+            try:
+                sink.write(pcm)
+            except (RuntimeError, sf.SoundFileError) as e:  # libsndfile: full disk, I/O
+                raise WavediffError(f"cannot write {partial} ({e}); free some space or "
+                                    f"choose another --output") from None
         written += pcm.size
         if first is None:
             first = time.perf_counter() - t0
