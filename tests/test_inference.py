@@ -93,6 +93,23 @@ def test_engine_matches_the_reference_network(block_size, model_kw):
     torch.testing.assert_close(lazy, expected, atol=EPS_TOL * scale, rtol=0)
 
 
+@pytest.mark.parametrize("model_kw", [{}, {"subbands": 8}])
+def test_engine_computes_only_what_a_kept_range_needs(model_kw):
+    model = random_model(**model_kw)
+    mel = random_mel(1, 40)
+    x = torch.randn(1, 40 * HOP, generator=torch.Generator().manual_seed(2))
+    engine = InferenceEngine(model, block_size=64, threads=2)
+    sb, cond = engine.step_bias(torch.tensor([5.0])), engine.conditioning(mel)
+    whole = engine.denoise(x, sb, cond)
+    scale = float(whole.abs().max())
+    for lo, hi in ((0, 8), (2048, 2560), (5000, 40 * HOP)):
+        got = engine.denoise(x, sb, cond, keep=(lo, hi))
+        torch.testing.assert_close(got[:, lo:hi], whole[:, lo:hi], atol=EPS_TOL * scale, rtol=0)
+    # the cone is narrower than the whole: far from the kept range nothing was computed
+    got = engine.denoise(x, sb, cond, keep=(2048, 2560))
+    assert not torch.allclose(got[:, :256], whole[:, :256], atol=1e-3 * scale)
+
+
 def test_engine_matches_diffwave_base():
     """The BASE architecture (30 layers, 64 channels, dilations up to 512), 40 frames."""
     torch.manual_seed(0)

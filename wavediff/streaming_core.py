@@ -27,10 +27,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 class Segment:
     """What a stage computes on: samples ``[a, b)`` and the per-frame data of their frames
-    (``data[name]``: ``(..., frames)`` slices)."""
+    (``data[name]``: ``(..., frames)`` slices); of its output only ``[lo, hi)`` is kept
+    (a stage may compute only what that needs)."""
 
-    def __init__(self, a: int, b: int, data: Dict[str, Any]) -> None:
+    def __init__(self, a: int, b: int, data: Dict[str, Any], lo: Optional[int] = None,
+                 hi: Optional[int] = None) -> None:
         self.a, self.b, self.data = a, b, data
+        self.lo = a if lo is None else lo
+        self.hi = b if hi is None else hi
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -133,9 +137,10 @@ class StagePipeline:
         self.finished = True
         return self.advance()
 
-    def segment(self, a: int, b: int) -> Segment:
+    def segment(self, a: int, b: int, lo: Optional[int] = None,
+                hi: Optional[int] = None) -> Segment:
         f0, f1 = a // self.hop - self.frame_start, b // self.hop - self.frame_start
-        return Segment(a, b, {k: v[..., f0:f1] for k, v in self.frame_data.items()})
+        return Segment(a, b, {k: v[..., f0:f1] for k, v in self.frame_data.items()}, lo, hi)
 
     def advance(self) -> Optional[Any]:
         in_hi = self.frames * self.hop
@@ -157,7 +162,7 @@ class StagePipeline:
         a = stage.need_from()
         b = in_hi if final else min(in_hi, target + stage.reach)
         x = None if stage.source else stage.buf[..., a - stage.buf_start:b - stage.buf_start]
-        y = stage.fn(x, a, b, self.segment(a, b))
+        y = stage.fn(x, a, b, self.segment(a, b, stage.done, target))
         new = y[..., stage.done - a:target - a]
         stage.done = target
         return new

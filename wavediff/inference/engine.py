@@ -218,29 +218,39 @@ class InferenceEngine:
 
     # ------------------------------------------------------------------ network
     @torch.inference_mode()
-    def denoise(self, x: Tensor, steps: StepBias, cond: Conditioning) -> Tensor:
+    def denoise(self, x: Tensor, steps: StepBias, cond: Conditioning,
+                keep: Optional[tuple[int, int]] = None) -> Tensor:
         """One network evaluation: ``x`` ``(B, T)`` -> predicted noise ``(B, T)`` float32.
 
         ``steps`` holds one row per item (or one row for all); ``cond`` is the
         :meth:`conditioning` of the batch's mel (``T / subbands`` samples at the layers' rate).
+        ``keep`` ``(lo, hi)``: only the output samples ``[lo, hi)`` are wanted (multiples of
+        the sub-bands); the CPU engine then computes each layer only where those samples
+        depend on it (the receptive cone), and the rest of the output is meaningless.
         """
         if x.dim() != 2 or x.shape[-1] != cond.length * self.bands:
             raise MelError(f"waveform of shape {tuple(x.shape)} does not match the "
                            f"conditioning of {cond.length * self.bands} samples")
         if self.time_major:
-            return self._denoise_cpu(x, steps, cond)
+            return self._denoise_cpu(x, steps, cond, keep)
         if self.amp_dtype is None:
             return self._denoise_channels_first(x, steps, cond)
         with torch.autocast(self.device.type, dtype=self.amp_dtype):
             return self._denoise_channels_first(x, steps, cond).float()
 
-    def _denoise_cpu(self, x: Tensor, steps: StepBias, cond: Conditioning) -> Tensor:
+    def _denoise_cpu(self, x: Tensor, steps: StepBias, cond: Conditioning,
+                     keep: Optional[tuple[int, int]] = None) -> Tensor:
         """Time-major, cache-blocked layers; the blocks of a layer are shared out among
         ``threads`` Python threads, each running single-threaded kernels (one barrier per
-        layer instead of one per kernel)."""
+        layer instead of one per kernel). ``keep``: see :meth:`denoise`."""
         B, T = x.shape[0], cond.length
         C, bs, bands = self.channels, self.block_size, self.bands
         pad = max(self.dilations) * (self.kernel_size // 2)
+        # the rows of each layer the kept output depends on: the cone narrows layer by layer
+        lo, hi = (0, T) if keep is None else (keep[0] // bands, -(-keep[1] // bands))
+        after = [sum(self.dilations[li + 1:]) * (self.kernel_size // 2)
+                 for li in range(self.num_layers)]
+        spans = [(max(0, lo - r), min(T, hi + r)) for r in after]
         x = x.to(torch.float32)
         if bands == 1:
             out = torch.empty(B, T, device=x.device)
@@ -277,7 +287,7 @@ class InferenceEngine:
                 h_in[pad:pad + T].relu_()
                 skip.zero_()
                 for li in range(self.num_layers):
-                    args = (b, sb, li, h_in, h_out, skip, cond, steps, T, pad, bs)
+                    args = (b, sb, li, h_in, h_out, skip, cond, steps, T, pad, bs, spans[li])
                     if pool is None:
                         self._layer_blocks(starts, *scratch[0], *args)
                     else:
@@ -299,9 +309,10 @@ class InferenceEngine:
     @torch.inference_mode()  # thread-local: worker threads enter it themselves
     def _layer_blocks(self, starts: list[int], pre: Tensor, gated: Tensor, b: int, sb: int,
                       li: int, h_in: Tensor, h_out: Tensor, skip: Tensor, cond: Conditioning,
-                      steps: StepBias, T: int, pad: int, bs: int) -> None:
+                      steps: StepBias, T: int, pad: int, bs: int,
+                      span: tuple[int, int]) -> None:
         """Residual layer ``li`` of item ``b`` over the blocks of ``bs`` samples starting
-        at ``starts``."""
+        at ``starts``, each cut to the rows ``span``."""
         C, k = self.channels, self.kernel_size
         half, d = k // 2, self.dilations[li]
         cond_l = None if cond.lazy else cond.cond[b, li]
@@ -309,7 +320,9 @@ class InferenceEngine:
         bias_l = steps.bias[sb, li]
         last = li == self.num_layers - 1
         for t0 in starts:
-            t1 = min(t0 + bs, T)
+            t0, t1 = max(t0, span[0]), min(t0 + bs, T, span[1])
+            if t0 >= t1:
+                continue
             y = pre[:t1 - t0]
             if cond_l is None:
                 torch.addmm(bias_l + self.cond_bias[li], cond.mel_up[b, t0:t1],

@@ -205,7 +205,8 @@ class StreamingDecoder:
         engine = self.runner.engine
         if self._steps is None or self._steps.engine is not engine:
             self._steps, self._cond = _StepCache(engine), None
-        return engine.denoise(x, self._steps(t), self._conditioning(engine, seg.a, seg.b))
+        return engine.denoise(x, self._steps(t), self._conditioning(engine, seg.a, seg.b),
+                              keep=(seg.lo - seg.a, seg.hi - seg.a))
 
     def _conditioning(self, engine, a: int, b: int) -> Conditioning:
         """The network's conditioning of samples ``[a, b)``. Frames whose upsampled mel no
