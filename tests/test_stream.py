@@ -219,7 +219,8 @@ def test_the_stream_command_writes_what_the_whole_decode_gives(tmp_path):
     from wavediff.audio.mel import MelSpectrogram
     from wavediff.audio.presets import get_preset
 
-    taco = MelSpectrogram(get_preset("tacotron2"))(torch.sin(torch.arange(30 * 256) * 0.05)[None])[0]
+    wav = torch.sin(torch.arange(30 * 256) * 0.05)[None]
+    taco = MelSpectrogram(get_preset("tacotron2"))(wav)[0]
     r = stream("--input-preset", "tacotron2", data=taco.numpy().T.astype("<f4").tobytes())
     assert r.returncode == 0, r.stderr.decode()
     expected = voc.decode(taco, seed=3, input_preset="tacotron2").numpy()

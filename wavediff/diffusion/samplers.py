@@ -28,8 +28,9 @@ generator's device and are moved to ``mel``'s, so a CPU generator gives the same
 on any device. ``draws`` (a :class:`~wavediff.diffusion.noise.PositionalNoise`) replaces the
 generator: ``x_T`` is its ``X_T`` stream and the draw after network evaluation ``i`` its
 ``step_stream(i)``, each sample a function of its position (how :class:`wavediff.Vocoder`
-decodes, so that streamed and whole decodes agree). ``callback(i, n, x)`` is called after step ``i`` of ``n`` (``i = 0..n-1``
-in the order of sampling) with the current, unclamped ``x``. The result is clamped to
+decodes, so that streamed and whole decodes agree). ``callback(i, n, x)`` is called after
+step ``i`` of ``n`` (``i = 0..n-1`` in the order of sampling) with the current, unclamped
+``x``. The result is clamped to
 ``[-1, 1]`` once, at the end.
 
 ``project(x0_hat) -> x0`` (optional) corrects every step's clean estimate before the step
@@ -86,7 +87,7 @@ def sample_ddpm(
     """
     chosen = _checked(schedule, "ddpm", diffusion)
     return _chain(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
-                      init=init, draws=draws)
+                  init=init, draws=draws)
 
 
 def sample_fast(
@@ -115,7 +116,7 @@ def sample_fast(
     """
     chosen = _checked(schedule, "fast", diffusion)
     return _chain(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
-                      init=init, draws=draws)
+                  init=init, draws=draws)
 
 
 def sample_ddim(
@@ -146,7 +147,7 @@ def sample_ddim(
     """
     chosen = _checked(schedule, "ddim", diffusion)
     return _chain(denoiser, diffusion, mel, chosen, generator, noise, callback, project,
-                 init=init, draws=draws)
+                  init=init, draws=draws)
 
 
 def unrolled_fast(
@@ -165,7 +166,7 @@ def unrolled_fast(
     clamped to [-1, 1]."""
     chosen = _checked(schedule, "fast", diffusion, "unrolled_fast")
     return _chain(denoiser, diffusion, mel, chosen, generator, noise, None, None,
-                      init=init, grad=True)
+                  init=init, grad=True)
 
 
 SAMPLERS: dict[str, Sampler] = {"fast": sample_fast, "ddim": sample_ddim, "ddpm": sample_ddpm}
