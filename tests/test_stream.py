@@ -99,8 +99,8 @@ def test_ddim_and_griffin_lim_alone_stream_too(sampler, steps):
 
 def test_audio_comes_out_once_the_lookahead_has_arrived_and_memory_stays_bounded():
     voc = _vocoder("hifigan", {"consistency_iters": 1, "start_iters": 2})
-    dec = voc.streaming_decoder(seed=0)
     hop = voc.hop_length
+    dec = voc.streaming_decoder(seed=0, block=hop)  # every frame that can be, at once
     # 2 start projections + 3 steps x (network + 1 projection), each in whole hops
     assert dec.lookahead == dec.lookahead_exact > 0 and dec.lookahead % hop == 0
     ahead = dec.lookahead // hop
@@ -121,7 +121,7 @@ def test_a_shorter_lookahead_gives_audio_earlier_and_close_to_exact():
     voc = _vocoder("hifigan", {"consistency_iters": 1})
     mel = _mel(80, seed=5)
     whole = voc.decode(mel, seed=7, input_preset=None)
-    dec = voc.streaming_decoder(seed=7, lookahead=voc.hop_length * 4)
+    dec = voc.streaming_decoder(seed=7, lookahead=voc.hop_length * 4, block=voc.hop_length)
     assert dec.lookahead <= 4 * voc.hop_length < dec.lookahead_exact
     pieces = [dec.push(mel[:, i:i + 4]) for i in range(0, 80, 4)] + [dec.finish()]
     got = torch.cat(pieces)

@@ -367,7 +367,8 @@ class OnnxStreamingDecoder:
     streamed audio equals :meth:`OnnxVocoder.decode` of the whole mel with the same seed,
     to float rounding, for any chunking. ``lookahead`` (samples of mel beyond a sample
     before it is final; default and maximum :attr:`lookahead_exact`) trades exactness for
-    latency; ``block`` (samples) makes each stage wait for that many new samples."""
+    latency; ``block`` (samples) makes each stage wait for that many new samples (default
+    16 frames, as wavediff's; one hop for the lowest latency)."""
 
     def __init__(self, voc: OnnxVocoder, *, seed: Optional[int] = None,
                  consistency: Optional[int] = None, lookahead: Optional[int] = None,
@@ -385,7 +386,8 @@ class OnnxStreamingDecoder:
         self.frames = 0
         self.pipeline = StagePipeline(self._build(), self.hop,
                                       lambda xs: np.concatenate(xs, axis=-1),
-                                      lookahead=lookahead, block=block)
+                                      lookahead=lookahead,
+                                      block=16 * self.hop if block is None else block)
 
     lookahead = property(lambda self: self.pipeline.lookahead)
     lookahead_exact = property(lambda self: self.pipeline.lookahead_exact)

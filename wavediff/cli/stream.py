@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="look ahead this much mel instead of the exact lookahead (logged): "
                         "audio sooner, no longer equal to the whole decode near each edge")
     p.add_argument("--block-frames", type=int, default=None, metavar="N",
-                   help="each stage computes at least N frames at a time (default 1: "
+                   help="each stage computes at least N frames at a time (default 16; 1: "
                         "lowest latency; more: less recomputation, higher throughput)")
     p.add_argument("--input-preset", choices=PRESET_NAMES, default=None,
                    help="the convention of the frames (default: the model's own); each piece "
