@@ -13,8 +13,9 @@ Output: --output - (the default) writes raw little-endian float32 mono PCM at th
 sample rate to standard output, flushed piece by piece (play with e.g. 'aplay -f FLOAT_LE
 -r 22050' or 'ffplay -f f32le -ar 22050 -'); --output FILE.wav writes FILE.partial.wav as
 the audio comes and renames it to FILE.wav at the end (after an error the .partial.wav
-keeps the audio made so far). The audio equals 'wavediff vocode' of the whole mel with the
-same model and options and Vocoder.decode(mel, seed=S) with --seed S, to float rounding.
+keeps the audio made so far). With --seed S the audio equals Vocoder.decode(mel, seed=S) of
+the whole mel with the same model and options, to float rounding ('wavediff vocode --seed'
+derives each file's seed from S and its name).
 The log gives the lookahead and the latency of each piece.
 
 examples:
