@@ -45,6 +45,27 @@ def rss_mb() -> float:
     return 0.0
 
 
+def feed(dec, mel, k: int, out: dict, base: float) -> list:
+    """Push ``mel`` into a streaming decoder (torch's or the exported one) ``k`` frames at a
+    time, then finish; the pieces, with the timings and peak memory in ``out``."""
+    pieces, calls, first_total = [], [], None
+    t0 = time.perf_counter()
+    for i in range(0, mel.shape[-1] + k, k):
+        t = time.perf_counter()
+        piece = dec.push(mel[:, i:i + k]) if i < mel.shape[-1] else dec.finish()
+        if len(piece):
+            calls.append(time.perf_counter() - t)
+            pieces.append(piece)
+            if first_total is None:
+                first_total = time.perf_counter() - t0
+    out["wall"] = time.perf_counter() - t0
+    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    out["first_push_s"], out["first_total_s"] = calls[0], first_total
+    out["piece_median_s"] = statistics.median(calls[1:-1] or calls)
+    out["piece_max_s"] = max(calls[1:-1] or calls)
+    return pieces
+
+
 def long_mel(voc, scp: Path, seconds: float):
     import torch
 
@@ -87,23 +108,7 @@ def case(args) -> dict:
         dec = voc.streaming_decoder(seed=0, lookahead=lookahead, block=block)
         out["lookahead_s"] = dec.lookahead / voc.sample_rate
         out["lookahead_exact_s"] = dec.lookahead_exact / voc.sample_rate
-        pieces, calls, first_total = [], [], None
-        t0 = time.perf_counter()
-        k = args.chunk_frames
-        for i in range(0, mel.shape[-1] + k, k):
-            t = time.perf_counter()
-            piece = dec.push(mel[:, i:i + k]) if i < mel.shape[-1] else dec.finish()
-            dt = time.perf_counter() - t
-            if piece.numel():
-                calls.append(dt)
-                pieces.append(piece)
-                if first_total is None:
-                    first_total = time.perf_counter() - t0
-        out["wall"] = time.perf_counter() - t0
-        out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
-        out["first_push_s"], out["first_total_s"] = calls[0], first_total
-        out["piece_median_s"] = statistics.median(calls[1:-1] or calls)
-        out["piece_max_s"] = max(calls[1:-1] or calls)
+        pieces = feed(dec, mel, args.chunk_frames, out, base)
         wav = torch.cat(pieces)[None]
         whole = torch.load(args.tmp / "whole.pt")
         out["max_abs_diff"] = float((wav - whole).abs().max())
@@ -139,21 +144,7 @@ def onnx_case(args, voc, mel, seconds: float, out: dict) -> dict:
     else:
         dec = onnx.streaming_decoder(seed=0)
         out["lookahead_s"] = out["lookahead_exact_s"] = dec.lookahead / voc.sample_rate
-        pieces, calls, first_total, k = [], [], None, args.chunk_frames
-        t0 = time.perf_counter()
-        for i in range(0, mel.shape[-1] + k, k):
-            t = time.perf_counter()
-            piece = dec.push(mel[:, i:i + k]) if i < mel.shape[-1] else dec.finish()
-            if piece.size:
-                calls.append(time.perf_counter() - t)
-                pieces.append(piece)
-                if first_total is None:
-                    first_total = time.perf_counter() - t0
-        out["wall"] = time.perf_counter() - t0
-        out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
-        out["first_push_s"], out["first_total_s"] = calls[0], first_total
-        out["piece_median_s"] = statistics.median(calls[1:-1] or calls)
-        out["piece_max_s"] = max(calls[1:-1] or calls)
+        pieces = feed(dec, mel, args.chunk_frames, out, base)
         wav = np.concatenate(pieces)
         whole = np.load(args.tmp / "onnx_whole.npy")
         out["max_abs_diff"] = float(np.abs(wav - whole).max())
