@@ -35,10 +35,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 if __package__:  # wavediff.onnx_decoder
-    from .streaming_core import Stage, StagePipeline
+    from .streaming_core import Stage, StagePipeline, whole_hops
 else:  # decode_onnx.py in an exported folder: the copy of the scheduler beside it
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from streaming_core import Stage, StagePipeline
+    from streaming_core import Stage, StagePipeline, whole_hops
 
 FORMAT = "wavediff-onnx-1"
 NNLS_ITERS = 50
@@ -394,11 +394,10 @@ class OnnxStreamingDecoder:
 
     def _build(self) -> list:
         meta, audio, hop = self.voc.meta, self.audio, self.hop
-        whole = lambda n: -(-int(n) // hop) * hop  # noqa: E731
-        r_proj = whole(audio["n_fft"])
+        r_proj = whole_hops(audio["n_fft"], hop)
         prior = meta["prior"]
         r_prior = r_proj if prior is not None and prior["kind"] == "specgrad" else 0
-        r_net = whole(meta["receptive_field"] + MEL_MARGIN_FRAMES * hop)
+        r_net = whole_hops(meta["receptive_field"] + MEL_MARGIN_FRAMES * hop, hop)
         plan = meta["plan"]
         betas, abar, steps = plan["betas"], plan["alpha_bars"], plan["network_steps"]
         start_iters, iters = meta["start_iters"], self.iters

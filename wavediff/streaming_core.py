@@ -25,6 +25,11 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 
+def whole_hops(samples: int, hop: int) -> int:
+    """``samples`` rounded up to whole hops (stage reaches are kept frame-aligned)."""
+    return -(-int(samples) // hop) * hop
+
+
 class Segment:
     """What a stage computes on: samples ``[a, b)`` and the per-frame data of their frames
     (``data[name]``: ``(..., frames)`` slices); of its output only ``[lo, hi)`` is kept
@@ -96,15 +101,12 @@ class StagePipeline:
         if lookahead is not None:
             self.set_lookahead(int(lookahead))
 
-    def whole_hops(self, samples: int) -> int:
-        return -(-int(samples) // self.hop) * self.hop
-
     def set_lookahead(self, samples: int) -> None:
         """Look ahead ``samples`` (rounded up to whole hops, at most the exact lookahead):
         each stage its share, in proportion to its reach."""
         if samples < 0:
             raise ValueError(f"lookahead must be >= 0 samples, got {samples}")
-        samples = min(self.whole_hops(samples), self.lookahead_exact)
+        samples = min(whole_hops(samples, self.hop), self.lookahead_exact)
         total = max(1, self.lookahead_exact)
         left = samples
         for s in self.stages:

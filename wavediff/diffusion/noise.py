@@ -79,7 +79,7 @@ class PositionalNoise:
             self._cache[key] = out
         return out
 
-    def draw(self, stream: int, start: int, stop: int, *, device: torch.device = None,
+    def draw(self, stream: int, start: int, stop: int, *, device: Optional[torch.device] = None,
              dtype: torch.dtype = torch.float32) -> Tensor:
         """Samples ``[start, stop)`` of ``stream`` for every item: ``(B, stop - start)``."""
         if stop < start or start < 0:

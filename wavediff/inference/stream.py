@@ -50,12 +50,12 @@ from wavediff.errors import ConfigError, MelError
 from wavediff.inference.decode import ConditionedDenoiser
 from wavediff.inference.denoisers import MEL_MARGIN_FRAMES, _StepCache, receptive_field
 from wavediff.inference.engine import Conditioning
-from wavediff.streaming_core import Segment, Stage, StagePipeline
+from wavediff.streaming_core import Segment, Stage, StagePipeline, whole_hops
 
 
 # frames each stage waits for by default: on 2 Xeon cores the shipped model streams a 60 s
-# utterance at RTF 0.69 with 16 (0.99 with 1), its first audio 0.16 s after the frames that
-# complete the lookahead (benchmarks/streaming.py)
+# utterance at RTF 0.63 with 16 (0.81 with 1), its first audio 0.14 s after the frames that
+# complete the lookahead (benchmarks/streaming.py; README "Streaming")
 DEFAULT_BLOCK_FRAMES = 16
 
 
@@ -112,14 +112,11 @@ class StreamingDecoder:
     mel_start = property(lambda self: self.pipeline.frame_start)
 
     # ------------------------------------------------------------------ the stages
-    def _whole_hops(self, samples: int) -> int:
-        return -(-int(samples) // self.hop) * self.hop
-
     def _build(self) -> list[Stage]:
         cfg, hop = self.audio, self.hop
         # a projected sample comes from the frames that cover it, each from the samples it
         # covers: n_fft - 1 samples each way at most; likewise SpecGrad's filter
-        r_proj = self._whole_hops(cfg.n_fft)
+        r_proj = whole_hops(cfg.n_fft, hop)
         prior = self.diffusion.prior
         r_prior = r_proj if isinstance(prior, SpectralPrior) else 0  # PriorGrad's: pointwise
         stages: list[Stage] = []
@@ -161,7 +158,7 @@ class StreamingDecoder:
             return math.sqrt(abar_first) * init + math.sqrt(1.0 - abar_first) * z
 
         stages.append(Stage("x_T", r_prior, x_t, source=self.start_iters == 0))
-        r_net = self._whole_hops(receptive_field(self._network()) + MEL_MARGIN_FRAMES * hop)
+        r_net = whole_hops(receptive_field(self._network()) + MEL_MARGIN_FRAMES * hop, hop)
         n = len(self.plan.network_steps)
         for i in range(n):
             step = ChainStep(self.plan, i)
@@ -201,8 +198,8 @@ class StreamingDecoder:
         return stages
 
     def _network(self):
-        engine = None if self.runner.engine_name == "reference" else self.runner.engine
-        return engine if engine is not None else self.runner.model
+        """What runs the network: the readable model or the fused engine."""
+        return self.runner.model if self.runner.engine_name == "reference" else self.runner.engine
 
     # ------------------------------------------------------------------ the network
     def _denoise(self, x: Tensor, t: Tensor, seg: Segment) -> Tensor:
