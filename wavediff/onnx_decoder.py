@@ -95,7 +95,8 @@ def mel_to_magnitude(audio: dict, basis: np.ndarray, mel: np.ndarray,
 class Projector:
     """Projects waveforms ``(B, F * hop)`` onto the magnitudes of a mel: the STFT of the
     mel's framing keeps its phase and takes the magnitudes, then windowed overlap-add
-    (one Griffin-Lim iteration), in float32."""
+    (one Griffin-Lim iteration), in float32. With ``keep_uncovered`` the bins no mel band
+    covers keep the input's STFT (the projections inside the chain)."""
 
     def __init__(self, audio: dict, basis: np.ndarray, mel: Optional[np.ndarray],
                  magnitude: Optional[np.ndarray] = None) -> None:
@@ -105,9 +106,10 @@ class Projector:
         self.frames = self.magnitude.shape[-1]
         self.window = hann(audio["win_length"], self.n_fft).astype(np.float32)
         self.pad = self.n_fft // 2 if audio["padding"] == "center" else (self.n_fft - self.hop) // 2
+        self.uncovered = basis.sum(axis=0) <= 0.0  # (K,): the bins no mel band covers
         self._norm: Optional[np.ndarray] = None
 
-    def __call__(self, wav: np.ndarray) -> np.ndarray:
+    def __call__(self, wav: np.ndarray, keep_uncovered: bool = False) -> np.ndarray:
         n_fft, hop, pad = self.n_fft, self.hop, self.pad
         n = wav.shape[-1]
         x = np.pad(wav.astype(np.float32), ((0, 0), (pad, pad)), mode="reflect")
@@ -117,7 +119,8 @@ class Projector:
         windows = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[:, ::hop][:, :frames]
         spec = np.fft.rfft(windows * self.window, axis=-1)  # (B, frames, K)
         phase = spec / np.maximum(np.abs(spec), 1e-12)
-        spec = self.magnitude[:, :, :frames].transpose(0, 2, 1) * phase
+        target = self.magnitude[:, :, :frames].transpose(0, 2, 1) * phase
+        spec = np.where(self.uncovered, spec, target) if keep_uncovered else target
         chunks = np.fft.irfft(spec, n=n_fft, axis=-1).astype(np.float32) * self.window
         length = (frames - 1) * hop + n_fft
         out = np.zeros((x.shape[0], length), dtype=np.float32)
@@ -134,9 +137,9 @@ class Projector:
         out = np.concatenate([out, x[:, length:]], axis=1)
         return out[:, pad:pad + n]
 
-    def griffin_lim(self, wav: np.ndarray, iters: int) -> np.ndarray:
+    def griffin_lim(self, wav: np.ndarray, iters: int, keep_uncovered: bool = False) -> np.ndarray:
         for _ in range(iters):
-            wav = self(wav)
+            wav = self(wav, keep_uncovered)
         return wav
 
 
@@ -326,7 +329,7 @@ class OnnxVocoder:
                                            "conds": conds})[0]
             if iters:
                 x0 = projector.griffin_lim((x - math.sqrt(1.0 - abar[s]) * eps)
-                                           / math.sqrt(abar[s]), iters)
+                                           / math.sqrt(abar[s]), iters, keep_uncovered=True)
                 eps = (x - math.sqrt(abar[s]) * x0) / math.sqrt(1.0 - abar[s])
             x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])
             if s > 0:
@@ -403,8 +406,8 @@ class OnnxStreamingDecoder:
         start_iters, iters = meta["start_iters"], self.iters
         basis = self.voc.basis
 
-        def project(x, seg):
-            return Projector(audio, basis, None, magnitude=seg.magnitude)(x)
+        def project(x, seg, keep_uncovered=False):
+            return Projector(audio, basis, None, magnitude=seg.magnitude)(x, keep_uncovered)
 
         def colour(z, seg):
             fn = self.voc._colour(seg.mel)
@@ -459,7 +462,7 @@ class OnnxStreamingDecoder:
             for k in range(iters):
                 stages.append(Stage(f"step {i + 1} projection {k + 1}", r_proj,
                                     lambda x, a, b, seg: np.concatenate(
-                                        [x[:1], project(x[1:], seg)])))
+                                        [x[:1], project(x[1:], seg, True)])))
 
             def after(x, a, b, seg, s=s, update=update):
                 eps = (x[:1] - math.sqrt(abar[s]) * x[1:]) / math.sqrt(1.0 - abar[s])

@@ -122,8 +122,8 @@ class StreamingDecoder:
         stages: list[Stage] = []
         dtype = torch.float32
 
-        def project(x: Tensor, seg: Segment) -> Tensor:
-            return SpectralProjector.from_magnitude(cfg, seg.magnitude)(x)
+        def project(x: Tensor, seg: Segment, keep_uncovered: bool = False) -> Tensor:
+            return SpectralProjector.from_magnitude(cfg, seg.magnitude)(x, keep_uncovered)
 
         def gl_source(x, a, b, seg):  # the start's noise, projected once
             z = self.draws.draw(GL_START, a, b, device=self.runner.device, dtype=dtype)
@@ -188,7 +188,7 @@ class StreamingDecoder:
             stages.append(Stage(f"step {i + 1} network", r_net, net, network=True))
             for k in range(self.consistency):
                 def proj(x, a, b, seg):
-                    return torch.cat([x[:1], project(x[1:], seg)])
+                    return torch.cat([x[:1], project(x[1:], seg, keep_uncovered=True)])
                 stages.append(Stage(f"step {i + 1} projection {k + 1}", r_proj, proj))
 
             def update(x, a, b, seg, step=step, noisy=noisy, add_noise=add_noise):
