@@ -171,6 +171,22 @@ def test_the_exported_decoder_streams_what_it_decodes_whole(case, tmp_path):
         streamer.push(np.full((80, 3), np.nan, dtype=np.float32))
 
 
+def test_a_long_mel_is_decoded_in_pieces_equal_to_the_whole(tmp_path):
+    # past twice chunk_frames each item goes through the streaming scheduler (memory flat
+    # in the length): the same audio as one graph run, for every item of a batch
+    dec = OnnxVocoder(export_onnx(_vocoder({"consistency_iters": 1}), tmp_path / "onnx"),
+                      threads=1)
+    mel = _mel(2, 50, seed=6)
+    whole = dec.decode(mel, seed=3, chunk_frames=None)
+    pieces = dec.decode(mel, seed=3, chunk_frames=7)
+    assert pieces.shape == whole.shape == (2, 50 * HOP)
+    np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-4)
+    assert not np.allclose(pieces[0], pieces[1])  # each item its own noise
+    # the first item of a batch draws what a single mel of the same seed draws
+    np.testing.assert_allclose(dec.decode(mel[0], seed=3, chunk_frames=7), pieces[0],
+                               rtol=0, atol=1e-4)
+
+
 def test_the_exported_folder_streams_from_its_own_files(tmp_path):
     """decode_onnx.py imports the scheduler copied beside it, not wavediff's."""
     folder = export_onnx(_vocoder(), tmp_path / "onnx")

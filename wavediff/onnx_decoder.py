@@ -45,6 +45,11 @@ NNLS_ITERS = 50
 NOISE_BLOCK = 4096  # samples drawn from one seeded generator (positional noise)
 GL_START, X_T = 0, 1  # noise streams; the draw after network evaluation i is 2 + i
 MEL_MARGIN_FRAMES = 2  # the upsampler's reach, in frames, for the network's reach
+# a longer mel is decoded through the streaming scheduler this many frames at a time: the
+# same audio, with memory flat in the length (onnxruntime holds every intermediate tensor
+# of a graph run: about 6 MB per frame of joe; a whole 20 s decode peaked at 6.5 GB, 256-
+# frame pieces at 1.5 GB whatever the length)
+CHUNK_FRAMES = 256
 
 
 class OnnxDecoderError(Exception):
@@ -273,14 +278,18 @@ class OnnxVocoder:
 
     def decode(self, mel: np.ndarray, *, seed: Optional[int] = None,
                noises: Optional[Sequence[np.ndarray]] = None,
-               consistency: Optional[int] = None) -> np.ndarray:
+               consistency: Optional[int] = None,
+               chunk_frames: Optional[int] = CHUNK_FRAMES) -> np.ndarray:
         """``(n_mels, F)`` or ``(B, n_mels, F)`` in the model's convention -> audio
         ``(F * hop,)`` or ``(B, F * hop)`` float32 in [-1, 1].
 
         ``noises``: the standard normal draws to use instead of numpy's, in the order
         the torch decode draws them (the Griffin-Lim start's, ``x_T``'s, one per later
         step), each ``(B, F * hop)``. ``consistency``: projections per step (default: the
-        model's).
+        model's). A mel longer than twice ``chunk_frames`` (None or 0: never) is decoded
+        through the streaming scheduler, ``chunk_frames`` at a time, item by item: the
+        same audio to float rounding, in memory that does not grow with the length (not
+        with ``noises``, which are whole-length).
         """
         mel = np.asarray(mel, dtype=np.float32)
         single = mel.ndim == 2
@@ -296,6 +305,10 @@ class OnnxVocoder:
         supplied = list(noises) if noises is not None else None
         shape = (mel.shape[0], mel.shape[-1] * self.audio["hop_length"])
         positional = PositionalNoise(seed, mel.shape[0])
+        if supplied is None and chunk_frames and mel.shape[-1] > 2 * chunk_frames:
+            wav = np.stack([self._decode_in_pieces(item, key, consistency, chunk_frames)
+                            for item, key in zip(mel, positional.keys)])
+            return wav[0] if single else wav
 
         def draw(stream: int) -> np.ndarray:
             if supplied is None:
@@ -339,6 +352,17 @@ class OnnxVocoder:
         wav = np.clip(x, -1.0, 1.0).astype(np.float32)
         return wav[0] if single else wav
 
+
+    def _decode_in_pieces(self, mel: np.ndarray, key: int, consistency: Optional[int],
+                          chunk: int) -> np.ndarray:
+        """One ``(n_mels, F)`` mel through the streaming scheduler, ``chunk`` frames at a
+        time, with the noise of the batch item whose key is ``key``."""
+        decoder = OnnxStreamingDecoder(self, consistency=consistency,
+                                       block=chunk * self.audio["hop_length"])
+        decoder.noise.keys = [key]
+        pieces = [decoder.push(mel[:, i:i + chunk]) for i in range(0, mel.shape[-1], chunk)]
+        pieces.append(decoder.finish())
+        return np.concatenate(pieces)
 
     # ------------------------------------------------------------------ streaming
     def streaming_decoder(self, *, seed: Optional[int] = None,
