@@ -3,7 +3,8 @@
 It is exact (float64, through the linear mel) where the two conventions differ only by
 log base, offsets, scaling, normalisation statistics, STFT normalisation or padding/frame
 count; where filterbanks or band limits differ it goes through the linear magnitude
-spectrum (pseudo-inverse of the source filterbank) and says how large the error is,
+spectrum (non-negative least squares through the source filterbank, :func:`nnls`) and
+says how large the error is,
 measured on a speech-like reference clip. Sample-rate or hop mismatches are refused with
 the numbers. Detection is in :mod:`wavediff.audio.detect`, per-file and batch preparation
 in :mod:`wavediff.audio.prepare`.
@@ -22,6 +23,30 @@ from wavediff.audio.detect import (
 )
 from wavediff.audio.presets import MelConfig
 from wavediff.errors import MelError
+
+# iterations of the projected-gradient NNLS from source mel to linear spectrum: on ESPnet
+# mels of the joe voice converted to hifigan, 0.174 log-mel L1 to the native mel with the
+# clipped pseudo-inverse, 0.152 with the NNLS (vocoded: PESQ 2.97 -> 3.02)
+NNLS_ITERS = 50
+
+
+def nnls(basis: np.ndarray, y: np.ndarray, pinv: Optional[np.ndarray] = None,
+         step: Optional[float] = None, iters: int = NNLS_ITERS) -> np.ndarray:
+    """Non-negative ``a`` ``(K, T)`` with ``basis @ a`` closest to ``y`` ``(M, T)`` (least
+    squares): accelerated projected gradient (FISTA) from the clipped pseudo-inverse
+    (``pinv``, computed when not given), step ``1 / ||basis||^2`` (``step``, likewise);
+    frames are independent."""
+    pinv = np.linalg.pinv(basis) if pinv is None else pinv
+    step = 1.0 / float(np.linalg.norm(basis, 2)) ** 2 if step is None else step
+    a = np.maximum(pinv @ y, 0.0)
+    z, t = a, 1.0
+    for _ in range(iters):
+        nxt = np.maximum(z - step * (basis.T @ (basis @ z - y)), 0.0)
+        t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
+        z = nxt + ((t - 1.0) / t_next) * (nxt - a)
+        a, t = nxt, t_next
+    return a
+
 
 # ---------------------------------------------------------------------- conversion
 @dataclass
@@ -164,6 +189,8 @@ class MelConverter:
         if self._pinv is None:
             basis_s = filterbank64(s)
             self._pinv = np.linalg.pinv(basis_s)
+            self._basis_s = basis_s
+            self._step = 1.0 / float(np.linalg.norm(basis_s, 2)) ** 2
             covered = np.nonzero(basis_s.sum(axis=0) > 0)[0]
             self._edges = (int(covered[0]), int(covered[-1]))
             self._basis_t = filterbank64(t)
@@ -172,7 +199,7 @@ class MelConverter:
         lin[at_floor] *= 10 ** (-FLOOR_GAP_DB / 20)  # a floor value means "this or lower"
         if s.stft_normalized:
             lin = lin * window_sums(s)[1]
-        spec = np.maximum(self._pinv @ lin, 0.0)  # (n_fft_s // 2 + 1, T)
+        spec = nnls(self._basis_s, lin, self._pinv, self._step)  # (n_fft_s // 2 + 1, T)
         lo, hi = self._edges
         spec[:lo] = spec[lo]
         spec[hi + 1:] = spec[hi]
@@ -244,7 +271,8 @@ class MelConverter:
         if self.kind == "exact":
             return f"exact conversion {s} -> {t}: {what}"
         how = ("values exact, frames moved onto the model's grid" if self.filterbank_same
-               else "through the linear spectrum, by the filterbank's pseudo-inverse")
+               else "through the linear spectrum, by non-negative least squares through the "
+                    "filterbank")
         return (f"approximate conversion {s} -> {t} ({how}): {what}; expected error on "
                 f"speech-like audio in {t} units: {self.expected_error()}")
 
