@@ -20,6 +20,7 @@ from wavediff.model import build_model, count_parameters
 from wavediff.pretrained import CARD_NAME, load_pretrained
 
 SPEECH_GRADE = {"stoi": 0.9, "dnsmos_p808": 3.5}
+PRIORS = {"priorgrad": " with PriorGrad's prior", "specgrad": " with SpecGrad's noise shaping"}
 REPORTED = ("pesq", "stoi", "estoi", "mcd", "f0_rmse", "vuv_error", "vuv_f1", "periodicity",
             "mr_stft", "log_mel_l1", "dnsmos_p808")
 
@@ -57,7 +58,8 @@ def main() -> None:
     card = {
         "name": args.pretrained.name,
         "description": (f"DiffWave {m.residual_layers} x {m.residual_channels}"
-                        + (" with PriorGrad's prior" if config.diffusion.prior == "priorgrad" else "")
+                        + (f" on {m.subbands} sub-bands" if m.subbands > 1 else "")
+                        + PRIORS.get(config.diffusion.prior, "")
                         + (", continuous noise levels" if config.diffusion.conditioning == "noise_level"
                            else "")
                         + ", trained on the joe voice (synthetic US-English male, ~85 Hz)"
