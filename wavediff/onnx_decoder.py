@@ -358,8 +358,7 @@ class OnnxVocoder:
         """One ``(n_mels, F)`` mel through the streaming scheduler, ``chunk`` frames at a
         time, with the noise of the batch item whose key is ``key``."""
         decoder = OnnxStreamingDecoder(self, consistency=consistency,
-                                       block=chunk * self.audio["hop_length"])
-        decoder.noise.keys = [key]
+                                       block=chunk * self.audio["hop_length"], key=key)
         pieces = [decoder.push(mel[:, i:i + chunk]) for i in range(0, mel.shape[-1], chunk)]
         pieces.append(decoder.finish())
         return np.concatenate(pieces)
@@ -395,11 +394,12 @@ class OnnxStreamingDecoder:
     to float rounding, for any chunking. ``lookahead`` (samples of mel beyond a sample
     before it is final; default and maximum :attr:`lookahead_exact`) trades exactness for
     latency; ``block`` (samples) makes each stage wait for that many new samples (default
-    16 frames, as wavediff's; one hop for the lowest latency)."""
+    16 frames, as wavediff's; one hop for the lowest latency); ``key``: the noise key of a
+    batch item of the whole decode (default: the seed's first, a single mel's)."""
 
     def __init__(self, voc: OnnxVocoder, *, seed: Optional[int] = None,
                  consistency: Optional[int] = None, lookahead: Optional[int] = None,
-                 block: Optional[int] = None) -> None:
+                 block: Optional[int] = None, key: Optional[int] = None) -> None:
         meta = voc.meta
         if "receptive_field" not in meta:
             raise OnnxDecoderError("this folder was exported before streaming was supported; "
@@ -410,6 +410,8 @@ class OnnxStreamingDecoder:
         self.hop, self.n_mels = self.audio["hop_length"], self.audio["n_mels"]
         self.iters = meta["consistency"] if consistency is None else int(consistency)
         self.noise = PositionalNoise(seed, 1)
+        if key is not None:  # a batch item's noise key (OnnxVocoder.decode in pieces)
+            self.noise.keys = [int(key)]
         self.frames = 0
         self.pipeline = StagePipeline(self._build(), self.hop,
                                       lambda xs: np.concatenate(xs, axis=-1),
