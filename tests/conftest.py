@@ -56,6 +56,35 @@ def tiny_vocoder(diffusion: dict | None = None, preset: str = "hifigan", **model
     return Vocoder(net, config, precision="fp32")
 
 
+# models of each kind the exported decoders run (diffusion settings, model settings)
+EXPORT_CASES = {
+    "plain": ({}, {}),
+    "priorgrad+gl_start+projection": ({"prior": "priorgrad", "prior_energy": [1e-4, 0.5],
+                                       "conditioning": "noise_level", "start_iters": 3,
+                                       "consistency_iters": 2}, {}),
+    "subbands": ({"consistency_iters": 1}, {"subbands": 2}),
+    "specgrad": ({"prior": "specgrad", "prior_energy": [1e-4, 0.5], "consistency_iters": 1}, {}),
+}
+
+
+def random_mel(batch: int = 1, frames: int = 13, seed: int = 0):
+    """A ``(batch, 80, frames)`` float32 numpy mel of speech-like log values."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 80, frames, generator=g) * 1.5 - 6.0).numpy()
+
+
+def torch_noise_draws(meta: dict, shape: tuple, seed: int) -> list:
+    """The standard normal draws the torch decode of ``seed`` makes, in its order, for an
+    exported folder's ``decoder.json`` ``meta``: Griffin-Lim's start, x_T, then one after
+    every network evaluation but the last."""
+    from wavediff.diffusion.noise import GL_START, X_T, PositionalNoise, step_stream
+
+    draws = PositionalNoise.from_generator(torch.Generator().manual_seed(seed), shape[0])
+    streams = ([GL_START] if meta["start_iters"] else []) + [X_T] + [
+        step_stream(i) for i in range(len(meta["plan"]["betas"]) - 1)]
+    return [draws.draw(k, 0, shape[-1]).numpy() for k in streams]
+
+
 def write_tiny_config(path: Path, **train) -> Path:
     import yaml
 

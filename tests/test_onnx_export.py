@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_vocoder, wavediff_cli
-from wavediff.diffusion.noise import GL_START, X_T, PositionalNoise, step_stream
+from conftest import (EXPORT_CASES, random_mel, tiny_vocoder, torch_noise_draws,
+                      wavediff_cli)
 from wavediff.errors import ConfigError
 from wavediff.vocoder import Vocoder
 
@@ -30,28 +30,7 @@ def _vocoder(diffusion: dict | None = None, **model) -> Vocoder:
     return tiny_vocoder(diffusion, **model)
 
 
-def _mel(batch: int = 1, frames: int = 13, seed: int = 0) -> np.ndarray:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, 80, frames, generator=g) * 1.5 - 6.0).numpy()
-
-
-def _torch_draws(meta: dict, shape: tuple, seed: int) -> list[np.ndarray]:
-    """The standard normal draws the torch decode of ``seed`` makes, in its order:
-    Griffin-Lim's start, x_T, then one after every network evaluation but the last."""
-    draws = PositionalNoise.from_generator(torch.Generator().manual_seed(seed), shape[0])
-    streams = ([GL_START] if meta["start_iters"] else []) + [X_T] + [
-        step_stream(i) for i in range(len(meta["plan"]["betas"]) - 1)]
-    return [draws.draw(k, 0, shape[-1]).numpy() for k in streams]
-
-
-CASES = {
-    "plain": ({}, {}),
-    "priorgrad+gl_start+projection": ({"prior": "priorgrad", "prior_energy": [1e-4, 0.5],
-                                       "conditioning": "noise_level", "start_iters": 3,
-                                       "consistency_iters": 2}, {}),
-    "subbands": ({"consistency_iters": 1}, {"subbands": 2}),
-    "specgrad": ({"prior": "specgrad", "prior_energy": [1e-4, 0.5], "consistency_iters": 1}, {}),
-}
+_mel, _torch_draws, CASES = random_mel, torch_noise_draws, EXPORT_CASES
 
 
 @pytest.mark.parametrize("case", list(CASES))

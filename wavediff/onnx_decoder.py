@@ -5,7 +5,10 @@
 evaluation), ``decoder.json`` (the mel convention, the sampling plan, the prior, the
 Griffin-Lim settings) and ``filterbank.npy``, and a copy of this file as ``decode_onnx.py``.
 This file imports nothing of wavediff or torch, so the folder runs wherever numpy,
-onnxruntime (and soundfile, to write WAV files) are installed::
+onnxruntime (and soundfile, to write WAV files) are installed. ``wavediff export --format
+torch-export`` writes the same folder with the two graphs as ``torch.export`` programs
+(``conditioning.pt2``, ``denoiser.pt2``; ``decoder.json`` says which): then torch takes
+onnxruntime's place, and wavediff is still not needed::
 
     python decode_onnx.py FOLDER mel.npy out.wav [--seed 0] [--threads 2]
 
@@ -26,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -221,17 +226,73 @@ class PositionalNoise:
 
 
 # ---------------------------------------------------------------------- the decoder
+def _onnx_sessions(paths: dict, threads: Optional[int]) -> tuple:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise OnnxDecoderError("this folder's graphs are ONNX: pip install onnxruntime") from None
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    providers = ["CPUExecutionProvider"]
+    return tuple(ort.InferenceSession(str(paths[role]), options, providers=providers)
+                 for role in ("conditioning", "denoiser"))
+
+
+class _TorchProgram:
+    """A ``torch.export`` program behind onnxruntime's ``run(None, feeds)``."""
+
+    def __init__(self, path: Path, inputs: Sequence[str]) -> None:
+        import torch
+
+        self.torch, self.inputs = torch, tuple(inputs)
+        # torch logs its own traceback of a failed load and warns that the archive's
+        # buffers are read-only (they are only read): the error below says it in one line
+        log = logging.getLogger("torch.export")
+        level = log.level
+        try:
+            log.setLevel(logging.ERROR)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given buffer is not writable")
+                self.module = torch.export.load(str(path)).module()
+        except Exception as e:  # a missing, truncated or foreign file
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise OnnxDecoderError(f"cannot load {path} as a torch.export program ({why}); "
+                                   f"export the model again") from None
+        finally:
+            log.setLevel(level)
+
+    def run(self, _outputs, feeds: dict) -> list:
+        torch = self.torch
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[k], dtype=np.float32))
+                for k in self.inputs]
+        with torch.inference_mode():
+            out = self.module(*args)
+        return [t.numpy() for t in out] if isinstance(out, (tuple, list)) else [out.numpy()]
+
+
+def _torch_programs(paths: dict, threads: Optional[int], cond_inputs: Sequence[str]) -> tuple:
+    try:
+        import torch
+    except ImportError:
+        raise OnnxDecoderError("this folder's graphs are torch.export programs: pip install "
+                               "torch") from None
+    if threads:
+        torch.set_num_threads(int(threads))
+    return (_TorchProgram(paths["conditioning"], ["mel"]),
+            _TorchProgram(paths["denoiser"], ["x", "steps", *cond_inputs]))
+
+
 class OnnxVocoder:
     """An exported folder, ready to decode.
 
     Args:
-        folder: what ``wavediff export --format onnx`` wrote.
-        threads: onnxruntime's intra-op threads (default: its own choice).
+        folder: what ``wavediff export --format onnx`` (or ``torch-export``) wrote.
+        threads: onnxruntime's intra-op threads (default: its own choice); for a
+            ``torch-export`` folder, ``torch.set_num_threads`` (process-wide).
     """
 
     def __init__(self, folder, threads: Optional[int] = None) -> None:
-        import onnxruntime as ort
-
         self.folder = Path(folder)
         meta_path = self.folder / "decoder.json"
         try:
@@ -244,14 +305,40 @@ class OnnxVocoder:
                                    f"again with this version of wavediff")
         self.audio = self.meta["audio"]
         self.basis = np.load(self.folder / "filterbank.npy", allow_pickle=False)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        providers = ["CPUExecutionProvider"]
-        self.conditioning = ort.InferenceSession(str(self.folder / "conditioning.onnx"), options,
-                                                 providers=providers)
-        self.denoiser = ort.InferenceSession(str(self.folder / "denoiser.onnx"), options,
-                                             providers=providers)
+        runtime = self.meta.get("runtime", "onnxruntime")
+        graphs = self.meta.get("graphs", {"conditioning": "conditioning.onnx",
+                                          "denoiser": "denoiser.onnx"})
+        paths = {}
+        for role in ("conditioning", "denoiser"):
+            name = str(graphs.get(role, ""))
+            if not name or Path(name).name != name:  # a bare file name in this folder only
+                raise OnnxDecoderError(f"{meta_path} names {name!r} as the {role} graph; "
+                                       f"export the model again")
+            paths[role] = self.folder / name
+        # the conditioning's outputs, fed by name to the denoiser: one per layer (before:
+        # one stacked "conds", which the denoiser split again: a copy of it every step)
+        layers = self.meta.get("conditioning_outputs")
+        self.cond_inputs = (["conds"] if layers is None
+                            else [f"cond_{i}" for i in range(int(layers))])
+        if runtime == "onnxruntime":
+            self.conditioning, self.denoiser = _onnx_sessions(paths, threads)
+        elif runtime == "torch":
+            self.conditioning, self.denoiser = _torch_programs(paths, threads, self.cond_inputs)
+        else:
+            raise OnnxDecoderError(f"{meta_path} names the runtime {runtime!r}, which this "
+                                   f"decoder does not know; export the model again")
+        self.runtime = runtime
+
+    def _conditioning(self, mel: np.ndarray) -> list:
+        """Every layer's conditioning of ``mel`` (one array per layer; folders exported
+        before that: one stacked array)."""
+        return self.conditioning.run(None, {"mel": mel})
+
+    def _eps(self, x: np.ndarray, step: float, conds: list) -> np.ndarray:
+        """One network evaluation at the (fractional) training step ``step``."""
+        feeds = {"x": x.astype(np.float32), "steps": np.full((x.shape[0],), step, np.float32)}
+        feeds.update(zip(self.cond_inputs, conds))
+        return self.denoiser.run(None, feeds)[0]
 
     @property
     def sample_rate(self) -> int:
@@ -328,7 +415,7 @@ class OnnxVocoder:
         init = None
         if start_iters:
             init = np.clip(projector.griffin_lim(draw(GL_START), start_iters), -1.0, 1.0)
-        conds = self.conditioning.run(None, {"mel": mel})[0]
+        conds = self._conditioning(mel)
         colour = self._colour(mel)
         x = draw(X_T)
         if colour is not None:
@@ -337,9 +424,7 @@ class OnnxVocoder:
             x = math.sqrt(abar[-1]) * init + math.sqrt(1.0 - abar[-1]) * x
         n = len(betas)
         for s in reversed(range(n)):
-            t = np.full((x.shape[0],), steps[s], dtype=np.float32)
-            eps = self.denoiser.run(None, {"x": x.astype(np.float32), "steps": t,
-                                           "conds": conds})[0]
+            eps = self._eps(x, steps[s], conds)
             if iters:
                 x0 = projector.griffin_lim((x - math.sqrt(1.0 - abar[s]) * eps)
                                            / math.sqrt(abar[s]), iters, keep_uncovered=True)
@@ -461,10 +546,7 @@ class OnnxStreamingDecoder:
             s = n - 1 - i
 
             def eps_of(x, seg, s=s):
-                conds = self.voc.conditioning.run(None, {"mel": seg.mel})[0]
-                t = np.full((x.shape[0],), steps[s], dtype=np.float32)
-                return self.voc.denoiser.run(None, {"x": x.astype(np.float32), "steps": t,
-                                                    "conds": conds})[0]
+                return self.voc._eps(x, steps[s], self.voc._conditioning(seg.mel))
 
             def update(x, eps, a, seg, s=s, i=i):
                 x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])
@@ -556,11 +638,13 @@ def load_mel(path) -> np.ndarray:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description="Decode a mel with a wavediff model exported to "
                                             "ONNX (numpy + onnxruntime; soundfile for WAV).")
-    p.add_argument("folder", help="the folder 'wavediff export --format onnx' wrote")
+    p.add_argument("folder", help="the folder 'wavediff export --format onnx' (or "
+                                   "torch-export) wrote")
     p.add_argument("mel", help="a .npy mel (n_mels, frames) in the model's convention")
     p.add_argument("out", help="the WAV file to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime's intra-op threads (torch's for a "
+                                                           "torch-export folder)")
     args = p.parse_args(argv)
     try:
         import soundfile as sf

@@ -4,16 +4,22 @@ The folder :func:`export_onnx` writes decodes without torch: :mod:`wavediff.onnx
 (copied in as ``decode_onnx.py``) runs the graphs with onnxruntime and the sampler, the
 prior and the spectral-consistency projection in numpy.
 
-* ``conditioning.onnx``: ``mel (B, n_mels, F)`` -> ``conds (L, B, 2C, F * hop / subbands)``,
-  everything of the network that depends only on the mel (computed once per utterance);
+* ``conditioning.onnx``: ``mel (B, n_mels, F)`` -> ``cond_0 ... cond_{L-1}`` (each
+  ``(B, 2C, F * hop / subbands)``), everything of the network that depends only on the mel
+  (computed once per utterance);
 * ``denoiser.onnx``: ``x (B, F * hop)``, ``steps (B,)`` float32 (fractional training
-  steps), ``conds`` -> ``eps (B, F * hop)``: one network evaluation;
+  steps), ``cond_0 ...`` -> ``eps (B, F * hop)``: one network evaluation;
 * ``decoder.json``: the mel convention, the sampling plan (betas, alpha-bars, network
   steps of the model's default sampler), the prior, the projections per step and the
   Griffin-Lim start; ``filterbank.npy``: the mel filterbank ``(n_mels, n_fft // 2 + 1)``.
 
 Batch and length are dynamic axes. Exporting needs the ``onnx`` package (the ``export``
 extra); the exported folder needs numpy and onnxruntime only.
+
+:func:`export_torch` writes the same folder with the two graphs as ``torch.export``
+programs (``conditioning.pt2``, ``denoiser.pt2``) instead: the route for a torch user, who
+then needs torch and numpy but neither wavediff, onnx nor onnxruntime; the same
+``decode_onnx.py`` runs it (``decoder.json`` names the runtime).
 """
 
 from __future__ import annotations
@@ -43,8 +49,8 @@ class _Conditioning(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, mel: Tensor) -> Tensor:
-        return torch.stack(self.model.conditioning(mel))
+    def forward(self, mel: Tensor) -> tuple:
+        return tuple(self.model.conditioning(mel))
 
 
 class _Denoiser(nn.Module):
@@ -52,11 +58,17 @@ class _Denoiser(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, steps: Tensor, conds: Tensor) -> Tensor:
-        return self.model.denoise(x, steps, list(conds.unbind(0)))
+    def forward(self, x: Tensor, steps: Tensor, *conds: Tensor) -> Tensor:
+        # one input per layer: a stacked tensor would be split again, a copy of every
+        # layer's conditioning in each network evaluation (a third of onnxruntime's time)
+        return self.model.denoise(x, steps, list(conds))
 
 
-def decoder_metadata(voc) -> dict:
+RUNTIMES = {"onnxruntime": ("conditioning.onnx", "denoiser.onnx"),
+            "torch": ("conditioning.pt2", "denoiser.pt2")}
+
+
+def decoder_metadata(voc, runtime: str = "onnxruntime") -> dict:
     """What the numpy decoder needs besides the graphs (``decoder.json``)."""
     config = voc.config
     d = config.diffusion
@@ -76,6 +88,9 @@ def decoder_metadata(voc) -> dict:
     return {
         "format": "wavediff-onnx-1",
         "wavediff": __version__,
+        # what runs the two graphs (absent in folders of before: onnxruntime)
+        "runtime": runtime,
+        "graphs": dict(zip(("conditioning", "denoiser"), RUNTIMES[runtime])),
         "step": int(voc.step or 0),
         "audio": audio,
         "plan": {"sampler": chosen.sampler, "betas": [float(b) for b in chosen.betas],
@@ -98,18 +113,68 @@ def export_onnx(voc, outdir, *, opset: int = OPSET, frames: int = 8) -> Path:
     except ImportError:
         raise WavediffError("ONNX export needs the onnx package: pip install onnx "
                             "(or pip install 'wavediff[export]')") from None
+
+    def write(model, mel, x, steps, conds, cond_path, den_path):
+        names = [f"cond_{i}" for i in range(len(conds))]
+        cond_axes = {name: {0: "batch", 2: "samples"} for name in names}
+        torch.onnx.export(_Conditioning(model), (mel,), str(cond_path),
+                          dynamo=False, opset_version=opset, input_names=["mel"],
+                          output_names=names,
+                          dynamic_axes={"mel": {0: "batch", 2: "frames"}, **cond_axes})
+        torch.onnx.export(_Denoiser(model), (x, steps, *conds), str(den_path),
+                          dynamo=False, opset_version=opset,
+                          input_names=["x", "steps", *names], output_names=["eps"],
+                          dynamic_axes={"x": {0: "batch", 1: "length"},
+                                        "steps": {0: "batch"}, **cond_axes,
+                                        "eps": {0: "batch", 1: "length"}})
+
+    return _export(voc, outdir, "onnxruntime", write, frames=frames, batch=1)
+
+
+def export_torch(voc, outdir, *, frames: int = 8) -> Path:
+    """Write ``voc``'s model as a decoding folder whose graphs are ``torch.export``
+    programs (``conditioning.pt2``, ``denoiser.pt2``; batch and length dynamic): the same
+    folder as :func:`export_onnx` otherwise, decoded by the same ``decode_onnx.py`` with
+    torch and numpy, without wavediff."""
+    from torch.export import Dim
+
+    hop = voc.hop_length
+    per_band = hop // voc.config.model.subbands
+
+    def write(model, mel, x, steps, conds, cond_path, den_path):
+        batch, mel_frames = Dim("batch", min=1, max=4096), Dim("frames", min=1, max=2 ** 24)
+        try:
+            cond = torch.export.export(_Conditioning(model), (mel,), strict=False,
+                                       dynamic_shapes={"mel": {0: batch, 2: mel_frames}})
+            cond_dims = {0: batch, 2: per_band * mel_frames}
+            den = torch.export.export(
+                _Denoiser(model), (x, steps, *conds), strict=False,
+                dynamic_shapes=({0: batch, 1: hop * mel_frames}, {0: batch},
+                                (cond_dims,) * len(conds)))  # *conds: one tuple
+        except Exception as e:  # torch.export's errors run to pages; the first line tells
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WavediffError(f"torch.export could not capture this model ({first}); "
+                                f"export it with --format onnx instead") from None
+        torch.export.save(cond, str(cond_path))
+        torch.export.save(den, str(den_path))
+
+    # batch 2 in the example, so that torch.export does not take the batch for a constant 1
+    return _export(voc, outdir, "torch", write, frames=frames, batch=2)
+
+
+def _export(voc, outdir, runtime: str, write, *, frames: int, batch: int) -> Path:
     from wavediff.audio.mel import mel_filterbank
 
-    meta = decoder_metadata(voc)
+    meta = decoder_metadata(voc, runtime)
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     model = voc.model.float().eval()
     device = next(model.parameters()).device
     hop, n_mels = voc.hop_length, voc.n_mels
-    mel = torch.full((1, n_mels, frames), float(voc.config.audio.floor), device=device)
+    mel = torch.full((batch, n_mels, frames), float(voc.config.audio.floor), device=device)
     mel = mel + 0.1 * torch.randn(mel.shape, generator=torch.Generator().manual_seed(0)).to(device)
-    x = torch.zeros(1, frames * hop, device=device)
-    steps = torch.ones(1, device=device)
+    x = torch.zeros(batch, frames * hop, device=device)
+    steps = torch.ones(batch, device=device)
     written = []
 
     def target(name: str) -> Path:
@@ -121,18 +186,9 @@ def export_onnx(voc, outdir, *, opset: int = OPSET, frames: int = 8) -> Path:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on shape checks
             conds = _Conditioning(model)(mel)
-            torch.onnx.export(_Conditioning(model), (mel,), str(target("conditioning.onnx")),
-                              dynamo=False, opset_version=opset, input_names=["mel"],
-                              output_names=["conds"],
-                              dynamic_axes={"mel": {0: "batch", 2: "frames"},
-                                            "conds": {1: "batch", 3: "samples"}})
-            torch.onnx.export(_Denoiser(model), (x, steps, conds), str(target("denoiser.onnx")),
-                              dynamo=False, opset_version=opset,
-                              input_names=["x", "steps", "conds"], output_names=["eps"],
-                              dynamic_axes={"x": {0: "batch", 1: "length"},
-                                            "steps": {0: "batch"},
-                                            "conds": {1: "batch", 3: "samples"},
-                                            "eps": {0: "batch", 1: "length"}})
+            # outputs cond_0 ... of the conditioning graph, inputs of the denoiser's
+            meta["conditioning_outputs"] = len(conds)
+            write(model, mel, x, steps, conds, *(target(name) for name in RUNTIMES[runtime]))
         with open(target("filterbank.npy"), "wb") as f:  # a handle: np.save adds no suffix
             np.save(f, mel_filterbank(voc.config.audio).numpy(), allow_pickle=False)
         target("decoder.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,20 +29,22 @@ SUBBAND_CHOICES = (1, 2, 4, 8)
 
 
 @lru_cache(maxsize=None)
-def _walsh(n: int) -> Tensor:
+def _walsh(n: int) -> tuple:
+    # plain numbers, not a tensor: a cached tensor made while torch.export or torch.compile
+    # traces would be a fake one, left behind for every later call
     if n not in SUBBAND_CHOICES:
         raise ValueError(f"sub-bands must be one of {SUBBAND_CHOICES}, got {n}")
-    h = torch.ones(1, 1, dtype=torch.float64)
+    h = np.ones((1, 1))
     while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+        h = np.block([[h, h], [h, -h]])
     sign_changes = (h[:, 1:] != h[:, :-1]).sum(1)
-    return h[torch.argsort(sign_changes)] / math.sqrt(n)
+    return tuple(map(tuple, (h[np.argsort(sign_changes, kind="stable")] / math.sqrt(n)).tolist()))
 
 
 def walsh_matrix(n: int, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu") -> Tensor:
     """The ``(n, n)`` orthonormal analysis matrix of ``n`` bands (rows: bands)."""
-    return _walsh(n).to(device=device, dtype=dtype)
+    return torch.tensor(_walsh(n), dtype=dtype, device=device)
 
 
 def analysis(x: Tensor, bands: int) -> Tensor:
