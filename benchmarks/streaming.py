@@ -179,6 +179,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--precision", default="auto")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--only", default=None,
+                   help="comma-separated case names to run (e.g. 'whole,onnx whole,onnx "
+                        "stream'); default: all, and the short utterance's whole and stream")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)
     p.add_argument("--block-frames", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--lookahead-ms", type=float, default=None, help=argparse.SUPPRESS)
@@ -200,6 +203,13 @@ def main() -> None:
     runs = [(name, opts, args.seconds) for name, opts in CASES]
     runs += [(f"{name}, {args.short_seconds:g} s utterance", opts, args.short_seconds)
              for name, opts in CASES[:2]]
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",")]
+        unknown = set(wanted) - {name for name, _ in CASES}
+        if unknown:
+            sys.exit(f"--only: unknown case(s) {sorted(unknown)}; the cases: "
+                     f"{', '.join(name for name, _ in CASES)}")
+        runs = [r for r in runs if r[0] in wanted]
     for name, opts, seconds in runs:
         case_name = name.split(",")[0]
         r = subprocess.run([sys.executable, __file__, "--case", case_name,
