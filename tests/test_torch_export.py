@@ -78,6 +78,9 @@ def test_a_broken_torch_export_folder_is_refused_in_one_line(tmp_path):
         {**meta, "graphs": {**meta["graphs"], "denoiser": "../elsewhere.pt2"}}))
     with pytest.raises(OnnxDecoderError, match="export the model again"):
         OnnxVocoder(folder)
+    (folder / "decoder.json").write_text(json.dumps({**meta, "conditioning_outputs": 10 ** 12}))
+    with pytest.raises(OnnxDecoderError, match="conditioning outputs"):
+        OnnxVocoder(folder)  # refused before any list of that size is made
     (folder / "decoder.json").write_text(json.dumps({**meta, "runtime": "tensorflow"}))
     with pytest.raises(OnnxDecoderError, match="runtime 'tensorflow'"):
         OnnxVocoder(folder)

@@ -318,8 +318,11 @@ class OnnxVocoder:
         # the conditioning's outputs, fed by name to the denoiser: one per layer (before:
         # one stacked "conds", which the denoiser split again: a copy of it every step)
         layers = self.meta.get("conditioning_outputs")
+        if layers is not None and not (isinstance(layers, int) and 0 < layers <= 4096):
+            raise OnnxDecoderError(f"{meta_path} declares {layers!r} conditioning outputs; "
+                                   f"export the model again")
         self.cond_inputs = (["conds"] if layers is None
-                            else [f"cond_{i}" for i in range(int(layers))])
+                            else [f"cond_{i}" for i in range(layers)])
         if runtime == "onnxruntime":
             self.conditioning, self.denoiser = _onnx_sessions(paths, threads)
         elif runtime == "torch":
