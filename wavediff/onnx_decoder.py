@@ -81,17 +81,45 @@ def hann(win: int, n_fft: int) -> np.ndarray:
     return np.pad(w, (left, n_fft - win - left))
 
 
+_PINV: dict = {}
+
+
+def pseudo_inverse(basis: np.ndarray) -> tuple:
+    """``(pinv, step)`` of a filterbank: its pseudo-inverse (float64) and the NNLS step
+    ``1 / ||basis||^2``; computed once per filterbank (an SVD: tens of milliseconds)."""
+    key = (basis.shape, basis.dtype.str, basis.tobytes())
+    hit = _PINV.get(key)
+    if hit is None:
+        b64 = basis.astype(np.float64)
+        hit = (np.linalg.pinv(b64), 1.0 / float(np.linalg.norm(b64, 2)) ** 2)
+        if len(_PINV) >= 8:
+            _PINV.clear()
+        _PINV[key] = hit
+    return hit
+
+
+def frames_as_columns(x: np.ndarray) -> np.ndarray:
+    """``(B, M, F)`` -> ``(M, B * F)``: one matrix product for a batch (numpy's broadcast
+    ``(K, M) @ (B, M, F)`` leaves BLAS for a loop a hundred times slower)."""
+    return x.transpose(1, 0, 2).reshape(x.shape[1], -1)
+
+
+def columns_as_frames(y: np.ndarray, batch: int) -> np.ndarray:
+    """The inverse of :func:`frames_as_columns`: ``(K, B * F)`` -> ``(B, K, F)``."""
+    return np.ascontiguousarray(y.reshape(y.shape[0], batch, -1).transpose(1, 0, 2))
+
+
 def mel_to_magnitude(audio: dict, basis: np.ndarray, mel: np.ndarray,
                      iters: int = NNLS_ITERS) -> np.ndarray:
     """``(B, n_mels, F)`` -> ``(B, n_fft // 2 + 1, F)`` non-negative linear magnitudes whose
     mel is closest to ``mel``: FISTA from the clipped pseudo-inverse, in float32."""
-    basis64 = basis.astype(np.float64)
+    pinv, step = pseudo_inverse(basis)
     linear = decompress(audio, mel)
     if audio["stft_normalized"]:
         linear = linear * np.sqrt(np.square(hann(audio["win_length"], audio["win_length"])).sum())
-    step = 1.0 / float(np.linalg.norm(basis64, 2)) ** 2
-    a = np.clip(np.linalg.pinv(basis64) @ linear, 0.0, None).astype(np.float32)
-    y = linear.astype(np.float32)
+    cols = frames_as_columns(linear)
+    a = np.clip(pinv @ cols, 0.0, None).astype(np.float32)
+    y = cols.astype(np.float32)
     b32 = basis.astype(np.float32)
     z, t = a, 1.0
     for _ in range(iters):
@@ -99,7 +127,7 @@ def mel_to_magnitude(audio: dict, basis: np.ndarray, mel: np.ndarray,
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         z = nxt + np.float32((t - 1.0) / t_next) * (nxt - a)
         a, t = nxt, t_next
-    return a
+    return columns_as_frames(a, mel.shape[0])
 
 
 class Projector:
@@ -163,8 +191,9 @@ class SpectralFilter:
         n_fft, lifter, floor = audio["n_fft"], prior["lifter"], prior["shape_floor"]
         self.n_fft, self.hop = n_fft, audio["hop_length"]
         linear = decompress(audio, mel).astype(np.float32)
-        pinv = np.linalg.pinv(basis.astype(np.float64)).astype(np.float32)
-        mag = np.clip(pinv @ linear, 0.0, None)
+        pinv = pseudo_inverse(basis)[0].astype(np.float32)
+        mag = np.clip(columns_as_frames(pinv @ frames_as_columns(linear), linear.shape[0]),
+                      0.0, None)
         eps = 1e-5 * mag.max(axis=1, keepdims=True) + 1e-12
         cep = np.fft.irfft(np.log(mag + eps), n=n_fft, axis=1)
         cep[:, lifter:n_fft - lifter + 1] = 0.0
