@@ -16,10 +16,12 @@ from wavediff.diffusion import GaussianDiffusion, sample_fast
 from wavediff.diffusion.samplers import unrolled_fast
 from wavediff.diffusion.schedule import plan
 from wavediff.errors import ConfigError
+from wavediff.evaluation.spectral import phase_derivative_loss
 from wavediff.model import DiffWave
 from wavediff.train.adversarial import (
     Discriminators, discriminator_loss, feature_matching_loss, generator_loss,
 )
+from wavediff.train.objectives import PHASE_FFT_SIZES
 from wavediff.train.trainer import Trainer
 
 
@@ -86,8 +88,59 @@ def test_objective_fields_are_checked():
         Config.from_dict(tiny_config_dict(objective="gan"))
     with pytest.raises(ConfigError, match="train.adversarial_weight"):
         Config.from_dict(tiny_config_dict(objective="few_step", adversarial_weight=-1))
+    with pytest.raises(ConfigError, match="train.phase_loss_weight"):
+        Config.from_dict(tiny_config_dict(objective="few_step", phase_loss_weight=float("nan")))
     with pytest.raises(ConfigError, match="discriminator_lr"):
         Config.from_dict(tiny_config_dict(discriminator_lr=0))
+
+
+
+# ---------------------------------------------------------------------- phase-derivative loss
+def _voiced(seconds: float = 0.5, f0: float = 110.0, sr: int = 22050) -> torch.Tensor:
+    """A pulse-train-like voiced signal: 30 harmonics of f0 with falling amplitudes and
+    fixed phases (a waveform whose phase structure is not that of random phases)."""
+    t = torch.arange(int(seconds * sr), dtype=torch.float64) / sr
+    return sum(torch.cos(2 * math.pi * k * f0 * t + 0.3 * k * k) / k
+               for k in range(1, 31)).float() / 3
+
+
+def test_phase_loss_sees_the_phase_derivatives_only():
+    ref = _voiced()
+    # invariant to what the mel cannot tell and the ear does not hear: gain and polarity
+    # (a constant phase offset of pi in every bin); float32 STFTs of the same samples round
+    # alike, so the few-1e-7 left is rounding
+    for same in (ref, 0.5 * ref, -ref):
+        assert float(phase_derivative_loss(ref, same)) == pytest.approx(0.0, abs=1e-4)
+    # the same harmonics with random phases: the same long-window magnitude spectrum (a
+    # mel loss sees nothing). A window of many periods resolves the harmonics and sees
+    # almost nothing either (each harmonic alone has the reference's phase derivatives);
+    # a window of about one period sees the pulse's shape change: why the objective takes
+    # both sizes (PHASE_FFT_SIZES)
+    t = torch.arange(ref.numel(), dtype=torch.float64) / 22050
+    phases = torch.rand(30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    scrambled = sum(torch.cos(2 * math.pi * k * 110.0 * t + 2 * math.pi * phases[k - 1]) / k
+                    for k in range(1, 31)).float() / 3
+    assert float(phase_derivative_loss(ref, scrambled, n_fft=1024, hop=256)) < 0.05
+    value = float(phase_derivative_loss(ref, scrambled, n_fft=256, hop=64))
+    assert 0.2 < value <= 2.0, value
+    noise = 0.3 * torch.randn(ref.numel(), generator=torch.Generator().manual_seed(1))
+    for n_fft in PHASE_FFT_SIZES:  # no structure at all: far off at every size
+        assert float(phase_derivative_loss(ref, noise, n_fft=n_fft, hop=n_fft // 4)) > 0.2
+
+
+def test_phase_loss_gradient_is_finite_on_silence_and_points_downhill():
+    ref = _voiced(0.2)
+    for r, g0 in ((torch.zeros(4096), torch.zeros(4096)), (ref, torch.zeros_like(ref))):
+        g = g0.clone().requires_grad_()
+        phase_derivative_loss(r, g).backward()
+        assert torch.isfinite(g.grad).all()
+    g = (ref + 0.2 * torch.randn(ref.numel(), generator=torch.Generator().manual_seed(2)))
+    g.requires_grad_()
+    before = phase_derivative_loss(ref, g)
+    before.backward()
+    with torch.no_grad():  # a small step against the gradient lowers it
+        after = phase_derivative_loss(ref, g - 1e-3 * g.grad / g.grad.abs().max())
+    assert float(after) < float(before.detach())
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +180,14 @@ def test_few_step_training_steps_logs_every_term_and_resumes_exactly(dump, tmp_p
     for key, value in a["objective"]["discriminators"].items():
         torch.testing.assert_close(value, b["objective"]["discriminators"][key], rtol=0,
                                    atol=0, msg=key)
+
+
+@pytest.mark.slow  # trains
+def test_phase_loss_is_a_logged_term_of_the_objective(dump, tmp_path):
+    trainer = Trainer(_few_step_config(max_steps=2, phase_loss_weight=3.0), dump, None,
+                      tmp_path / "p", progress=False)
+    trainer.run()
+    assert 0.0 < trainer.last_terms["phase"] <= 2.0
 
 
 @pytest.mark.slow  # trains

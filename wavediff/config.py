@@ -125,11 +125,13 @@ class TrainConfig:
     # "diffusion": the eps-prediction loss at random noise levels (DiffWave). "few_step":
     # every crop is also decoded over diffusion.fast_schedule with gradients and the decode
     # scored against the recording (wavediff.train.objectives): a full-band log-mel L1, the
-    # multi-resolution STFT loss, multi-period/multi-resolution discriminators with
-    # feature matching, and the diffusion loss; each term weighted below (0 = off).
+    # multi-resolution STFT loss, the phase-derivative loss (instantaneous frequency and
+    # group delay against the recording's), multi-period/multi-resolution discriminators
+    # with feature matching, and the diffusion loss; each term weighted below (0 = off).
     objective: str = "diffusion"
     mel_loss_weight: float = 45.0
     stft_loss_weight: float = 0.0
+    phase_loss_weight: float = 0.0
     adversarial_weight: float = 0.0
     feature_matching_weight: float = 0.0
     diffusion_loss_weight: float = 1.0
@@ -199,7 +201,7 @@ class Config:
         if t.objective not in OBJECTIVES:
             raise ConfigError(f"train.objective must be one of {', '.join(OBJECTIVES)}, "
                               f"got {t.objective!r}")
-        for name in ("mel_loss_weight", "stft_loss_weight", "adversarial_weight",
+        for name in ("mel_loss_weight", "stft_loss_weight", "phase_loss_weight", "adversarial_weight",
                      "feature_matching_weight", "diffusion_loss_weight"):
             value = getattr(t, name)
             if not (math.isfinite(value) and value >= 0.0):

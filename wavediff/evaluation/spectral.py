@@ -19,8 +19,8 @@ import torch
 from wavediff.errors import AudioError
 
 __all__ = [
-    "STFT_RESOLUTIONS", "multi_resolution_stft_distance", "multi_resolution_stft_loss", "log_mel_l1", "snr", "si_sdr",
-    "MAX_DB",
+    "STFT_RESOLUTIONS", "multi_resolution_stft_distance", "multi_resolution_stft_loss",
+    "phase_derivative_loss", "log_mel_l1", "snr", "si_sdr", "MAX_DB",
 ]
 
 # (n_fft, hop, win) of the multi-resolution STFT loss of Parallel WaveGAN / HiFi-GAN v2 era
@@ -103,6 +103,59 @@ def multi_resolution_stft_loss(
         mag = (sr_.log() - sg.log()).abs().mean()
         total = total + sc + mag
     return total / len(resolutions)
+
+
+def phase_derivative_loss(ref: torch.Tensor, gen: torch.Tensor, n_fft: int = 1024,
+                          hop: int = 256, eps: float = 1e-6) -> torch.Tensor:
+    """How far the phase structure of ``gen`` is from that of ``ref``: a differentiable
+    scalar in ``[0, 2]``, 0 when the phase derivatives agree everywhere.
+
+    A waveform's absolute STFT phase cannot be told from its magnitude (nor from a mel),
+    but its derivatives can: the instantaneous frequency (the phase advance from one frame
+    to the next in a bin) and the group delay (the phase step from one bin to the next in a
+    frame), the quantities APNet (Ai & Ling 2023) trains with anti-wrapping losses. Each is
+    compared here as ``1 - cos(d_gen - d_ref)``, written with complex products so that
+    nothing wraps and nothing divides by a vanishing magnitude::
+
+        u = Z[t] conj(Z[t-1]) conj(R[t] conj(R[t-1]))      (time; the same over frequency)
+        loss = sum w (1 - Re u / (|u| + eps)) / sum w,      w = |R[t]| |R[t-1]|
+
+    weighted by the reference's magnitudes, so the phase of silence and of empty bins (which
+    carries nothing) is not learned. The two directions are averaged. ``ref`` is treated as a
+    constant; ``ref``, ``gen``: ``(B, T)`` or ``(T,)`` float tensors of one shape.
+    """
+    _check_pair(ref, gen)
+    dtype = torch.promote_types(gen.dtype, torch.float32)
+    r, g = ref.detach().to(dtype), gen.to(dtype)
+    if r.dim() == 1:
+        r, g = r[None], g[None]
+    if r.shape[-1] <= n_fft // 2:
+        n_fft, _ = _shrink(r.shape[-1], n_fft, n_fft)
+        hop = min(hop, max(n_fft // 4, 1))
+    window = torch.hann_window(n_fft, device=g.device, dtype=dtype)
+
+    def spectrum(x: torch.Tensor) -> torch.Tensor:
+        return torch.stft(x, n_fft, hop_length=hop, window=window, center=True,
+                          pad_mode="reflect", return_complex=True)
+
+    with torch.no_grad():
+        rs = spectrum(r)
+    gs = spectrum(g)
+    total = gs.real.new_zeros(())
+    for dim in (-1, -2):  # over frames (instantaneous frequency), over bins (group delay)
+        n = rs.shape[dim]
+        if n < 2:
+            continue
+        r1, r0 = rs.narrow(dim, 1, n - 1), rs.narrow(dim, 0, n - 1)
+        g1, g0 = gs.narrow(dim, 1, n - 1), gs.narrow(dim, 0, n - 1)
+        with torch.no_grad():
+            ref_step = r1 * r0.conj()
+            weight = ref_step.abs()
+        u = g1 * g0.conj() * ref_step.conj()
+        magnitude = (u.real.square() + u.imag.square() + eps * eps).sqrt()
+        cosine = u.real / magnitude
+        total = total + (weight * (1.0 - cosine)).sum() / weight.sum().clamp(min=1e-12)
+    return total / 2.0
 
 
 def _shrink(length: int, n_fft: int, win: int) -> tuple[int, int]:
