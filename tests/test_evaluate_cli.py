@@ -231,9 +231,11 @@ def test_training_logs_the_cheap_metrics_of_its_dev_decodes(trained_exp):
     acc = EventAccumulator(str(trained_exp["exp"] / "logs"))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    assert "dev/log_mel_l1" in tags and "dev/mr_stft" in tags
+    assert {"dev/log_mel_l1", "dev/mr_stft", "dev/phase"} <= set(tags)
     (event,) = acc.Scalars("dev/mr_stft")
     assert event.step == 20 and 0 < event.value < 50
+    (event,) = acc.Scalars("dev/phase")
+    assert event.step == 20 and 0 < event.value <= 2  # 1 - cos, weighted: within [0, 2]
 
 
 def test_silent_short_and_unpaired_files_get_named_one_line_notes(tmp_path, capsys, caplog):

@@ -16,12 +16,11 @@ from wavediff.diffusion import GaussianDiffusion, sample_fast
 from wavediff.diffusion.samplers import unrolled_fast
 from wavediff.diffusion.schedule import plan
 from wavediff.errors import ConfigError
-from wavediff.evaluation.spectral import phase_derivative_loss
+from wavediff.evaluation.spectral import PHASE_FFT_SIZES, phase_derivative_loss
 from wavediff.model import DiffWave
 from wavediff.train.adversarial import (
     Discriminators, discriminator_loss, feature_matching_loss, generator_loss,
 )
-from wavediff.train.objectives import PHASE_FFT_SIZES
 from wavediff.train.trainer import Trainer
 
 

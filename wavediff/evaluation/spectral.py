@@ -20,13 +20,17 @@ from wavediff.errors import AudioError
 
 __all__ = [
     "STFT_RESOLUTIONS", "multi_resolution_stft_distance", "multi_resolution_stft_loss",
-    "phase_derivative_loss", "log_mel_l1", "snr", "si_sdr", "MAX_DB",
+    "PHASE_FFT_SIZES", "phase_derivative_loss", "multi_resolution_phase_loss", "log_mel_l1", "snr", "si_sdr", "MAX_DB",
 ]
 
 # (n_fft, hop, win) of the multi-resolution STFT loss of Parallel WaveGAN / HiFi-GAN v2 era
 STFT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = (
     (1024, 120, 600), (2048, 240, 1200), (512, 50, 240),
 )
+# the phase-derivative loss's STFT sizes (hop a quarter of each): a long window that
+# resolves the harmonics of a low voice, a short one (about a period of it) that sees the
+# pulse's shape, which the long one does not
+PHASE_FFT_SIZES: tuple[int, ...] = (1024, 256)
 MAX_DB = 100.0  # SNR and SI-SDR of identical signals (instead of +inf)
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -156,6 +160,13 @@ def phase_derivative_loss(ref: torch.Tensor, gen: torch.Tensor, n_fft: int = 102
         cosine = u.real / magnitude
         total = total + (weight * (1.0 - cosine)).sum() / weight.sum().clamp(min=1e-12)
     return total / 2.0
+
+
+def multi_resolution_phase_loss(ref: torch.Tensor, gen: torch.Tensor,
+                                sizes: Sequence[int] = PHASE_FFT_SIZES) -> torch.Tensor:
+    """:func:`phase_derivative_loss` averaged over the STFT sizes ``sizes`` (hop a quarter
+    of each): training's phase term and the trainer's ``dev/phase``."""
+    return sum(phase_derivative_loss(ref, gen, n_fft=n, hop=n // 4) for n in sizes) / len(sizes)
 
 
 def _shrink(length: int, n_fft: int, win: int) -> tuple[int, int]:

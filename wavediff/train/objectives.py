@@ -11,8 +11,8 @@ against the recording (InferGrad, Chen et al. 2022; WaveFit, Koizumi et al. 2022
   weight 45 against the adversarial terms);
 * optionally the multi-resolution STFT loss (``train.stft_loss_weight``);
 * optionally the phase-derivative loss (``train.phase_loss_weight``,
-  :func:`~wavediff.evaluation.spectral.phase_derivative_loss`): the decode's instantaneous
-  frequency and group delay against the recording's, at two STFT sizes. A mel or magnitude
+  :func:`~wavediff.evaluation.spectral.multi_resolution_phase_loss`): the decode's
+  instantaneous frequency and group delay against the recording's, at two STFT sizes. A mel or magnitude
   loss leaves the phase free, and the phase is where a decode around Griffin-Lim's falls
   short: on the joe dev set, the recording's magnitude with a Griffin-Lim phase scores
   DNSMOS 3.78, Griffin-Lim's magnitude with the recording's phase 4.03 (recording 4.08);
@@ -38,15 +38,13 @@ from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion
 from wavediff.diffusion.samplers import unrolled_fast
 from wavediff.diffusion.schedule import plan
-from wavediff.evaluation.spectral import multi_resolution_stft_loss, phase_derivative_loss
+from wavediff.evaluation.spectral import (
+    multi_resolution_phase_loss, multi_resolution_stft_loss,
+)
 from wavediff.inference.decode import griffin_lim
 from wavediff.train.adversarial import (
     Discriminators, discriminator_loss, feature_matching_loss, generator_loss,
 )
-
-# the phase-derivative loss's STFT sizes (hop a quarter of each): a long window that
-# resolves the harmonics of a low voice, a short one for the time structure within a period
-PHASE_FFT_SIZES = (1024, 256)
 
 
 def uses_discriminators(train: Any) -> bool:
@@ -101,8 +99,7 @@ class FewStepObjective:
             terms["mr_stft"] = multi_resolution_stft_loss(real, fake)
             total = total + tc.stft_loss_weight * terms["mr_stft"]
         if tc.phase_loss_weight > 0.0:
-            terms["phase"] = sum(phase_derivative_loss(real, fake, n_fft=n_fft, hop=n_fft // 4)
-                                 for n_fft in PHASE_FFT_SIZES) / len(PHASE_FFT_SIZES)
+            terms["phase"] = multi_resolution_phase_loss(real, fake)
             total = total + tc.phase_loss_weight * terms["phase"]
         if self.discriminators is not None:
             terms["discriminator"] = self._discriminator_step(real, fake.detach())

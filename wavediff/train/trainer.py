@@ -591,7 +591,9 @@ class Trainer:
     def evaluate(self, writer: Any) -> dict[str, float]:
         """Dev loss (fixed noise) and fast-sampler decodes of a few dev utterances."""
         from wavediff.diffusion.schedule import plan
-        from wavediff.evaluation.spectral import log_mel_l1, multi_resolution_stft_distance
+        from wavediff.evaluation.spectral import (
+            log_mel_l1, multi_resolution_phase_loss, multi_resolution_stft_distance,
+        )
         from wavediff.inference.decode import decode_mel
         from wavediff.train.plots import mel_figure
 
@@ -613,7 +615,7 @@ class Trainer:
         # the network alone (no consistency projection), decoded as wavediff vocode decodes
         # with the fast sampler's configured schedule, so the curve follows the training
         fast = plan("fast", self.config.diffusion)
-        l1s, mr_stft = [], []
+        l1s, mr_stft, phase = [], [], []
         for i, path in enumerate(self.dev_records[:tc.num_dev_utterances]):
             wave, mel = load_record(path)
             m = torch.from_numpy(mel).to(self.device)[None]
@@ -625,6 +627,7 @@ class Trainer:
             ref = torch.from_numpy(wave[:n])
             l1s.append(log_mel_l1(ref, gen[:n], mel_fn))
             mr_stft.append(multi_resolution_stft_distance(ref, gen[:n]))
+            phase.append(float(multi_resolution_phase_loss(ref, gen[:n])))
             gen_mel = mel_fn(gen[None, :n])
             name = path.stem
             writer.add_audio(f"dev/{name}/generated", gen_wave[0].float().cpu().clamp(-1, 1),
@@ -638,6 +641,7 @@ class Trainer:
         if l1s:
             metrics["dev/log_mel_l1"] = float(np.mean(l1s))
             metrics["dev/mr_stft"] = float(np.mean(mr_stft))
+            metrics["dev/phase"] = float(np.mean(phase))
         for k, v in metrics.items():
             writer.add_scalar(k, v, self.step)
         log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
