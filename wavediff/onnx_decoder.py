@@ -112,22 +112,29 @@ def columns_as_frames(y: np.ndarray, batch: int) -> np.ndarray:
 def mel_to_magnitude(audio: dict, basis: np.ndarray, mel: np.ndarray,
                      iters: int = NNLS_ITERS) -> np.ndarray:
     """``(B, n_mels, F)`` -> ``(B, n_fft // 2 + 1, F)`` non-negative linear magnitudes whose
-    mel is closest to ``mel``: FISTA from the clipped pseudo-inverse, in float32."""
+    mel is closest to ``mel``: FISTA from the clipped pseudo-inverse.
+
+    Computed in float64 and returned in float32: each frame's magnitudes are then the same
+    bits whichever frames share its matrix product (a BLAS product rounds a column in
+    float32 differently with the number of columns), so a mel decoded in pieces of any
+    size projects onto the magnitudes of the whole decode. In float32 the last-bit
+    differences (~1e-8 relative) were enough for Griffin-Lim's phase, wherever a bin's
+    STFT nearly cancels, to move a streamed decode 1.3e-4 off the whole one.
+    """
     pinv, step = pseudo_inverse(basis)
     linear = decompress(audio, mel)
     if audio["stft_normalized"]:
         linear = linear * np.sqrt(np.square(hann(audio["win_length"], audio["win_length"])).sum())
-    cols = frames_as_columns(linear)
-    a = np.clip(pinv @ cols, 0.0, None).astype(np.float32)
-    y = cols.astype(np.float32)
-    b32 = basis.astype(np.float32)
+    y = frames_as_columns(linear)
+    a = np.clip(pinv @ y, 0.0, None)
+    b64 = basis.astype(np.float64)
     z, t = a, 1.0
     for _ in range(iters):
-        nxt = np.clip(z - np.float32(step) * (b32.T @ (b32 @ z - y)), 0.0, None)
+        nxt = np.clip(z - step * (b64.T @ (b64 @ z - y)), 0.0, None)
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
-        z = nxt + np.float32((t - 1.0) / t_next) * (nxt - a)
+        z = nxt + ((t - 1.0) / t_next) * (nxt - a)
         a, t = nxt, t_next
-    return columns_as_frames(a, mel.shape[0])
+    return columns_as_frames(a.astype(np.float32), mel.shape[0])
 
 
 class Projector:
@@ -190,10 +197,10 @@ class SpectralFilter:
                  prior: dict) -> None:
         n_fft, lifter, floor = audio["n_fft"], prior["lifter"], prior["shape_floor"]
         self.n_fft, self.hop = n_fft, audio["hop_length"]
-        linear = decompress(audio, mel).astype(np.float32)
-        pinv = pseudo_inverse(basis)[0].astype(np.float32)
-        mag = np.clip(columns_as_frames(pinv @ frames_as_columns(linear), linear.shape[0]),
-                      0.0, None)
+        # float64, as mel_to_magnitude: the same bits for a frame in any piece
+        linear = decompress(audio, mel)
+        mag = np.clip(columns_as_frames(pseudo_inverse(basis)[0] @ frames_as_columns(linear),
+                                        linear.shape[0]), 0.0, None).astype(np.float32)
         eps = 1e-5 * mag.max(axis=1, keepdims=True) + 1e-12
         cep = np.fft.irfft(np.log(mag + eps), n=n_fft, axis=1)
         cep[:, lifter:n_fft - lifter + 1] = 0.0
