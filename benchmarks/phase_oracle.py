@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -121,7 +122,7 @@ def main() -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"machine": machine, "dev_scp": str(args.dev_scp),
-                                        "command": " ".join(sys.argv), "rows": rows}, indent=1))
+                                        "command": shlex.join(["python", *sys.argv]), "rows": rows}, indent=1))
         args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     return 0
 
