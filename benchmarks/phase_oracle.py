@@ -121,8 +121,9 @@ def main() -> int:
     print("\n".join(md))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        command = shlex.join(["python", *sys.argv])
         args.out.write_text(json.dumps({"machine": machine, "dev_scp": str(args.dev_scp),
-                                        "command": shlex.join(["python", *sys.argv]), "rows": rows}, indent=1))
+                                        "command": command, "rows": rows}, indent=1))
         args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     return 0
 

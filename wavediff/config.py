@@ -201,8 +201,8 @@ class Config:
         if t.objective not in OBJECTIVES:
             raise ConfigError(f"train.objective must be one of {', '.join(OBJECTIVES)}, "
                               f"got {t.objective!r}")
-        for name in ("mel_loss_weight", "stft_loss_weight", "phase_loss_weight", "adversarial_weight",
-                     "feature_matching_weight", "diffusion_loss_weight"):
+        for name in ("mel_loss_weight", "stft_loss_weight", "phase_loss_weight",
+                     "adversarial_weight", "feature_matching_weight", "diffusion_loss_weight"):
             value = getattr(t, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ConfigError(f"train.{name} must be a number >= 0 (0 = off), got {value}")

@@ -20,7 +20,8 @@ from wavediff.errors import AudioError
 
 __all__ = [
     "STFT_RESOLUTIONS", "multi_resolution_stft_distance", "multi_resolution_stft_loss",
-    "PHASE_FFT_SIZES", "phase_derivative_loss", "multi_resolution_phase_loss", "log_mel_l1", "snr", "si_sdr", "MAX_DB",
+    "PHASE_FFT_SIZES", "phase_derivative_loss", "multi_resolution_phase_loss", "log_mel_l1",
+    "snr", "si_sdr", "MAX_DB",
 ]
 
 # (n_fft, hop, win) of the multi-resolution STFT loss of Parallel WaveGAN / HiFi-GAN v2 era

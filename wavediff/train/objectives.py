@@ -12,10 +12,13 @@ against the recording (InferGrad, Chen et al. 2022; WaveFit, Koizumi et al. 2022
 * optionally the multi-resolution STFT loss (``train.stft_loss_weight``);
 * optionally the phase-derivative loss (``train.phase_loss_weight``,
   :func:`~wavediff.evaluation.spectral.multi_resolution_phase_loss`): the decode's
-  instantaneous frequency and group delay against the recording's, at two STFT sizes. A mel or magnitude
-  loss leaves the phase free, and the phase is where a decode around Griffin-Lim's falls
-  short: on the joe dev set, the recording's magnitude with a Griffin-Lim phase scores
-  DNSMOS 3.78, Griffin-Lim's magnitude with the recording's phase 4.03 (recording 4.08);
+  instantaneous frequency and group delay against the recording's, at two STFT sizes. A
+  mel or magnitude loss leaves the phase free, and the phase is where a decode around
+  Griffin-Lim's falls short: on the joe dev set, the recording's magnitude with a
+  Griffin-Lim phase scores DNSMOS 3.78, Griffin-Lim's magnitude with the recording's phase
+  4.03 (recording 4.08). The decode must be able to reach the phase: from a Griffin-Lim
+  start at a first level of 4e-4 the steps move the waveform by a few percent, and the
+  term did not move there (recipes/joe, parts 7 and 8);
 * optionally multi-period and multi-resolution discriminators with least-squares and
   feature-matching losses (``train.adversarial_weight``, ``train.feature_matching_weight``;
   :mod:`wavediff.train.adversarial`), their own Adam at ``train.discriminator_lr``;
