@@ -63,6 +63,7 @@ EXPORT_CASES = {
                                        "conditioning": "noise_level", "start_iters": 3,
                                        "consistency_iters": 2}, {}),
     "subbands": ({"consistency_iters": 1}, {"subbands": 2}),
+    "gl_start, less noise": ({"start_iters": 2, "start_noise": 0.3, "consistency_iters": 1}, {}),
     "specgrad": ({"prior": "specgrad", "prior_energy": [1e-4, 0.5], "consistency_iters": 1}, {}),
 }
 

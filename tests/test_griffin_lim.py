@@ -116,6 +116,21 @@ def test_the_chain_starts_around_init(sampler):
     with pytest.raises(ValueError, match="init must have shape"):
         get_sampler(sampler)(rec, diffusion, mel, schedule=chosen, noise=noise,
                              init=init[:, :8])
+    # diffusion.start_noise: that share of the first level's noise on the start (0: the
+    # start itself, scaled; the network is told the level all the same)
+    for share in (0.0, 0.3):
+        quiet, rec = GaussianDiffusion(betas, start_noise=share), _Recorder()
+        get_sampler(sampler)(rec, quiet, mel, schedule=chosen, noise=noise, init=init,
+                             generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(
+            rec.seen[0], math.sqrt(a) * init + share * math.sqrt(1 - a) * noise,
+            rtol=0, atol=1e-6)
+
+
+def test_start_noise_is_checked():
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="diffusion.start_noise"):
+            Config.from_dict({"diffusion": {"start_noise": bad}})
 
 
 def test_a_model_configured_to_start_from_griffin_lim_decodes_from_it(monkeypatch):

@@ -60,6 +60,8 @@ CASES = {
     "priorgrad, griffin-lim start, projection": (
         "hifigan", {"prior": "priorgrad", "prior_energy": [1e-4, 0.5], "start_iters": 3,
                     "conditioning": "noise_level", "consistency_iters": 1}, {}),
+    "griffin-lim start with less noise": ("hifigan", {"start_iters": 2, "start_noise": 0.3,
+                                                      "consistency_iters": 1}, {}),
     "specgrad, sub-bands": ("hifigan", {"prior": "specgrad", "prior_energy": [1e-4, 0.5],
                                         "consistency_iters": 1}, {"subbands": 2}),
 }

@@ -77,6 +77,12 @@ class DiffusionConfig:
     # schedule's first level, x_T = sqrt(abar_T) gl + sqrt(1 - abar_T) std z: a
     # data-dependent prior mean, so the network learns what Griffin-Lim gets wrong.
     start_iters: int = 0
+    # With a Griffin-Lim start: how much of the first level's noise is added to it,
+    # x_T = sqrt(abar_T) gl + start_noise sqrt(1 - abar_T) std z. 1 (the default) is the
+    # forward process; below 1 the network is told a level above the noise it is given, so
+    # its steps reach as far as the level while what they remove is mostly Griffin-Lim's
+    # error (0: a deterministic start, as SDEdit's or DDIM's from an estimate).
+    start_noise: float = 1.0
     # The prior the chain ends in: "none" (N(0, I), DiffWave), "priorgrad" (N(0, Sigma),
     # per-frame std from the mel's energy; Lee et al. 2022) or "specgrad" (the same level,
     # shaped by the mel's spectral envelope per frame; Koizumi et al. 2022). prior_energy is
@@ -255,6 +261,9 @@ class Config:
         if not 0 <= d.start_iters <= 100:
             raise ConfigError(f"diffusion.start_iters must be in 0..100 (0 = start from the "
                               f"prior's noise), got {d.start_iters}")
+        if not (math.isfinite(d.start_noise) and 0.0 <= d.start_noise <= 1.0):
+            raise ConfigError(f"diffusion.start_noise must be in [0, 1] (1 = the forward "
+                              f"process's noise on the Griffin-Lim start), got {d.start_noise}")
         if not 0 <= d.consistency_iters <= 100:
             raise ConfigError(f"diffusion.consistency_iters must be in 0..100 (0 = off), "
                               f"got {d.consistency_iters}")

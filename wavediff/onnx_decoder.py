@@ -460,7 +460,8 @@ class OnnxVocoder:
         if colour is not None:
             x = colour(x)
         if init is not None:
-            x = math.sqrt(abar[-1]) * init + math.sqrt(1.0 - abar[-1]) * x
+            x = (math.sqrt(abar[-1]) * init
+                 + self.meta.get("start_noise", 1.0) * math.sqrt(1.0 - abar[-1]) * x)
         n = len(betas)
         for s in reversed(range(n)):
             eps = self._eps(x, steps[s], conds)
@@ -554,6 +555,7 @@ class OnnxStreamingDecoder:
         plan = meta["plan"]
         betas, abar, steps = plan["betas"], plan["alpha_bars"], plan["network_steps"]
         start_iters, iters = meta["start_iters"], self.iters
+        start_noise = float(meta.get("start_noise", 1.0))  # folders before it: 1
         basis = self.voc.basis
 
         def project(x, seg, keep_uncovered=False):
@@ -577,7 +579,7 @@ class OnnxStreamingDecoder:
             if x is None:
                 return z
             init = np.clip(x, -1.0, 1.0)
-            return math.sqrt(abar[-1]) * init + math.sqrt(1.0 - abar[-1]) * z
+            return math.sqrt(abar[-1]) * init + start_noise * math.sqrt(1.0 - abar[-1]) * z
         stages.append(Stage("x_T", r_prior, x_t, source=start_iters == 0))
 
         n = len(betas)

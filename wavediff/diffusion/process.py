@@ -41,13 +41,15 @@ class GaussianDiffusion:
     """
 
     def __init__(self, betas: BetasLike, prior: Optional[EnergyPrior] = None,
-                 continuous: bool = False) -> None:
+                 continuous: bool = False, start_noise: float = 1.0) -> None:
         self.betas = as_betas(betas, "diffusion betas")
         self.alphas = 1.0 - self.betas
         self.alpha_bar = alpha_bar(self.betas)
         self.posterior_variance = posterior_variance(self.betas)
         self.prior = prior
         self.continuous = continuous
+        # the share of the first level's noise added to a start estimate (samplers' init)
+        self.start_noise = float(start_noise)
 
     @classmethod
     def from_config(cls, config: DiffusionConfig,
@@ -65,7 +67,8 @@ class GaussianDiffusion:
             kind = SpectralPrior if config.prior == "specgrad" else EnergyPrior
             prior = kind(audio, config.prior_energy, config.prior_floor)
         return cls(config.training_betas(), prior=prior,
-                   continuous=config.conditioning == "noise_level")
+                   continuous=config.conditioning == "noise_level",
+                   start_noise=config.start_noise)
 
     def noise_std(self, mel: Tensor, dtype: Optional[torch.dtype] = None) -> Optional[Tensor]:
         """The prior's per-sample std for ``mel`` ``(B, n_mels, F)``: ``(B, F * hop)``, or

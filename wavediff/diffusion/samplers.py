@@ -301,8 +301,9 @@ def _start(
 ) -> tuple[Tensor, Optional[NoiseShaper]]:
     """``x_T`` and the prior's noise shaper (None for ``N(0, I)``): ``noise`` (checked to
     be ``(B, F * hop)``) or a fresh standard normal, coloured by the prior (PriorGrad: times
-    its std); with ``init``, ``sqrt(abar_first) init + sqrt(1 - abar_first)`` times that
-    (``abar_first``: the alpha-bar of the schedule's first, noisiest step)."""
+    its std); with ``init``, ``sqrt(abar_first) init + s sqrt(1 - abar_first)`` times that
+    (``abar_first``: the alpha-bar of the schedule's first, noisiest step; ``s``:
+    ``diffusion.start_noise``, 1 for the forward process)."""
     x = _start_noise(denoiser, mel, generator, noise, draws)
     shaper = diffusion.noise_shaper(mel, x.dtype)
     if shaper is not None:
@@ -311,7 +312,8 @@ def _start(
         if tuple(init.shape) != tuple(x.shape):
             raise ValueError(f"init must have shape {tuple(x.shape)} (B, frames * hop), "
                              f"got {tuple(init.shape)}")
-        x = math.sqrt(abar_first) * init.to(x.dtype) + math.sqrt(1.0 - abar_first) * x
+        x = (math.sqrt(abar_first) * init.to(x.dtype)
+             + diffusion.start_noise * math.sqrt(1.0 - abar_first) * x)
     return x, shaper
 
 

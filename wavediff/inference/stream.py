@@ -146,6 +146,7 @@ class StreamingDecoder:
                 stages.append(Stage(f"start projection {k + 1}", r_proj,
                                      lambda x, a, b, seg: project(x, seg)))
         abar_first = self.plan.alpha_bars[-1]
+        start_noise = self.diffusion.start_noise
 
         def x_t(x, a, b, seg):
             z = self.draws.draw(X_T, a, b, device=self.runner.device, dtype=dtype)
@@ -155,7 +156,7 @@ class StreamingDecoder:
             if x is None:
                 return z
             init = x.clamp(-1.0, 1.0)
-            return math.sqrt(abar_first) * init + math.sqrt(1.0 - abar_first) * z
+            return math.sqrt(abar_first) * init + start_noise * math.sqrt(1.0 - abar_first) * z
 
         stages.append(Stage("x_T", r_prior, x_t, source=self.start_iters == 0))
         r_net = whole_hops(receptive_field(self._network()) + MEL_MARGIN_FRAMES * hop, hop)
