@@ -33,10 +33,13 @@ def test_decode_converts_other_conventions(vocoder: Vocoder) -> None:
     t2 = ref("tacotron2")[:, :40]  # (80, 40) in tacotron2's convention
     wav = vocoder.decode(t2, input_preset="tacotron2", seed=0)
     assert wav.shape == (39 * HOP,)  # centred -> uncentred: one frame fewer
-    # the same values moved half a hop onto the model's grid: each frame the mean of the
-    # two around it (float64, stored as float32 as the conversion does)
+    # the same values moved half a hop onto the model's grid: each frame the cubic
+    # half-way value of the four around it, the end frames repeated (float64, stored as
+    # float32 as the conversion does)
     t64 = t2.astype("float64")
-    native = vocoder.decode((0.5 * (t64[:, :-1] + t64[:, 1:])).astype("float32"), seed=0)
+    e = np.concatenate([t64[:, :1], t64, t64[:, -1:]], axis=1)
+    half = (9 * (e[:, 1:-2] + e[:, 2:-1]) - e[:, :-3] - e[:, 3:]) / 16
+    native = vocoder.decode(half.astype("float32"), seed=0)
     # the same mel, noise and decode: equal in practice; 1e-5 is slack for a layout copy,
     # frames off the grid (e.g. the last one dropped instead) change ~0.1
     assert torch.allclose(wav, native, atol=1e-5)

@@ -226,7 +226,7 @@ class Vocoder:
         :meth:`streaming_decoder`'s ``.lookahead``; less trades exactness for latency).
         ``input_preset``: None (the default) for the model's own convention, or the
         convention's name (``"tacotron2"``, ``"espnet"``, ...; ``stats`` for normalised
-        features): each piece is converted as the whole file would be (a frame held back
+        features): each piece is converted as the whole file would be (two frames held back
         where the frame grids differ by half a hop). ``"auto"`` is refused: detection
         needs the whole file.
         A bad chunk (NaN/Inf, wrong n_mels) raises :class:`~wavediff.errors.MelError`

@@ -74,6 +74,12 @@ def error_stats(target: MelConfig, converted: np.ndarray, reference: np.ndarray)
                       float(d_db.mean()))
 
 
+def half_way(ext: np.ndarray) -> np.ndarray:
+    """``(n, T + 2)`` frames (one extra at each end) -> ``(n, T - 1)`` frames half-way
+    between neighbours: the 4-tap cubic interpolation ``(-a + 9 b + 9 c - d) / 16``."""
+    return (9.0 * (ext[:, 1:-2] + ext[:, 2:-1]) - ext[:, :-3] - ext[:, 3:]) / 16.0
+
+
 class MelConverter:
     """Converts mels ``(n_mels_src, T)`` of ``source`` to ``(n_mels_dst, T')`` of ``target``.
 
@@ -128,7 +134,7 @@ class MelConverter:
         if s.padding != t.padding:
             self.notes.append(
                 f"frames: the grid moves half a hop ({s.hop_length // 2} samples) onto the "
-                f"model's, each frame the mean of the two around it "
+                f"model's, each frame interpolated half-way between the two around it "
                 + ("(len//hop+1 -> len//hop)" if s.padding == "center"
                    else "(len//hop -> len//hop+1, the end frames kept)"))
         self._expected: Optional[ErrorStats] = None
@@ -219,17 +225,22 @@ class MelConverter:
         A centred STFT (``padding="center"``) puts frame ``t`` at sample ``t * hop``; the
         others at ``t * hop + hop / 2``. Reading one as the other would shift the decoded
         audio by half a hop (about 0.1 log-mel L1 against the recording, measured). Each
-        target frame is instead the mean of the two source frames around it, in the
-        target's compressed (log) domain, which measured closer than the linear mean.
+        target frame is instead interpolated half-way between the two source frames around
+        it, in the target's compressed (log) domain, by the 4-tap cubic
+        ``(-y[k-1] + 9 y[k] + 9 y[k+1] - y[k+2]) / 16`` (the end frames repeated past the
+        ends): on the joe reference mels it lands 0.006-0.018 log-mel L1 closer to the
+        native frames than the mean of the two (which the log-domain mean beat the linear
+        one by before).
         """
         s, t = self.source, self.target
         if s.padding == t.padding:
             return y
+        if s.padding == "center" and y.shape[1] < 2:
+            raise MelError(f"a {s.preset} mel of {y.shape[1]} frame is too short to convert")
+        mid = half_way(np.concatenate([y[:, :1], y, y[:, -1:]], axis=1))
         if s.padding == "center":
-            if y.shape[1] < 2:
-                raise MelError(f"a {s.preset} mel of {y.shape[1]} frame is too short to convert")
-            return 0.5 * (y[:, :-1] + y[:, 1:])
-        return np.concatenate([y[:, :1], 0.5 * (y[:, :-1] + y[:, 1:]), y[:, -1:]], axis=1)
+            return mid
+        return np.concatenate([y[:, :1], mid, y[:, -1:]], axis=1)
 
     def streaming(self) -> "StreamingConverter":
         """A converter of one mel that arrives in pieces (see :class:`StreamingConverter`)."""
@@ -303,8 +314,9 @@ def check_stats(stats: Optional[Stats], cfg: MelConfig, what: str) -> Optional[S
 class StreamingConverter:
     """Converts a mel that arrives in pieces to exactly what :class:`MelConverter` makes of
     the whole: values frame by frame; where the frame grids differ by half a hop, each
-    target frame is the mean of two source frames, so the last source frame of a piece is
-    held back until the next piece (or :meth:`finish`) pairs it.
+    target frame is interpolated from the two source frames on each side of it, so the
+    last two source frames of a piece are held back until the next piece (or
+    :meth:`finish`) completes them.
 
     ``push(chunk)`` ``(n_mels_src, k)`` -> the target frames now complete
     ``(n_mels_dst, k')``; ``finish()`` -> the last ones.
@@ -312,7 +324,9 @@ class StreamingConverter:
 
     def __init__(self, converter: MelConverter) -> None:
         self.converter = converter
-        self.held: Optional[np.ndarray] = None  # the last source frame, converted values
+        # the source frames (converted values) the next outputs still need, the first one
+        # repeated in front as the whole conversion does
+        self.held: Optional[np.ndarray] = None
         self.frames = 0
         self.n_out = converter.target.n_mels
 
@@ -332,23 +346,27 @@ class StreamingConverter:
         s, t = conv.source, conv.target
         if s.padding == t.padding:
             return conv._finish_frames(y)
-        ext = y if self.held is None else np.concatenate([self.held, y], axis=1)
-        self.held = ext[:, -1:]
-        means = 0.5 * (ext[:, :-1] + ext[:, 1:])
+        ext = (np.concatenate([y[:, :1], y], axis=1) if self.held is None
+               else np.concatenate([self.held, y], axis=1))
+        self.held = ext[:, -3:]
+        out = half_way(ext) if ext.shape[1] >= 4 else np.zeros((ext.shape[0], 0))
         if s.padding != "center" and first:  # the first target frame is the first frame
-            means = np.concatenate([ext[:, :1], means], axis=1)
-        return conv._finish_frames(means)
+            out = np.concatenate([ext[:, :1], out], axis=1)
+        return conv._finish_frames(out)
 
     def finish(self) -> np.ndarray:
-        """The frames held back: the last target frame, where the grid gives one more."""
+        """The frames held back: the last half-way frame, and the last target frame where
+        the grid gives one more."""
         conv = self.converter
         s, t = conv.source, conv.target
         if s.padding == t.padding or conv.kind == "identity":
             return np.zeros((self.n_out, 0), np.float32)
-        if s.padding == "center":
-            if self.frames == 1:
-                raise MelError(f"a {s.preset} mel of 1 frame is too short to convert")
-            return np.zeros((self.n_out, 0), np.float32)
+        if s.padding == "center" and self.frames == 1:
+            raise MelError(f"a {s.preset} mel of 1 frame is too short to convert")
         if self.held is None:
             return np.zeros((self.n_out, 0), np.float32)
-        return conv._finish_frames(self.held)
+        ext = np.concatenate([self.held, self.held[:, -1:]], axis=1)
+        out = half_way(ext) if self.frames >= 2 else np.zeros((ext.shape[0], 0))
+        if s.padding != "center":
+            out = np.concatenate([out, self.held[:, -1:]], axis=1)
+        return conv._finish_frames(out)
