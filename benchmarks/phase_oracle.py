@@ -81,7 +81,7 @@ def main() -> int:
              if line.strip()]
     evaluator = None
     scores: dict[str, dict[str, list]] = {"recordings": {"dnsmos_p808": [], "pesq": []}}
-    phase_distance: dict[str, list[float]] = {}
+    phase_distance: dict[str, list[float]] = {"recordings": [0.0]}  # its own phase
     for utt, path in lines:
         ref, sr = load_audio(path.strip())
         evaluator = evaluator or Evaluator(METRICS, sr, threads=2)
@@ -109,9 +109,9 @@ def main() -> int:
         rows.append({"system": label, "variant": variant or "",
                      "dnsmos_p808": float(np.nanmean(vals["dnsmos_p808"])),
                      "pesq": float(np.nanmean(vals["pesq"])) if vals["pesq"] else None,
+                     # a system's own phase: on its "as is" row only
                      "phase_distance": (float(np.mean(phase_distance[label]))
-                                        if label in phase_distance and variant == VARIANTS[0]
-                                        else (0.0 if label == "recordings" else None))})
+                                        if variant in ("", VARIANTS[0]) else None)})
     md = [f"{len(lines)} clips of {args.dev_scp}; {machine}.", "",
           "| system | STFT taken | DNSMOS | PESQ-wb | phase distance |", "|---|---|---|---|---|"]
     for r in rows:

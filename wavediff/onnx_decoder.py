@@ -231,6 +231,13 @@ class SpectralFilter:
         return (out[:, half:half + n] / env[half:half + n]).astype(np.float32)
 
 
+def chain_start(init: np.ndarray, noise: np.ndarray, abar_first: float,
+                start_noise: float) -> np.ndarray:
+    """The chain's start around Griffin-Lim's estimate: ``sqrt(abar_first) init +
+    start_noise sqrt(1 - abar_first) noise`` (``noise`` already shaped by the prior)."""
+    return math.sqrt(abar_first) * init + start_noise * math.sqrt(1.0 - abar_first) * noise
+
+
 # ---------------------------------------------------------------------- noise
 class PositionalNoise:
     """Standard normal noise, each sample a function of the item's key, the draw (stream)
@@ -460,8 +467,7 @@ class OnnxVocoder:
         if colour is not None:
             x = colour(x)
         if init is not None:
-            x = (math.sqrt(abar[-1]) * init
-                 + self.meta.get("start_noise", 1.0) * math.sqrt(1.0 - abar[-1]) * x)
+            x = chain_start(init, x, abar[-1], self.meta.get("start_noise", 1.0))
         n = len(betas)
         for s in reversed(range(n)):
             eps = self._eps(x, steps[s], conds)
@@ -579,7 +585,7 @@ class OnnxStreamingDecoder:
             if x is None:
                 return z
             init = np.clip(x, -1.0, 1.0)
-            return math.sqrt(abar[-1]) * init + start_noise * math.sqrt(1.0 - abar[-1]) * z
+            return chain_start(init, z, abar[-1], start_noise)
         stages.append(Stage("x_T", r_prior, x_t, source=start_iters == 0))
 
         n = len(betas)

@@ -76,7 +76,8 @@ def error_stats(target: MelConfig, converted: np.ndarray, reference: np.ndarray)
 
 def half_way(ext: np.ndarray) -> np.ndarray:
     """``(n, T + 2)`` frames (one extra at each end) -> ``(n, T - 1)`` frames half-way
-    between neighbours: the 4-tap cubic interpolation ``(-a + 9 b + 9 c - d) / 16``."""
+    between neighbours: the 4-tap cubic interpolation ``(-a + 9 b + 9 c - d) / 16``
+    (none for fewer than four frames in all)."""
     return (9.0 * (ext[:, 1:-2] + ext[:, 2:-1]) - ext[:, :-3] - ext[:, 3:]) / 16.0
 
 
@@ -349,7 +350,7 @@ class StreamingConverter:
         ext = (np.concatenate([y[:, :1], y], axis=1) if self.held is None
                else np.concatenate([self.held, y], axis=1))
         self.held = ext[:, -3:]
-        out = half_way(ext) if ext.shape[1] >= 4 else np.zeros((ext.shape[0], 0))
+        out = half_way(ext)  # none until four frames are there
         if s.padding != "center" and first:  # the first target frame is the first frame
             out = np.concatenate([ext[:, :1], out], axis=1)
         return conv._finish_frames(out)
@@ -366,7 +367,7 @@ class StreamingConverter:
         if self.held is None:
             return np.zeros((self.n_out, 0), np.float32)
         ext = np.concatenate([self.held, self.held[:, -1:]], axis=1)
-        out = half_way(ext) if self.frames >= 2 else np.zeros((ext.shape[0], 0))
+        out = half_way(ext)  # none after a single frame
         if s.padding != "center":
             out = np.concatenate([out, self.held[:, -1:]], axis=1)
         return conv._finish_frames(out)

@@ -7,6 +7,7 @@ added noise (eps-prediction). The denoiser knows no betas; it receives the step 
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -69,6 +70,13 @@ class GaussianDiffusion:
         return cls(config.training_betas(), prior=prior,
                    continuous=config.conditioning == "noise_level",
                    start_noise=config.start_noise)
+
+    def start_around(self, init: Tensor, noise: Tensor, abar_first: float) -> Tensor:
+        """The chain's start around an estimate: ``sqrt(abar_first) init + start_noise
+        sqrt(1 - abar_first) noise`` (``noise`` already shaped by the prior; ``abar_first``:
+        the alpha-bar of the schedule's first, noisiest step)."""
+        return (math.sqrt(abar_first) * init
+                + self.start_noise * math.sqrt(1.0 - abar_first) * noise)
 
     def noise_std(self, mel: Tensor, dtype: Optional[torch.dtype] = None) -> Optional[Tensor]:
         """The prior's per-sample std for ``mel`` ``(B, n_mels, F)``: ``(B, F * hop)``, or

@@ -312,8 +312,7 @@ def _start(
         if tuple(init.shape) != tuple(x.shape):
             raise ValueError(f"init must have shape {tuple(x.shape)} (B, frames * hop), "
                              f"got {tuple(init.shape)}")
-        x = (math.sqrt(abar_first) * init.to(x.dtype)
-             + diffusion.start_noise * math.sqrt(1.0 - abar_first) * x)
+        x = diffusion.start_around(init.to(x.dtype), x, abar_first)
     return x, shaper
 
 

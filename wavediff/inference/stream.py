@@ -34,7 +34,6 @@ its final sample, and the mel is kept from the earliest sample any stage still n
 
 from __future__ import annotations
 
-import math
 from typing import Iterable, Iterator, Optional
 
 import torch
@@ -146,7 +145,6 @@ class StreamingDecoder:
                 stages.append(Stage(f"start projection {k + 1}", r_proj,
                                      lambda x, a, b, seg: project(x, seg)))
         abar_first = self.plan.alpha_bars[-1]
-        start_noise = self.diffusion.start_noise
 
         def x_t(x, a, b, seg):
             z = self.draws.draw(X_T, a, b, device=self.runner.device, dtype=dtype)
@@ -155,8 +153,7 @@ class StreamingDecoder:
                 z = shaper.color(z)
             if x is None:
                 return z
-            init = x.clamp(-1.0, 1.0)
-            return math.sqrt(abar_first) * init + start_noise * math.sqrt(1.0 - abar_first) * z
+            return self.diffusion.start_around(x.clamp(-1.0, 1.0), z, abar_first)
 
         stages.append(Stage("x_T", r_prior, x_t, source=self.start_iters == 0))
         r_net = whole_hops(receptive_field(self._network()) + MEL_MARGIN_FRAMES * hop, hop)
