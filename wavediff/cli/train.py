@@ -28,6 +28,7 @@ with the ids. --init-checkpoint starts from a trained model (its config unless -
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 
 log = logging.getLogger("wavediff.train")
@@ -89,18 +90,24 @@ def run(args: argparse.Namespace) -> int:
 
             apply_init_checkpoint(trainer, init_state, args.init_checkpoint)
         last = trainer.run()
+        step, stopped, nonfinite = trainer.step, trainer.stopped_by_signal, trainer.nonfinite_total
         finished = True
     finally:
+        # the DistributedDataParallel wrapper holds the process group and gloo's pending
+        # work: it goes first, so that the group is torn down here and not at interpreter
+        # exit (where gloo's threads abort the process: "terminate called without an
+        # active exception")
+        trainer = None
+        gc.collect()
         distrib.cleanup(dist, finished)
     if not dist.is_main:
-        return 143 if trainer.stopped_by_signal else 0
-    if trainer.nonfinite_total:
-        print(f"{trainer.nonfinite_total} non-finite steps were skipped")
-    if trainer.stopped_by_signal:
-        print(f"stopped by SIGTERM at step {trainer.step}; checkpoint: {last}; "
-              f"continue with --resume")
+        return 143 if stopped else 0
+    if nonfinite:
+        print(f"{nonfinite} non-finite steps were skipped")
+    if stopped:
+        print(f"stopped by SIGTERM at step {step}; checkpoint: {last}; continue with --resume")
         return 143
-    print(f"trained to step {trainer.step}; checkpoint: {last}")
+    print(f"trained to step {step}; checkpoint: {last}")
     return 0
 
 
