@@ -65,6 +65,8 @@ EXPORT_CASES = {
     "subbands": ({"consistency_iters": 1}, {"subbands": 2}),
     "gl_start, less noise": ({"start_iters": 2, "start_noise": 0.3, "consistency_iters": 1}, {}),
     "specgrad": ({"prior": "specgrad", "prior_energy": [1e-4, 0.5], "consistency_iters": 1}, {}),
+    "residual prediction": ({"prediction": "residual", "start_iters": 2, "start_noise": 0.3,
+                             "consistency_iters": 1}, {}),
 }
 
 

@@ -31,6 +31,7 @@ from wavediff.diffusion import (
     sample_ddpm,
     sample_fast,
 )
+from wavediff.diffusion.samplers import ChainStep
 from wavediff.errors import ConfigError
 
 HOP = 4
@@ -487,3 +488,89 @@ def test_sampler_output_is_not_tracked_by_autograd(diffusion):
     out = sample_fast(DummyDenoiser(), diffusion, mel, schedule=plan("fast", DiffusionConfig()),
                       generator=torch.Generator().manual_seed(0))
     assert not out.requires_grad and math.isfinite(out.sum().item())
+
+
+# --------------------------------------------------------------------------- residual prediction
+class ResidualOracle:
+    """Returns the true residual ``x0 - x_t / sqrt(abar_t)`` of ``x_t`` (integer steps)."""
+
+    hop_length = HOP
+
+    def __init__(self, diffusion: GaussianDiffusion, x0: torch.Tensor) -> None:
+        self.abar, self.x0 = diffusion.alpha_bar, x0
+
+    def __call__(self, x_t, steps, mel):
+        abar = self.abar[steps.long()].to(x_t.dtype)[:, None]
+        return self.x0 - x_t / abar.sqrt()
+
+
+def test_residual_loss_is_the_error_of_x0():
+    residual = GaussianDiffusion.from_config(DiffusionConfig(prediction="residual"))
+    assert residual.prediction == "residual"
+    x0 = torch.rand(8, LENGTH, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64) - 0.5
+    mel = torch.zeros(8, N_MELS, FRAMES, dtype=torch.float64)
+    oracle = residual.loss(ResidualOracle(residual, x0), x0, mel,
+                           generator=torch.Generator().manual_seed(1))
+    assert oracle.item() < 1e-12
+    # a network that returns nothing leaves x0_hat = x_t / sqrt(abar): its error is
+    # sqrt(1 - abar) / sqrt(abar) times the noise (not the noise itself, as for eps)
+    zero = residual.loss(lambda x, t, m: torch.zeros_like(x), x0, mel,
+                         generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    t = torch.randint(0, 50, (8,), generator=g)
+    noise = torch.randn(8, LENGTH, generator=g, dtype=torch.float64)
+    abar = residual.alpha_bar[t][:, None]
+    expected = ((1 - abar).sqrt() / abar.sqrt() * noise).abs().mean()
+    assert zero.item() == pytest.approx(expected.item(), rel=1e-12)
+    eps = GaussianDiffusion.from_config(DiffusionConfig())
+    assert eps.loss(lambda x, t, m: torch.zeros_like(x), x0, mel,
+                    generator=torch.Generator().manual_seed(1)).item() == pytest.approx(
+        noise.abs().mean().item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("sampler", ["fast", "ddim"])
+def test_residual_chain_step_clean_estimate(sampler):
+    betas = DiffusionConfig().training_betas()
+    chosen = (SamplingPlan.fast(betas, [1e-4, 0.02, 0.3]) if sampler == "fast"
+              else SamplingPlan.ddim(betas, 4))
+    g = torch.Generator().manual_seed(2)
+    x, out = torch.randn(B, LENGTH, generator=g), torch.randn(B, LENGTH, generator=g)
+    for i in range(len(chosen.network_steps)):
+        step = ChainStep(chosen, i, "residual")
+        torch.testing.assert_close(step.clean(x, step.noise(out)),
+                                   x / math.sqrt(step.abar) + out, rtol=1e-5, atol=1e-5)
+        assert ChainStep(chosen, i).noise(out) is out  # eps-prediction: the output itself
+
+
+def test_residual_network_that_returns_nothing_keeps_the_start():
+    """DDIM (eta 0) from a noiseless Griffin-Lim-like start with a zero residual network
+    ends at the start itself: each step's x0_hat is x / sqrt(abar), so what the network
+    learns is all it changes."""
+    betas = DiffusionConfig().training_betas()
+    quiet = GaussianDiffusion(betas, start_noise=0.0, prediction="residual")
+    init = 0.5 * torch.sin(torch.linspace(0, 20, LENGTH)).expand(B, LENGTH)
+
+    def zero(x, t, m):
+        return torch.zeros_like(x)
+    zero.hop_length = HOP
+    out = sample_ddim(zero, quiet, make_mel(dtype=torch.float32),
+                      schedule=SamplingPlan.ddim(betas, 5), init=init,
+                      generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, init, rtol=0, atol=1e-5)
+    # a constant residual c over one step ends at the start plus c
+    def const(x, t, m):
+        return torch.full_like(x, 0.1)
+    const.hop_length = HOP
+    one = sample_ddim(const, quiet, make_mel(dtype=torch.float32),
+                      schedule=SamplingPlan.ddim(betas, [20]), init=init,
+                      generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(one, (init + 0.1).clamp(-1, 1), rtol=0, atol=1e-5)
+
+
+def test_prediction_is_checked():
+    with pytest.raises(ConfigError, match="diffusion.prediction"):
+        from wavediff.config import Config
+        Config.from_dict({"diffusion": {"prediction": "x0"}})
+    with pytest.raises(ConfigError, match="prediction"):
+        GaussianDiffusion([1e-4, 0.02], prediction="v")

@@ -147,12 +147,12 @@ def dump(tmp_path_factory):
     return make_dump(tmp_path_factory.mktemp("few_step"), n=3, seconds=0.3)
 
 
-def _few_step_config(**train) -> Config:
+def _few_step_config(diffusion: dict | None = None, **train) -> Config:
     fields = {"objective": "few_step", "adversarial_weight": 1.0,
               "feature_matching_weight": 2.0, "batch_size": 2, "crop_samples": 2048,
               "save_interval": 2, "log_interval": 1}
     d = tiny_config_dict(**{**fields, **train})
-    d["diffusion"] = {"fast_schedule": [1e-4, 0.05, 0.5]}
+    d["diffusion"] = {"fast_schedule": [1e-4, 0.05, 0.5], **(diffusion or {})}
     return Config.from_dict(d)
 
 
@@ -190,10 +190,14 @@ def test_phase_loss_is_a_logged_term_of_the_objective(dump, tmp_path):
 
 
 @pytest.mark.slow  # trains
-def test_mel_loss_alone_lowers_the_decodes_mel_error(dump, tmp_path):
+@pytest.mark.parametrize("diffusion", [{}, {"prediction": "residual", "start_iters": 4,
+                                            "start_noise": 0.3}],
+                         ids=["eps", "residual from griffin-lim"])
+def test_mel_loss_alone_lowers_the_decodes_mel_error(dump, tmp_path, diffusion):
     # without discriminators: the few-step decode's log-mel L1 falls within 30 steps
-    cfg = _few_step_config(max_steps=30, adversarial_weight=0.0, feature_matching_weight=0.0,
-                           diffusion_loss_weight=0.0, learning_rate=3e-3, save_interval=30)
+    cfg = _few_step_config(diffusion, max_steps=30, adversarial_weight=0.0,
+                           feature_matching_weight=0.0, diffusion_loss_weight=0.0,
+                           learning_rate=3e-3, save_interval=30)
     trainer = Trainer(cfg, dump, None, tmp_path / "m", progress=False)
     assert trainer.objective.discriminators is None
     seen = []

@@ -64,6 +64,8 @@ CASES = {
                                                       "consistency_iters": 1}, {}),
     "specgrad, sub-bands": ("hifigan", {"prior": "specgrad", "prior_energy": [1e-4, 0.5],
                                         "consistency_iters": 1}, {"subbands": 2}),
+    "residual prediction, network alone": ("hifigan", {"prediction": "residual",
+                                                       "start_iters": 2}, {}),
 }
 
 

@@ -31,6 +31,7 @@ AMP_CHOICES = ACCEPTED_PRECISIONS  # train.amp: the precision vocabulary (wavedi
 SAMPLER_NAMES = ("fast", "ddim", "ddpm")
 LOSS_TYPES = ("l1", "l2")
 OBJECTIVES = ("diffusion", "few_step")
+PREDICTIONS = ("eps", "residual")
 # the denoisers of wavediff.model.registry.ARCHITECTURES
 ARCHITECTURE_NAMES = ("diffwave",)
 
@@ -83,6 +84,12 @@ class DiffusionConfig:
     # its steps reach as far as the level while what they remove is mostly Griffin-Lim's
     # error (0: a deterministic start, as SDEdit's or DDIM's from an estimate).
     start_noise: float = 1.0
+    # What the network's output means: "eps" (the added noise, DiffWave) or "residual"
+    # (what the scaled input lacks of the clean waveform: x0_hat = x_t / sqrt(abar) + out,
+    # i.e. eps = -sqrt(abar / (1 - abar)) out). With "residual" a network's reach does not
+    # shrink with the noise level, so steps near the end of the chain (or from a
+    # Griffin-Lim start) can still change the phase; its diffusion loss is taken on x0.
+    prediction: str = "eps"
     # The prior the chain ends in: "none" (N(0, I), DiffWave), "priorgrad" (N(0, Sigma),
     # per-frame std from the mel's energy; Lee et al. 2022) or "specgrad" (the same level,
     # shaped by the mel's spectral envelope per frame; Koizumi et al. 2022). prior_energy is
@@ -264,6 +271,9 @@ class Config:
         if not (math.isfinite(d.start_noise) and 0.0 <= d.start_noise <= 1.0):
             raise ConfigError(f"diffusion.start_noise must be in [0, 1] (1 = the forward "
                               f"process's noise on the Griffin-Lim start), got {d.start_noise}")
+        if d.prediction not in PREDICTIONS:
+            raise ConfigError(f"diffusion.prediction must be one of {', '.join(PREDICTIONS)}, "
+                              f"got {d.prediction!r}")
         if not 0 <= d.consistency_iters <= 100:
             raise ConfigError(f"diffusion.consistency_iters must be in 0..100 (0 = off), "
                               f"got {d.consistency_iters}")

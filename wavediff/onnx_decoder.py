@@ -380,11 +380,17 @@ class OnnxVocoder:
         before that: one stacked array)."""
         return self.conditioning.run(None, {"mel": mel})
 
-    def _eps(self, x: np.ndarray, step: float, conds: list) -> np.ndarray:
-        """One network evaluation at the (fractional) training step ``step``."""
+    def _eps(self, x: np.ndarray, step: float, conds: list, abar: float) -> np.ndarray:
+        """The noise estimate of one network evaluation at the (fractional) training step
+        ``step``, whose level has alpha-bar ``abar``: the output itself, or for a network
+        that predicts the residual (``x0_hat = x / sqrt(abar) + out``) ``-sqrt(abar /
+        (1 - abar)) out``."""
         feeds = {"x": x.astype(np.float32), "steps": np.full((x.shape[0],), step, np.float32)}
         feeds.update(zip(self.cond_inputs, conds))
-        return self.denoiser.run(None, feeds)[0]
+        out = self.denoiser.run(None, feeds)[0]
+        if self.meta.get("prediction", "eps") == "eps":  # folders before it: eps
+            return out
+        return out * np.float32(-math.sqrt(abar / (1.0 - abar)))
 
     @property
     def sample_rate(self) -> int:
@@ -470,7 +476,7 @@ class OnnxVocoder:
             x = chain_start(init, x, abar[-1], self.meta.get("start_noise", 1.0))
         n = len(betas)
         for s in reversed(range(n)):
-            eps = self._eps(x, steps[s], conds)
+            eps = self._eps(x, steps[s], conds, abar[s])
             if iters:
                 x0 = projector.griffin_lim((x - math.sqrt(1.0 - abar[s]) * eps)
                                            / math.sqrt(abar[s]), iters, keep_uncovered=True)
@@ -593,7 +599,7 @@ class OnnxStreamingDecoder:
             s = n - 1 - i
 
             def eps_of(x, seg, s=s):
-                return self.voc._eps(x, steps[s], self.voc._conditioning(seg.mel))
+                return self.voc._eps(x, steps[s], self.voc._conditioning(seg.mel), abar[s])
 
             def update(x, eps, a, seg, s=s, i=i):
                 x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])

@@ -2,7 +2,10 @@
 
 Follows DDPM (Ho et al. 2020) as DiffWave uses it (Kong et al. 2021): the forward process
 ``q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)`` and a denoiser trained to predict the
-added noise (eps-prediction). The denoiser knows no betas; it receives the step index.
+added noise (eps-prediction), or, with ``prediction="residual"``, what ``x_t / sqrt(abar_t)``
+lacks of ``x_0`` (so its reach does not shrink with the noise level); either is turned into
+the noise estimate the samplers use by :meth:`GaussianDiffusion.noise_from_output`. The
+denoiser knows no betas; it receives the step index.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import torch
 from torch import Tensor
 
 from wavediff.audio.presets import MelConfig
-from wavediff.config import LOSS_TYPES, DiffusionConfig
+from wavediff.config import LOSS_TYPES, PREDICTIONS, DiffusionConfig
 from wavediff.diffusion.prior import EnergyPrior, NoiseShaper, SpectralPrior
 from wavediff.diffusion.schedule import BetasLike, alpha_bar, as_betas, posterior_variance
 from wavediff.errors import ConfigError
 
-# denoiser(x_t (B, T), steps (B,) float, mel (B, n_mels, F)) -> eps_hat (B, T)
+# denoiser(x_t (B, T), steps (B,) float, mel (B, n_mels, F)) -> eps_hat (B, T), or the
+# residual x0_hat - x_t / sqrt(abar) with prediction="residual"
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
 # aux_loss(reference (B, T), estimate (B, T)) -> scalar
 AuxLoss = Callable[[Tensor, Tensor], Tensor]
@@ -42,7 +46,8 @@ class GaussianDiffusion:
     """
 
     def __init__(self, betas: BetasLike, prior: Optional[EnergyPrior] = None,
-                 continuous: bool = False, start_noise: float = 1.0) -> None:
+                 continuous: bool = False, start_noise: float = 1.0,
+                 prediction: str = "eps") -> None:
         self.betas = as_betas(betas, "diffusion betas")
         self.alphas = 1.0 - self.betas
         self.alpha_bar = alpha_bar(self.betas)
@@ -51,6 +56,11 @@ class GaussianDiffusion:
         self.continuous = continuous
         # the share of the first level's noise added to a start estimate (samplers' init)
         self.start_noise = float(start_noise)
+        if prediction not in PREDICTIONS:
+            raise ConfigError(f"prediction must be one of {', '.join(PREDICTIONS)}, "
+                              f"got {prediction!r}")
+        # what the denoiser's output means (noise_from_output)
+        self.prediction = prediction
 
     @classmethod
     def from_config(cls, config: DiffusionConfig,
@@ -69,7 +79,7 @@ class GaussianDiffusion:
             prior = kind(audio, config.prior_energy, config.prior_floor)
         return cls(config.training_betas(), prior=prior,
                    continuous=config.conditioning == "noise_level",
-                   start_noise=config.start_noise)
+                   start_noise=config.start_noise, prediction=config.prediction)
 
     def start_around(self, init: Tensor, noise: Tensor, abar_first: float) -> Tensor:
         """The chain's start around an estimate: ``sqrt(abar_first) init + start_noise
@@ -77,6 +87,13 @@ class GaussianDiffusion:
         the alpha-bar of the schedule's first, noisiest step)."""
         return (math.sqrt(abar_first) * init
                 + self.start_noise * math.sqrt(1.0 - abar_first) * noise)
+
+    def noise_from_output(self, out: Tensor, signal, sigma) -> Tensor:
+        """The noise estimate that the denoiser's output ``out`` stands for at the level
+        with ``signal = sqrt(abar)`` and ``sigma = sqrt(1 - abar)`` (floats, or tensors
+        that broadcast): ``out`` itself for eps-prediction; for ``"residual"``, where
+        ``x0_hat = x_t / signal + out``, ``eps = -(signal / sigma) out``."""
+        return out if self.prediction == "eps" else out * (-signal / sigma)
 
     def noise_std(self, mel: Tensor, dtype: Optional[torch.dtype] = None) -> Optional[Tensor]:
         """The prior's per-sample std for ``mel`` ``(B, n_mels, F)``: ``(B, F * hop)``, or
@@ -195,7 +212,10 @@ class GaussianDiffusion:
         :meth:`noise_std`), the denoiser predicts it and the error is divided by ``std``;
         with SpecGrad's, the noise is filtered by the mel's envelope and the error by its
         inverse (:meth:`noise_shaper`).
-        With continuous noise levels, ``t`` is fractional (:meth:`draw_steps`).
+        With continuous noise levels, ``t`` is fractional (:meth:`draw_steps`). With
+        ``prediction="residual"`` the output is read as ``x0_hat - x_t / sqrt(abar)`` and
+        the error is that of ``x0_hat`` (the noise error times ``sqrt(1 - abar) /
+        sqrt(abar)``), so no level's error is weighted by its signal-to-noise ratio.
         ``aux_loss(reference, estimate)`` with ``aux_weight > 0`` adds an auxiliary term on
         ``x0`` against the denoiser's estimate ``x0_hat = (x_t - sqrt(1 - abar) eps_hat) /
         sqrt(abar)`` (``aux_target="x0"``) or on the added noise against its prediction
@@ -225,8 +245,10 @@ class GaussianDiffusion:
             raise ValueError(
                 f"the denoiser returned shape {tuple(eps.shape)}, expected {tuple(noise.shape)}"
             )
-        eps = eps.to(x0.dtype)
+        eps = self.noise_from_output(eps.to(x0.dtype), signal, sigma)
         err = eps - noise
+        if self.prediction == "residual":  # the error of x0_hat = (x_t - sigma eps) / signal
+            err = err * (sigma / signal)
         if shaper is not None:
             err = shaper.whiten(err)
         loss = err.abs().mean() if loss_type == "l1" else err.square().mean()

@@ -225,8 +225,8 @@ def _chain(
                            chosen.alpha_bars[-1], draws)
         n = len(chosen.network_steps)
         for i in range(n):
-            step = ChainStep(chosen, i)
-            eps = _eps(denoiser, x, step.network_step, mel)
+            step = ChainStep(chosen, i, diffusion.prediction)
+            eps = step.noise(_eps(denoiser, x, step.network_step, mel))
             x0 = None if project is None else project(step.clean(x, eps))
             x = step.update(x, eps, x0)
             if step.sigma > 0.0:
@@ -250,11 +250,13 @@ class ChainStep:
       abar_prev))``.
 
     With a projection (``x0`` given to :meth:`update`), ``x0`` replaces the clean estimate
-    and ``eps`` is recomputed from it (GLA-Grad).
+    and ``eps`` is recomputed from it (GLA-Grad). ``prediction`` (``diffusion.prediction``)
+    says what the network returns; :meth:`noise` turns it into ``eps``.
     """
 
-    def __init__(self, chosen: SamplingPlan, i: int) -> None:
+    def __init__(self, chosen: SamplingPlan, i: int, prediction: str = "eps") -> None:
         n = len(chosen.network_steps)
+        self.prediction = prediction
         s = n - 1 - i  # index into the plan, noisiest last
         self.ddim = chosen.sampler == "ddim"
         self.network_step = chosen.network_steps[s]
@@ -267,6 +269,14 @@ class ChainStep:
             self.beta = chosen.betas[s]
             self.sigma = (math.sqrt((1.0 - chosen.alpha_bars[s - 1]) / (1.0 - self.abar)
                                     * self.beta) if s > 0 else 0.0)
+
+    def noise(self, out: Tensor) -> Tensor:
+        """The noise estimate the network's output stands for: ``out`` (eps-prediction), or
+        for ``"residual"`` (``x0_hat = x / sqrt(abar) + out``) ``-sqrt(abar / (1 - abar))
+        out``, so that :meth:`clean` gives that ``x0_hat``."""
+        if self.prediction == "eps":
+            return out
+        return out * -math.sqrt(self.abar / (1.0 - self.abar))
 
     def clean(self, x: Tensor, eps: Tensor) -> Tensor:
         """The clean estimate ``x0_hat = (x - sqrt(1 - abar) eps) / sqrt(abar)``."""

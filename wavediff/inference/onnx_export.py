@@ -101,6 +101,7 @@ def decoder_metadata(voc, runtime: str = "onnxruntime") -> dict:
         "consistency": int(voc.consistency_for(chosen, None)),
         "start_iters": int(d.start_iters),
         "start_noise": float(d.start_noise),
+        "prediction": d.prediction,
         "model": dataclasses.asdict(config.model),
         # samples each side one network evaluation sees (for streaming)
         "receptive_field": int(receptive_field(voc.model)),

@@ -159,7 +159,7 @@ class StreamingDecoder:
         r_net = whole_hops(receptive_field(self._network()) + MEL_MARGIN_FRAMES * hop, hop)
         n = len(self.plan.network_steps)
         for i in range(n):
-            step = ChainStep(self.plan, i)
+            step = ChainStep(self.plan, i, self.diffusion.prediction)
             noisy = step.sigma > 0.0
 
             def add_noise(x, a, seg, step=step, i=i):
@@ -170,7 +170,7 @@ class StreamingDecoder:
 
             def eps_of(x, seg, step=step):
                 t = torch.full((1,), step.network_step, dtype=step_dtype(x.dtype))
-                return self._denoise(x, t, seg).to(x.dtype)
+                return step.noise(self._denoise(x, t, seg).to(x.dtype))
 
             if self.consistency == 0:
                 def net(x, a, b, seg, step=step, noisy=noisy, add_noise=add_noise,

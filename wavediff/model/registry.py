@@ -7,7 +7,9 @@ is one class and one line in :data:`ARCHITECTURES`.
 What the samplers, the inference engine and the trainer rely on is
 :class:`DenoiserModel`: every architecture is a dilated-convolution (WaveNet-style)
 denoiser of the waveform (or of its sub-bands, split and merged inside the model) that
-predicts the noise of ``x_t`` at a (fractional) training step, conditioned on a mel.
+predicts the noise of ``x_t`` at a (fractional) training step, conditioned on a mel (or,
+with ``diffusion.prediction: residual``, the residual of the clean waveform; the model is
+the same either way, the chain reads its output).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class DenoiserModel(Protocol):
         utterance and passed to every :meth:`denoise` call."""
 
     def denoise(self, x: Tensor, steps: Tensor, conds: list[Tensor]) -> Tensor:
-        """``x`` ``(B, T)``, ``steps`` ``(B,)`` -> predicted noise ``(B, T)``."""
+        """``x`` ``(B, T)``, ``steps`` ``(B,)`` -> predicted noise (or residual) ``(B, T)``."""
 
     def forward(self, x: Tensor, steps: Tensor, mel: Tensor) -> Tensor:
         """``denoise(x, steps, conditioning(mel))`` with the shapes checked."""
