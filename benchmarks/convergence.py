@@ -92,9 +92,19 @@ RUNS = {
     "few_step+gl_start@1step": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level",
                                 *FEW_STEP, "diffusion.start_iters=16",
                                 "diffusion.fast_schedule=[0.02]"],
+    # the network predicting the residual of the clean waveform (diffusion.prediction:
+    # residual) instead of the noise: its reach does not shrink with the level
+    "priorgrad+noise_level+residual": ["diffusion.prior=priorgrad",
+                                       "diffusion.conditioning=noise_level",
+                                       "diffusion.prediction=residual"],
+    "few_step+gl_start+residual": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level",
+                                   *FEW_STEP, "diffusion.start_iters=16",
+                                   "diffusion.fast_schedule=[0.0001, 0.02]",
+                                   "diffusion.prediction=residual"],
 }
 # Runs decoded with their own schedule (the one they were trained through), not 6 steps.
-OWN_SCHEDULE = ("few_step", "few_step+gl_start", "few_step+gl_start@1step")
+OWN_SCHEDULE = ("few_step", "few_step+gl_start", "few_step+gl_start@1step",
+                "few_step+gl_start+residual")
 EVAL_LINE = re.compile(r"step (\d+): (.*)$")
 
 
