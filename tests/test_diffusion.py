@@ -59,15 +59,19 @@ class DummyDenoiser:
 
 
 class OracleDenoiser:
-    """Returns the true noise of ``x_t`` given the clean ``x0`` it was made from."""
+    """Returns the true noise of ``x_t`` given the clean ``x0`` it was made from (integer
+    steps); ``residual``: the true residual ``x0 - x_t / sqrt(abar_t)`` instead."""
 
     hop_length = HOP
 
-    def __init__(self, diffusion: GaussianDiffusion, x0: torch.Tensor) -> None:
-        self.abar, self.x0 = diffusion.alpha_bar, x0
+    def __init__(self, diffusion: GaussianDiffusion, x0: torch.Tensor,
+                 residual: bool = False) -> None:
+        self.abar, self.x0, self.residual = diffusion.alpha_bar, x0, residual
 
     def __call__(self, x_t, steps, mel):
         abar = self.abar[steps.long()].to(x_t.dtype)[:, None]
+        if self.residual:
+            return self.x0 - x_t / abar.sqrt()
         return (x_t - abar.sqrt() * self.x0) / (1 - abar).sqrt()
 
 
@@ -491,26 +495,13 @@ def test_sampler_output_is_not_tracked_by_autograd(diffusion):
 
 
 # --------------------------------------------------------------------------- residual prediction
-class ResidualOracle:
-    """Returns the true residual ``x0 - x_t / sqrt(abar_t)`` of ``x_t`` (integer steps)."""
-
-    hop_length = HOP
-
-    def __init__(self, diffusion: GaussianDiffusion, x0: torch.Tensor) -> None:
-        self.abar, self.x0 = diffusion.alpha_bar, x0
-
-    def __call__(self, x_t, steps, mel):
-        abar = self.abar[steps.long()].to(x_t.dtype)[:, None]
-        return self.x0 - x_t / abar.sqrt()
-
-
 def test_residual_loss_is_the_error_of_x0():
     residual = GaussianDiffusion.from_config(DiffusionConfig(prediction="residual"))
     assert residual.prediction == "residual"
     x0 = torch.rand(8, LENGTH, generator=torch.Generator().manual_seed(0),
                     dtype=torch.float64) - 0.5
     mel = torch.zeros(8, N_MELS, FRAMES, dtype=torch.float64)
-    oracle = residual.loss(ResidualOracle(residual, x0), x0, mel,
+    oracle = residual.loss(OracleDenoiser(residual, x0, residual=True), x0, mel,
                            generator=torch.Generator().manual_seed(1))
     assert oracle.item() < 1e-12
     # a network that returns nothing leaves x0_hat = x_t / sqrt(abar): its error is

@@ -89,11 +89,8 @@ class GaussianDiffusion:
                 + self.start_noise * math.sqrt(1.0 - abar_first) * noise)
 
     def noise_from_output(self, out: Tensor, signal, sigma) -> Tensor:
-        """The noise estimate that the denoiser's output ``out`` stands for at the level
-        with ``signal = sqrt(abar)`` and ``sigma = sqrt(1 - abar)`` (floats, or tensors
-        that broadcast): ``out`` itself for eps-prediction; for ``"residual"``, where
-        ``x0_hat = x_t / signal + out``, ``eps = -(signal / sigma) out``."""
-        return out if self.prediction == "eps" else out * (-signal / sigma)
+        """:func:`noise_from_output` with this process's ``prediction``."""
+        return noise_from_output(self.prediction, out, signal, sigma)
 
     def noise_std(self, mel: Tensor, dtype: Optional[torch.dtype] = None) -> Optional[Tensor]:
         """The prior's per-sample std for ``mel`` ``(B, n_mels, F)``: ``(B, F * hop)``, or
@@ -258,6 +255,14 @@ class GaussianDiffusion:
             else:
                 loss = loss + aux_weight * aux_loss(noise, eps)
         return loss
+
+
+def noise_from_output(prediction: str, out: Tensor, signal, sigma) -> Tensor:
+    """The noise estimate that a denoiser's output ``out`` stands for at the level with
+    ``signal = sqrt(abar)`` and ``sigma = sqrt(1 - abar)`` (floats, or tensors that
+    broadcast): ``out`` itself for ``prediction="eps"``; for ``"residual"``, where
+    ``x0_hat = x_t / signal + out``, ``eps = -(signal / sigma) out``."""
+    return out if prediction == "eps" else out * (-signal / sigma)
 
 
 def randn(

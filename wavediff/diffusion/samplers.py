@@ -56,7 +56,9 @@ from torch import Tensor
 from wavediff.config import SAMPLER_NAMES
 from wavediff.diffusion.noise import X_T, PositionalNoise, step_stream
 from wavediff.diffusion.prior import NoiseShaper
-from wavediff.diffusion.process import Denoiser, GaussianDiffusion, randn, step_dtype
+from wavediff.diffusion.process import (
+    Denoiser, GaussianDiffusion, noise_from_output, randn, step_dtype,
+)
 from wavediff.diffusion.schedule import SamplingPlan
 from wavediff.errors import ConfigError, MelError
 
@@ -274,9 +276,8 @@ class ChainStep:
         """The noise estimate the network's output stands for: ``out`` (eps-prediction), or
         for ``"residual"`` (``x0_hat = x / sqrt(abar) + out``) ``-sqrt(abar / (1 - abar))
         out``, so that :meth:`clean` gives that ``x0_hat``."""
-        if self.prediction == "eps":
-            return out
-        return out * -math.sqrt(self.abar / (1.0 - self.abar))
+        return noise_from_output(self.prediction, out, math.sqrt(self.abar),
+                                 math.sqrt(1.0 - self.abar))
 
     def clean(self, x: Tensor, eps: Tensor) -> Tensor:
         """The clean estimate ``x0_hat = (x - sqrt(1 - abar) eps) / sqrt(abar)``."""
