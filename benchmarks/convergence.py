@@ -4,7 +4,9 @@ Trains each configuration for the same budget of training time (evaluation exclu
 corpus in LJSpeech layout minus a held-out dev set, decodes the dev set by copy-synthesis
 at 6 steps, scores it with ``wavediff evaluate`` and prints one table of score against
 CPU-minutes, with each run's curve of dev log-mel L1 (the trainer's dev evaluation every
-``--eval-minutes``). Results: ``benchmarks/results/convergence-<machine>.json``.
+``--eval-minutes``), beside two baselines scored in the same call: Griffin-Lim alone (no
+network) and the shipped model ``joe`` (default decode, network alone). Results:
+``benchmarks/results/convergence-<machine>.json``.
 
     python benchmarks/convergence.py --corpus ../shared/corpora/joe --workdir /tmp/conv \\
         --minutes 10 --runs plain,priorgrad,aux,noise_level,subbands,all
@@ -101,10 +103,18 @@ RUNS = {
                                    *FEW_STEP, "diffusion.start_iters=16",
                                    "diffusion.fast_schedule=[0.0001, 0.02]",
                                    "diffusion.prediction=residual"],
+    # every layer also conditioned on the waveform of 16 Griffin-Lim projections of the mel
+    # (model.gl_condition), the chain started from noise: the network sees Griffin-Lim's
+    # estimate and keeps the reach of a full chain
+    "priorgrad+noise_level+gl_cond": ["diffusion.prior=priorgrad",
+                                      "diffusion.conditioning=noise_level",
+                                      "model.gl_condition=16"],
+    "few_step+gl_cond": ["diffusion.prior=priorgrad", "diffusion.conditioning=noise_level",
+                         *FEW_STEP, "model.gl_condition=16"],
 }
 # Runs decoded with their own schedule (the one they were trained through), not 6 steps.
 OWN_SCHEDULE = ("few_step", "few_step+gl_start", "few_step+gl_start@1step",
-                "few_step+gl_start+residual")
+                "few_step+gl_start+residual", "few_step+gl_cond")
 EVAL_LINE = re.compile(r"step (\d+): (.*)$")
 
 
@@ -208,6 +218,24 @@ def griffin_lim_row(args: argparse.Namespace, dumps: tuple) -> dict:
             "curve": [], "scores": summary["systems"][0]["summary"]}
 
 
+def shipped_rows(args: argparse.Namespace, dumps: tuple) -> list[dict]:
+    """The shipped model ``joe`` beside the runs: its default decode and its network alone
+    (``--consistency 0``), the second baseline every figure stands beside."""
+    rows = []
+    for label, options in (("joe (shipped), default decode", []),
+                           ("joe (shipped), network alone", ["--consistency", "0"])):
+        slug = re.sub(r"[^a-z0-9]+", "-", label).strip("-")
+        out = args.workdir / "decoded" / slug
+        scores = args.workdir / "decoded" / f"{slug}.json"
+        if not scores.exists():
+            decode_and_score("joe", options, out, scores, dumps[0], args.metrics,
+                             args.workdir / f"{slug}.log")
+        summary = json.loads(scores.read_text())
+        rows.append({"name": label, "overrides": options, "wall_seconds": 0.0, "curve": [],
+                     "scores": summary["systems"][0]["summary"]})
+    return rows
+
+
 def earlier_runs(out: Path, minutes: float) -> list[dict]:
     """Runs of an earlier call with the same budget (others are not comparable)."""
     if not out.exists():
@@ -271,10 +299,12 @@ def main() -> None:
     merged = {r["name"]: r for r in earlier_runs(out, args.minutes)}
     merged.update({r["name"]: r for r in results})
     order = [name for name in RUNS if name in merged]
+    baselines = [griffin_lim_row(args, dumps), *shipped_rows(args, dumps)]
     out.write_text(json.dumps({"machine": machine, "base": BASE, "minutes": args.minutes,
                                "command": " ".join(["python", *sys.argv]),
+                               "baselines": baselines,
                                "runs": [merged[name] for name in order]}, indent=1))
-    results = [griffin_lim_row(args, dumps)] + [merged[name] for name in order]
+    results = baselines + [merged[name] for name in order]
     print(f"machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}")
     cols = ["log_mel_l1", "mr_stft", "pesq", "stoi", "f0_rmse", "vuv_f1", "periodicity",
             "dnsmos_p808"]

@@ -271,3 +271,21 @@ def test_subband_model_runs_at_half_rate_and_decodes(tmp_path):
     assert voc.decode(mel[0], seed=0, input_preset=None).shape == (3 * HOP,)
     with pytest.raises(ConfigError, match="subbands"):
         DiffWave(80, 255, ModelConfig(subbands=2))
+
+
+def test_every_convergence_run_is_a_valid_config():
+    """benchmarks/convergence.py: each run's overrides on its base make a valid config, and
+    the runs trained through their own schedule are few-step runs."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "convergence.py"
+    spec = importlib.util.spec_from_file_location("convergence_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    base = Config.from_dict(bench.BASE)
+    assert set(bench.OWN_SCHEDULE) <= set(bench.RUNS)
+    for name, overrides in bench.RUNS.items():
+        config = base.override(overrides)  # raises ConfigError on a bad key or value
+        assert (config.train.objective == "few_step") == (name in bench.OWN_SCHEDULE), name
+    assert base.override(bench.RUNS["priorgrad+noise_level+gl_cond"]).model.gl_condition == 16

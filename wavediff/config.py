@@ -57,6 +57,11 @@ class ModelConfig:
     # 2, 4 or 8: the layers run on an orthonormal Haar wavelet-packet split of the waveform
     # at 1/2, 1/4 or 1/8 of the sample rate (FreGrad's split and its deeper levels)
     subbands: int = 1
+    # N > 0: every layer is also conditioned on the waveform of N Griffin-Lim projections of
+    # the mel (split into the model's sub-bands, added to the mel's conditioning): the
+    # network sees the projection's estimate and learns what it gets wrong, with the full
+    # reach of a chain started from noise. 0: the mel alone.
+    gl_condition: int = 0
 
 
 @dataclass
@@ -292,6 +297,9 @@ class Config:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(m, name)}")
         if m.kernel_size % 2 == 0:
             raise ConfigError(f"model.kernel_size must be odd, got {m.kernel_size}")
+        if not 0 <= m.gl_condition <= 100:
+            raise ConfigError(f"model.gl_condition must be in 0..100 Griffin-Lim projections "
+                              f"(0 = the mel alone), got {m.gl_condition}")
         if self.recipe.max_utterances < 0:
             raise ConfigError(f"recipe.max_utterances must be >= 0 (0 = every utterance), "
                               f"got {self.recipe.max_utterances}")

@@ -160,10 +160,12 @@ class Vocoder:
         return self.plan(sampler, steps).schedule
 
     def denoiser_for(self, mel: Tensor, chosen: Optional[SamplingPlan] = None,
-                     chunk_seconds: Union[float, None, str] = "default"):
+                     chunk_seconds: Union[float, None, str] = "default",
+                     wave: Optional[Tensor] = None):
         """The denoiser for ``mel`` ``(B, n_mels, F)`` under a plan (default: the
-        configured sampler's), whole or chunked."""
-        return self.runner.denoiser_for(mel, chosen or self.plan(), chunk_seconds)
+        configured sampler's), whole or chunked; ``wave``: the mel's Griffin-Lim waveform,
+        for a model with ``model.gl_condition``."""
+        return self.runner.denoiser_for(mel, chosen or self.plan(), chunk_seconds, wave)
 
     # ------------------------------------------------------------------ decoding
     @torch.inference_mode()

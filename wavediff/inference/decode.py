@@ -5,6 +5,7 @@ with the optional spectral-consistency projection."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -27,10 +28,10 @@ class ConditionedDenoiser:
     once. Callable with the samplers' signature ``(x_t, steps, mel) -> eps``; the mel
     argument is ignored after construction (it must be the mel given here)."""
 
-    def __init__(self, model: DiffWave, mel: Tensor) -> None:
+    def __init__(self, model: DiffWave, mel: Tensor, wave: Optional[Tensor] = None) -> None:
         self.model = model
         self.hop_length = model.hop_length
-        self.conds = model.conditioning(mel)
+        self.conds = model.conditioning(mel, wave)
 
     def __call__(self, x: Tensor, steps: Tensor, mel: Tensor) -> Tensor:
         if steps.dim() == 0:
@@ -38,32 +39,91 @@ class ConditionedDenoiser:
         return self.model.denoise(x, steps, self.conds)
 
 
+class WaveConditioned:
+    """A model with ``model.gl_condition`` (or its DistributedDataParallel wrapper) as a
+    denoiser with the samplers' and the losses' signature ``(x_t, steps, mel)``: ``wave``
+    (the batch's Griffin-Lim waveform, ``(B, F * hop)``) is passed to every call. Keeps the
+    autograd graph (training)."""
+
+    def __init__(self, model: Callable[..., Tensor], wave: Tensor) -> None:
+        self.model, self.wave = model, wave
+        self.hop_length = getattr(getattr(model, "module", model), "hop_length")
+
+    def __call__(self, x: Tensor, steps: Tensor, mel: Tensor) -> Tensor:
+        return self.model(x, steps, mel, wave=self.wave)
+
+
 def select_denoiser(model: DiffWave, engine: Optional[InferenceEngine], mel: Tensor,
                     plan: SamplingPlan, *, chunk_samples: Optional[int] = None,
-                    cuda_graphs: bool = False):
+                    cuda_graphs: bool = False, wave: Optional[Tensor] = None):
     """The denoiser for ``mel`` ``(B, n_mels, F)``: the model itself when ``engine`` is None
     (``engine="reference"``); else the engine over the whole utterance,
     or in chunks of ``chunk_samples`` when the utterance (or the batch) is longer than that
-    — memory then stays bounded by the chunk. Step biases of ``plan`` are precomputed."""
+    — memory then stays bounded by the chunk. Step biases of ``plan`` are precomputed.
+    ``wave``: the mel's Griffin-Lim waveform for a model with ``model.gl_condition``
+    (:attr:`ChainInputs.wave`)."""
     if engine is None:
-        return ConditionedDenoiser(model, mel)
+        return ConditionedDenoiser(model, mel, wave)
     steps = plan.network_steps
     if chunk_samples:
         # memory bound: the per-layer conditioning of chunk_samples of audio
         budget = engine.num_layers * 2 * engine.channels * 4 * (chunk_samples // engine.bands)
         chunked = ChunkedDenoiser(engine, mel, chunk=chunk_samples, steps=steps,
-                                  cache_bytes=budget)
+                                  cache_bytes=budget, wave=wave)
         samples = mel.shape[-1] * engine.hop_length
         if ((len(chunked.cores) > 1 and samples > chunk_samples + 2 * chunked.overlap)
                 or mel.shape[0] * samples > chunk_samples):
             return chunked  # long, or a batch too large to hold its conditioning
-    return EngineDenoiser(engine, mel, steps=steps, graphs=cuda_graphs)
+    return EngineDenoiser(engine, mel, steps=steps, graphs=cuda_graphs, wave=wave)
+
+
+@dataclass
+class ChainInputs:
+    """What a decode of one mel batch needs besides the network, made before the denoiser
+    (whose conditioning may need ``wave``) by :func:`chain_inputs`.
+
+    Attributes:
+        draws: the positional noise of every item.
+        projector: the mel's spectral projector (None when nothing projects).
+        init: the Griffin-Lim start of the chain (``diffusion.start_iters``), or None.
+        wave: the Griffin-Lim waveform the network is conditioned on
+            (``model.gl_condition``), or None.
+    """
+
+    draws: PositionalNoise
+    projector: Optional[SpectralProjector]
+    init: Optional[Tensor]
+    wave: Optional[Tensor]
+
+
+def chain_inputs(mel: Tensor, *, generator: torch.Generator, audio: MelConfig,
+                 consistency: int = 0, start_iters: int = 0,
+                 condition_iters: int = 0) -> ChainInputs:
+    """The noise, projector, Griffin-Lim start (``start_iters`` projections) and Griffin-Lim
+    conditioning waveform (``condition_iters``) of a decode of ``mel``. Both Griffin-Lim
+    waveforms begin at the same positional noise (the ``GL_START`` stream), so with equal
+    counts they are one computation."""
+    draws = PositionalNoise.from_generator(generator, mel.shape[0])
+    needs = consistency > 0 or start_iters > 0 or condition_iters > 0
+    # one magnitude estimate (the NNLS solve) for the start, the conditioning and the chain
+    projector = SpectralProjector(audio, mel) if needs else None
+    made: dict[int, Tensor] = {}
+
+    def gl(iters: int) -> Optional[Tensor]:
+        if iters <= 0:
+            return None
+        if iters not in made:
+            made[iters] = griffin_lim(audio, mel, iters, generator=generator,
+                                      projector=projector, draws=draws)
+        return made[iters]
+
+    return ChainInputs(draws, projector, gl(start_iters), gl(condition_iters))
 
 
 def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: SamplingPlan, *,
                 generator: torch.Generator, audio: MelConfig, consistency: int = 0,
                 callback: Optional[Callable[[int, int, Tensor], None]] = None,
-                start_iters: int = 0) -> Tensor:
+                start_iters: int = 0, inputs: Optional[ChainInputs] = None) -> Tensor:
     """The waveform ``(B, F * hop)`` of ``mel`` under ``plan``; ``consistency`` Griffin-Lim
     projections of each step's clean estimate onto the mel's magnitudes (0 = off). The
     :data:`~wavediff.diffusion.schedule.GRIFFIN_LIM` plan runs no network: ``consistency``
@@ -71,19 +131,19 @@ def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: Sampl
     ``start_iters`` > 0 (``diffusion.start_iters``): the chain starts around the Griffin-Lim
     decode of that many projections. Every noise is positional
     (:class:`~wavediff.diffusion.noise.PositionalNoise`, one key per item drawn from
-    ``generator``), so a streamed decode (:mod:`wavediff.inference.stream`) adds the same."""
-    draws = PositionalNoise.from_generator(generator, mel.shape[0])
+    ``generator``), so a streamed decode (:mod:`wavediff.inference.stream`) adds the same.
+    ``inputs``: made by :func:`chain_inputs` before the denoiser (needed when the network is
+    conditioned on Griffin-Lim's waveform); then ``start_iters`` is theirs."""
     if plan.sampler == GRIFFIN_LIM:
+        draws = PositionalNoise.from_generator(generator, mel.shape[0])
         return griffin_lim(audio, mel, consistency, generator=generator, draws=draws)
-    # one magnitude estimate (the NNLS solve) for the start and the projections of the chain
-    projector = SpectralProjector(audio, mel) if consistency > 0 or start_iters > 0 else None
-    project = consistency_projector(audio, mel, consistency, projector)
-    init = (griffin_lim(audio, mel, start_iters, generator=generator, projector=projector,
-                        draws=draws)
-            if start_iters > 0 else None)
+    if inputs is None:
+        inputs = chain_inputs(mel, generator=generator, audio=audio, consistency=consistency,
+                              start_iters=start_iters)
+    project = consistency_projector(audio, mel, consistency, inputs.projector)
     return get_sampler(plan.sampler)(denoiser, diffusion, mel, schedule=plan,
                                      generator=generator, callback=callback, project=project,
-                                     init=init, draws=draws)
+                                     init=inputs.init, draws=inputs.draws)
 
 
 def griffin_lim(audio: MelConfig, mel: Tensor, iters: int, *,
@@ -114,6 +174,12 @@ def decode_mel(model: DiffWave, diffusion: GaussianDiffusion, mel: Tensor, plan:
     """Decode ``mel`` with ``model`` in one call (the trainer's dev decodes), through the
     engine built from the model."""
     engine = InferenceEngine(model)
-    denoiser = select_denoiser(model, engine, mel, plan, chunk_samples=chunk_samples)
+    if plan.sampler == GRIFFIN_LIM:
+        return run_sampler(None, diffusion, mel, plan, generator=generator, audio=audio,
+                           consistency=consistency)
+    inputs = chain_inputs(mel, generator=generator, audio=audio, consistency=consistency,
+                          start_iters=start_iters, condition_iters=model.config.gl_condition)
+    denoiser = select_denoiser(model, engine, mel, plan, chunk_samples=chunk_samples,
+                               wave=inputs.wave)
     return run_sampler(denoiser, diffusion, mel, plan, generator=generator, audio=audio,
-                       consistency=consistency, start_iters=start_iters)
+                       consistency=consistency, inputs=inputs)

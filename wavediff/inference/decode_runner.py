@@ -17,7 +17,7 @@ from wavediff.diffusion import GaussianDiffusion
 from wavediff.diffusion.schedule import GRIFFIN_LIM, SamplingPlan
 from wavediff.errors import ConfigError, WavediffError
 from wavediff.inference.calibrate import resolve_decode_precision
-from wavediff.inference.decode import run_sampler, select_denoiser
+from wavediff.inference.decode import chain_inputs, run_sampler, select_denoiser
 from wavediff.inference.engine import InferenceEngine
 from wavediff.model import DiffWave
 from wavediff.precision import canonical
@@ -81,15 +81,17 @@ class DecodeRunner:
         return self._engine
 
     def denoiser_for(self, mel: Tensor, chosen: SamplingPlan,
-                     chunk_seconds: Union[float, None, str] = "default"):
+                     chunk_seconds: Union[float, None, str] = "default",
+                     wave: Optional[Tensor] = None):
         """The denoiser for ``mel`` ``(B, n_mels, F)`` under ``chosen``: whole or chunked
-        (``chunk_seconds``; ``"default"``: the runner's), step biases precomputed."""
+        (``chunk_seconds``; ``"default"``: the runner's), step biases precomputed; ``wave``:
+        the Griffin-Lim conditioning of a model with ``model.gl_condition``."""
         if chunk_seconds == "default":
             chunk_seconds = self.chunk_seconds
         chunk = int(round(chunk_seconds * self.config.audio.sample_rate)) if chunk_seconds else None
         engine = None if self.engine_name == "reference" else self.engine
         return select_denoiser(self.model, engine, mel, chosen, chunk_samples=chunk,
-                               cuda_graphs=self.cuda_graphs)
+                               cuda_graphs=self.cuda_graphs, wave=wave)
 
     def run(self, mel: Tensor, chosen: SamplingPlan, *, generator: torch.Generator,
             consistency: int, chunk_seconds: Union[float, None, str] = "default",
@@ -102,12 +104,16 @@ class DecodeRunner:
         if chosen.sampler == GRIFFIN_LIM:  # no network: nothing to build
             return run_sampler(None, self.diffusion, mel, chosen, generator=generator,
                                audio=self.config.audio, consistency=consistency)
-        denoiser = self.denoiser_for(mel, chosen, chunk_seconds)
+        inputs = chain_inputs(mel, generator=generator, audio=self.config.audio,
+                              consistency=consistency,
+                              start_iters=self.config.diffusion.start_iters,
+                              condition_iters=self.config.model.gl_condition)
+        denoiser = self.denoiser_for(mel, chosen, chunk_seconds, wave=inputs.wave)
         if progress is not None:
             callback = with_progress(denoiser, chosen, progress, callback)
         wav = run_sampler(denoiser, self.diffusion, mel, chosen, generator=generator,
                           audio=self.config.audio, consistency=consistency, callback=callback,
-                          start_iters=self.config.diffusion.start_iters)
+                          inputs=inputs)
         if not bool(torch.isfinite(wav).all()):
             raise WavediffError(
                 f"the model produced {int((~torch.isfinite(wav)).sum())} NaN or infinite "

@@ -75,10 +75,11 @@ class EngineDenoiser:
     """
 
     def __init__(self, engine: InferenceEngine, mel: Tensor, *,
-                 steps: Optional[list[float]] = None, graphs: bool = False) -> None:
+                 steps: Optional[list[float]] = None, graphs: bool = False,
+                 wave: Optional[Tensor] = None) -> None:
         self.engine = engine
         self.hop_length = engine.hop_length
-        self.cond: Conditioning = engine.conditioning(mel)
+        self.cond: Conditioning = engine.conditioning(mel, wave=wave)
         self.step_cache = _StepCache(engine)
         if steps:
             self.step_cache.precompute(steps)
@@ -110,14 +111,18 @@ class ChunkedDenoiser:
         cache_bytes: the full conditioning of the first chunks is kept across steps up to
             this many bytes; the other chunks keep only their upsampled mel and project it
             in every evaluation (memory bounded by one chunk).
+        wave: the mel's Griffin-Lim waveform ``(B, F * hop)`` for a model with
+            ``model.gl_condition`` (sliced with the mel), else None.
     """
 
     def __init__(self, engine: InferenceEngine, mel: Tensor, *, chunk: int,
                  overlap: Optional[int] = None, crossfade: Optional[int] = None,
-                 cache_bytes: int = 0, steps: Optional[list[float]] = None) -> None:
+                 cache_bytes: int = 0, steps: Optional[list[float]] = None,
+                 wave: Optional[Tensor] = None) -> None:
         engine.check_mel(mel)
         hop = engine.hop_length
         self.engine, self.mel, self.hop_length = engine, mel, hop
+        self.wave = wave  # the mel's Griffin-Lim waveform (model.gl_condition), or None
         if chunk < 1:
             raise ConfigError(f"chunk must be at least one sample, got {chunk}")
         if crossfade is None:
@@ -158,7 +163,8 @@ class ChunkedDenoiser:
         frames = self.mel.shape[-1]
         ca, cb = max(0, wa - MEL_MARGIN_FRAMES), min(frames, wb + MEL_MARGIN_FRAMES)
         hop = self.engine.layer_hop
-        mel_up = self.engine.upsample(self.mel[..., ca:cb])[..., (wa - ca) * hop:(wb - ca) * hop]
+        wave = None if self.wave is None else self.wave[..., ca * self.hop_length:cb * self.hop_length]
+        mel_up = self.engine.upsample(self.mel[..., ca:cb], wave)[..., (wa - ca) * hop:(wb - ca) * hop]
         need = (self.engine.num_layers * 2 * self.engine.channels * mel_up.shape[0]
                 * mel_up.shape[-1] * 4)
         if self.cached_bytes + need <= self.cache_bytes:

@@ -170,26 +170,32 @@ class InferenceEngine:
         self.model.check_mel(mel)
 
     @torch.inference_mode()
-    def upsample(self, mel: Tensor) -> Tensor:
+    def upsample(self, mel: Tensor, wave: Optional[Tensor] = None) -> Tensor:
         """The model's upsampled mel ``(B, n_mels, F) -> (B, n_mels, F * layer_hop)`` (the
-        layers' rate)."""
+        layers' rate); with ``model.gl_condition`` the sub-bands of ``wave`` ``(B, F * hop)``
+        (the mel's Griffin-Lim waveform) are further channels
+        (:meth:`~wavediff.model.DiffWave.condition_input`)."""
         self.check_mel(mel)
-        return self.model.spectrogram_upsampler(mel.to(self.device, torch.float32))
+        return self.model.condition_input(
+            mel.to(self.device, torch.float32),
+            None if wave is None else wave.to(self.device, torch.float32))
 
     @torch.inference_mode()
     def conditioning(self, mel: Optional[Tensor] = None, mel_up: Optional[Tensor] = None,
-                     *, lazy: bool = False) -> Conditioning:
+                     *, lazy: bool = False, wave: Optional[Tensor] = None) -> Conditioning:
         """Everything of the network that depends only on ``mel`` ``(B, n_mels, F)``.
 
         ``mel_up`` (``(B, n_mels, T)``, a slice of :meth:`upsample`'s output, at the layers'
         rate) may be given
         instead of ``mel``. ``lazy`` keeps only the upsampled mel and leaves the per-layer
-        projections to each network evaluation (bounded memory for long chunks).
+        projections to each network evaluation (bounded memory for long chunks). ``wave``:
+        the mel's Griffin-Lim waveform, for a model with ``model.gl_condition`` (with
+        ``mel_up``, it is already in it: see :meth:`upsample`).
         """
         if mel_up is None:
             if mel is None:
                 raise TypeError("conditioning() needs mel or mel_up")
-            mel_up = self.upsample(mel)
+            mel_up = self.upsample(mel, wave)
         T = mel_up.shape[-1]
         if lazy:
             if self.time_major:

@@ -74,6 +74,10 @@ def decoder_metadata(voc, runtime: str = "onnxruntime") -> dict:
     config = voc.config
     d = config.diffusion
     chosen = voc.plan()
+    if config.model.gl_condition:
+        raise ConfigError(f"a model conditioned on Griffin-Lim's waveform (model.gl_condition: "
+                          f"{config.model.gl_condition}) cannot be exported yet; decode it with "
+                          f"wavediff vocode or wavediff.Vocoder")
     if chosen.sampler not in EXPORTABLE_SAMPLERS:
         raise ConfigError(f"the ONNX decoder runs the {' and '.join(EXPORTABLE_SAMPLERS)} "
                           f"samplers; this model's default is {chosen.sampler!r}: set "

@@ -78,6 +78,10 @@ class StreamingDecoder:
                  generator: Optional[torch.Generator], lookahead: Optional[int] = None,
                  block: Optional[int] = None, converter=None) -> None:
         cfg = runner.config
+        if cfg.model.gl_condition and chosen.sampler != GRIFFIN_LIM:
+            raise ConfigError(f"a model conditioned on Griffin-Lim's waveform (model.gl_condition: "
+                              f"{cfg.model.gl_condition}) does not stream yet; decode the whole "
+                              f"mel (Vocoder.decode, wavediff vocode without --stream)")
         self.converter = converter  # a StreamingConverter from the input's convention
         self.received = 0  # frames received (in the input's convention)
         self.runner, self.plan, self.audio = runner, chosen, cfg.audio

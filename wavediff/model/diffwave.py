@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -26,6 +27,14 @@ def haar_analysis(x: Tensor) -> Tensor:
 def haar_synthesis(z: Tensor) -> Tensor:
     """The inverse of :func:`haar_analysis`: ``(B, 2, T/2)`` -> ``(B, T)``."""
     return synthesis(z)
+
+
+# The gain on the Griffin-Lim waveform where it joins the mel's channels
+# (model.gl_condition): speech at an RMS of 0.05-0.1 becomes about unit scale, as the log
+# mel's variation is. At the waveform's own scale its columns of the conditioning
+# projection, trained by Adam at the mel's step size, made a fiftieth of the mel's change
+# per step (no gain after 290 steps: the dev log-mel of the mel alone).
+WAVE_GAIN = 20.0
 
 
 class DiffWave(nn.Module):
@@ -57,13 +66,15 @@ class DiffWave(nn.Module):
         if bands not in SUBBAND_CHOICES or hop_length % bands:
             raise ConfigError(f"model.subbands must be one of {', '.join(map(str, SUBBAND_CHOICES))} "
                               f"and divide the hop ({hop_length}), got {bands}")
+        # model.gl_condition: the Griffin-Lim waveform's sub-bands join the mel's channels
+        self.wave_channels = bands if config.gl_condition else 0
         self.input_projection = nn.Conv1d(bands, channels, 1)
         self.diffusion_embedding = StepEmbedding(config.step_embedding_dim, config.step_hidden_dim)
         self.spectrogram_upsampler = MelUpsampler(  # to the rate the layers run at
             upsample_factors_for(hop_length // bands, config.upsample_factors)
         )
         self.residual_layers = nn.ModuleList(
-            ResidualBlock(n_mels, channels, 2 ** (i % config.dilation_cycle),
+            ResidualBlock(n_mels + self.wave_channels, channels, 2 ** (i % config.dilation_cycle),
                           config.kernel_size, config.step_hidden_dim)
             for i in range(config.residual_layers)
         )
@@ -85,12 +96,39 @@ class DiffWave(nn.Module):
                 f"expected a mel of shape (batch, {self.n_mels}, frames), got {tuple(mel.shape)}"
             )
 
-    def conditioning(self, mel: Tensor) -> list[Tensor]:
-        """Everything that depends only on the mel: one ``(B, 2C, F*hop/subbands)`` tensor
-        per layer."""
+    def condition_input(self, mel: Tensor, wave: Optional[Tensor] = None) -> Tensor:
+        """What every layer's conditioning projects: the upsampled mel ``(B, n_mels,
+        F*hop/subbands)`` at the layers' rate, with ``model.gl_condition`` the sub-bands of
+        ``wave`` ``(B, F*hop)`` (the mel's Griffin-Lim waveform) as further channels."""
         self.check_mel(mel)
-        mel_up = self.spectrogram_upsampler(mel)
-        return [layer.condition(mel_up) for layer in self.residual_layers]
+        return self.with_wave(self.spectrogram_upsampler(mel), wave)
+
+    def with_wave(self, mel_up: Tensor, wave: Optional[Tensor]) -> Tensor:
+        """``mel_up`` with ``wave``'s sub-bands appended (``model.gl_condition``; times
+        :data:`WAVE_GAIN`); checks
+        that a waveform is given exactly when the model is conditioned on one."""
+        if not self.wave_channels:
+            if wave is not None:
+                raise ConfigError("this model is conditioned on the mel alone "
+                                  "(model.gl_condition: 0): pass no waveform")
+            return mel_up
+        if wave is None:
+            raise ConfigError(
+                f"this model is conditioned on the mel's Griffin-Lim waveform "
+                f"(model.gl_condition: {self.config.gl_condition}); decode it through "
+                f"wavediff.Vocoder or the samplers' decode path, which compute that waveform")
+        want = (mel_up.shape[0], mel_up.shape[-1] * self.subbands)
+        if tuple(wave.shape) != want:
+            raise MelError(f"the conditioning waveform has shape {tuple(wave.shape)}, the mel "
+                           f"needs {want}")
+        bands = analysis(wave.to(mel_up.dtype), self.subbands) * WAVE_GAIN
+        return torch.cat([mel_up, bands], dim=1)
+
+    def conditioning(self, mel: Tensor, wave: Optional[Tensor] = None) -> list[Tensor]:
+        """Everything that depends only on the mel (and, with ``model.gl_condition``, its
+        Griffin-Lim waveform ``wave``): one ``(B, 2C, F*hop/subbands)`` tensor per layer."""
+        cond_in = self.condition_input(mel, wave)
+        return [layer.condition(cond_in) for layer in self.residual_layers]
 
     def denoise(self, x: Tensor, steps: Tensor, conds: list[Tensor]) -> Tensor:
         """One network evaluation with precomputed mel conditioning.
@@ -114,8 +152,11 @@ class DiffWave(nn.Module):
         out = self.output_projection(h)
         return synthesis(out)
 
-    def forward(self, x: Tensor, steps: Tensor, mel: Tensor) -> Tensor:
-        """``x`` ``(B, F*hop)``, ``steps`` ``(B,)``, ``mel`` ``(B, n_mels, F)`` -> ``(B, F*hop)``."""
+    def forward(self, x: Tensor, steps: Tensor, mel: Tensor,
+                wave: Optional[Tensor] = None) -> Tensor:
+        """``x`` ``(B, F*hop)``, ``steps`` ``(B,)``, ``mel`` ``(B, n_mels, F)`` -> ``(B, F*hop)``;
+        ``wave`` ``(B, F*hop)``: the mel's Griffin-Lim waveform, for (and only for) a model
+        with ``model.gl_condition``."""
         self.check_mel(mel)
         if x.dim() != 2 or x.shape[-1] != mel.shape[-1] * self.hop_length:
             raise MelError(
@@ -124,7 +165,7 @@ class DiffWave(nn.Module):
             )
         if steps.dim() == 0:
             steps = steps.expand(x.shape[0])
-        return self.denoise(x, steps, self.conditioning(mel))
+        return self.denoise(x, steps, self.conditioning(mel, wave))
 
 
 def count_parameters(model: nn.Module) -> int:

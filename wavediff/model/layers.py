@@ -114,7 +114,9 @@ class MelUpsampler(nn.Module):
 class ResidualBlock(nn.Module):
     """Gated dilated-conv block: ``y = conv(x + step) + cond(mel)``, tanh * sigmoid gate.
 
-    Returns ``((x + residual) / sqrt(2), skip)``.
+    Returns ``((x + residual) / sqrt(2), skip)``. ``n_mels``: the channels of the
+    conditioning input (the mel's bins, and the Griffin-Lim waveform's sub-bands with
+    ``model.gl_condition``).
     """
 
     def __init__(self, n_mels: int, channels: int, dilation: int, kernel_size: int = 3,
@@ -132,7 +134,8 @@ class ResidualBlock(nn.Module):
         nn.init.kaiming_normal_(self.output_projection.weight)
 
     def condition(self, mel_up: Tensor) -> Tensor:
-        """Per-layer projection of the upsampled mel ``(B, n_mels, T) -> (B, 2C, T)``.
+        """Per-layer projection of the upsampled mel ``(B, n_mels, T) -> (B, 2C, T)`` (see
+        :meth:`DiffWave.condition_input`).
 
         It depends only on the mel, so inference computes it once per utterance.
         """

@@ -14,7 +14,7 @@ the same either way, the chain reads its output).
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Optional, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -37,15 +37,22 @@ class DenoiserModel(Protocol):
     hop_length: int
     subbands: int
 
-    def conditioning(self, mel: Tensor) -> list[Tensor]:
-        """Everything that depends on the mel ``(B, n_mels, F)`` alone, computed once per
-        utterance and passed to every :meth:`denoise` call."""
+    def conditioning(self, mel: Tensor, wave: Optional[Tensor] = None) -> list[Tensor]:
+        """Everything that depends on the mel ``(B, n_mels, F)`` alone (and, for a model
+        with ``model.gl_condition``, on the mel's Griffin-Lim waveform ``wave``
+        ``(B, F * hop)``), computed once per utterance and passed to every :meth:`denoise`
+        call."""
+
+    def condition_input(self, mel: Tensor, wave: Optional[Tensor] = None) -> Tensor:
+        """What every layer's conditioning projects, at the layers' rate: the upsampled mel
+        (and the waveform's sub-bands); the engine projects it itself."""
 
     def denoise(self, x: Tensor, steps: Tensor, conds: list[Tensor]) -> Tensor:
         """``x`` ``(B, T)``, ``steps`` ``(B,)`` -> predicted noise (or residual) ``(B, T)``."""
 
-    def forward(self, x: Tensor, steps: Tensor, mel: Tensor) -> Tensor:
-        """``denoise(x, steps, conditioning(mel))`` with the shapes checked."""
+    def forward(self, x: Tensor, steps: Tensor, mel: Tensor,
+                wave: Optional[Tensor] = None) -> Tensor:
+        """``denoise(x, steps, conditioning(mel, wave))`` with the shapes checked."""
 
 
 ARCHITECTURES: dict[str, type] = {"diffwave": DiffWave}

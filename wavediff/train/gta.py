@@ -188,10 +188,21 @@ def apply_init_checkpoint(trainer: Any, state: dict[str, Any], source: str = "ch
     """Load the weights (and EMA weights) of ``state`` into a fresh ``trainer``.
 
     The optimizer, the step counter and the data order start anew. Refuses a checkpoint
-    whose audio, model or diffusion config differs from the run's.
+    whose audio, model or diffusion config differs from the run's, except a run that adds
+    ``model.gl_condition`` to a model without it: the Griffin-Lim waveform's columns of
+    every layer's conditioning projection start at zero (:func:`with_gl_condition`), so
+    the run starts from exactly the source model's network.
     """
+    import dataclasses
+
     from wavediff.checkpoint import incompatible_section, load_weights
 
+    stored, wanted = state["config"].model, trainer.config.model
+    if stored.gl_condition == 0 and wanted.gl_condition > 0 and (
+            dataclasses.replace(stored, gl_condition=wanted.gl_condition) == wanted):
+        state = with_gl_condition(state, trainer.model)
+        log.info("the source model has no Griffin-Lim conditioning: its columns of the "
+                 "conditioning projections start at zero")
     section = incompatible_section(state["config"], trainer.config)
     if section is not None:
         raise WavediffError(
@@ -201,3 +212,31 @@ def apply_init_checkpoint(trainer: Any, state: dict[str, Any], source: str = "ch
         )
     load_weights(state, trainer.model, getattr(trainer, "ema", None))
     log.info("fine-tuning from %s (trained %s steps)", source, state.get("step"))
+
+
+def with_gl_condition(state: dict[str, Any], model: Any) -> dict[str, Any]:
+    """``state`` (a model without ``model.gl_condition``) widened to ``model``'s shapes: each
+    conditioning projection's weight gets zero columns for the waveform's sub-bands, so the
+    widened network computes exactly what the source did, whatever the waveform."""
+    import dataclasses
+
+    import torch
+
+    target = model.state_dict()
+
+    def widen(weights: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if not weights:
+            return weights
+        out = dict(weights)
+        for name, w in weights.items():
+            if name.endswith("conditioner_projection.weight") and name in target:
+                want = target[name].shape
+                if w.shape[1] < want[1] and w.shape[0] == want[0]:
+                    pad = w.new_zeros(w.shape[0], want[1] - w.shape[1], *w.shape[2:])
+                    out[name] = torch.cat([w, pad], dim=1)
+        return out
+
+    config = state["config"]
+    widened_model = dataclasses.replace(config.model, gl_condition=model.config.gl_condition)
+    return {**state, "model": widen(state["model"]), "ema": widen(state.get("ema")),
+            "config": dataclasses.replace(config, model=widened_model)}

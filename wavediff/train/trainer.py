@@ -36,6 +36,7 @@ from wavediff.diffusion.process import randn as _randn
 from wavediff.errors import WavediffError
 from wavediff.evaluation.spectral import multi_resolution_stft_loss
 from wavediff.hardware import pick_device, resolve_precision
+from wavediff.inference.decode import WaveConditioned, griffin_lim
 from wavediff.model import build_model, count_parameters
 from wavediff import checkpoint as ckpt
 from wavediff import distributed as distrib
@@ -414,16 +415,28 @@ class Trainer:
               noise: torch.Tensor) -> torch.Tensor:
         """The training objective on one micro-batch (``train.objective``)."""
         tc = self.config.train
+        denoiser = self._conditioned(self.ddp_model, mel, self.noise_gen)
         if self.objective is None:
-            return self.diffusion.loss(self.ddp_model, wave, mel, loss_type=tc.loss,
+            return self.diffusion.loss(denoiser, wave, mel, loss_type=tc.loss,
                                        generator=self.noise_gen, t=t, noise=noise,
                                        aux_loss=multi_resolution_stft_loss,
                                        aux_weight=tc.aux_loss_weight,
                                        aux_target=tc.aux_loss_target)
-        terms = self.objective.losses(self.ddp_model, self.diffusion, wave, mel, t=t,
+        terms = self.objective.losses(denoiser, self.diffusion, wave, mel, t=t,
                                       noise=noise, generator=self.noise_gen, loss_type=tc.loss)
         self.last_terms = {k: float(v.detach()) for k, v in terms.items() if k != "total"}
         return terms["total"]
+
+    def _conditioned(self, model: Any, mel: torch.Tensor,
+                     generator: Optional[torch.Generator]) -> Any:
+        """``model`` as the losses' denoiser for ``mel``: with ``model.gl_condition`` it is
+        also given the mel's Griffin-Lim waveform (from noise drawn from ``generator``)."""
+        iters = self.config.model.gl_condition
+        if iters <= 0:
+            return model
+        with torch.no_grad():
+            gl = griffin_lim(self.config.audio, mel.float(), iters, generator=generator)
+        return WaveConditioned(model, gl)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -609,7 +622,8 @@ class Trainer:
                 mel, wave = mel[:, :frames], wave[:frames * audio_cfg.hop_length]
             w = torch.from_numpy(wave).to(self.device)[None]
             m = torch.from_numpy(mel).to(self.device)[None]
-            losses.append(float(self.diffusion.loss(model, w, m, loss_type=tc.loss, generator=gen)))
+            losses.append(float(self.diffusion.loss(self._conditioned(model, m, gen), w, m,
+                                                    loss_type=tc.loss, generator=gen)))
         metrics = {"dev/loss": float(np.mean(losses)), "time/train_minutes": self.train_seconds / 60}
         mel_fn = MelSpectrogram(audio_cfg)
         # the network alone (no consistency projection), decoded as wavediff vocode decodes
