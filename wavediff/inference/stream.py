@@ -201,7 +201,9 @@ class StreamingDecoder:
 
     def _network(self):
         """What runs the network: the readable model or the fused engine."""
-        return self.runner.model if self.runner.engine_name == "reference" else self.runner.engine
+        if self.runner.engine_name == "reference":
+            return self.runner.model
+        return self.runner.engine_for(self.runner.precision_for(self.consistency))
 
     # ------------------------------------------------------------------ the network
     def _denoise(self, x: Tensor, t: Tensor, seg: Segment) -> Tensor:
@@ -210,7 +212,7 @@ class StreamingDecoder:
         model (``engine="reference"``) on the segment's mel."""
         if self.runner.engine_name == "reference":
             return ConditionedDenoiser(self.runner.model, seg.mel)(x, t, seg.mel)
-        engine = self.runner.engine
+        engine = self._network()
         if self._steps is None or self._steps.engine is not engine:
             self._steps, self._cond = _StepCache(engine), None
         return engine.denoise(x, self._steps(t), self._conditioning(engine, seg.a, seg.b),
