@@ -1,8 +1,8 @@
 """``model.gl_condition``: the denoiser conditioned on the mel's Griffin-Lim waveform. The
 network sees the waveform (its sub-bands join the mel's channels), the fast engine and
 chunked decoding equal the readable forward, the decode conditions on exactly the
-Griffin-Lim decode of the same seed, the model trains, saves and loads, and the paths that
-cannot yet compute the waveform (streaming, export) refuse in one line."""
+Griffin-Lim decode of the same seed, the model trains, saves and loads, and the export,
+which cannot yet compute the waveform, refuses in one line."""
 
 from __future__ import annotations
 
@@ -108,9 +108,10 @@ def _without_wave(model):
     return model
 
 
-def test_streaming_and_export_refuse_it(tmp_path):
-    voc = tiny_vocoder(gl_condition=2)
-    with pytest.raises(ConfigError, match="does not stream yet"):
+def test_export_refuses_it_and_a_stream_needs_one_griffin_lim_waveform(tmp_path):
+    """(tests/test_stream.py: a conditioned model streams exactly as it decodes.)"""
+    voc = tiny_vocoder({"start_iters": 3}, gl_condition=2)
+    with pytest.raises(ConfigError, match="start_iters to 0 or to model.gl_condition"):
         list(voc.stream([_mel(4)[0].numpy()], input_preset=None))
     from wavediff.inference.onnx_export import export_torch
 

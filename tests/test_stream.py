@@ -66,6 +66,10 @@ CASES = {
                                         "consistency_iters": 1}, {"subbands": 2}),
     "residual prediction, network alone": ("hifigan", {"prediction": "residual",
                                                        "start_iters": 2}, {}),
+    "griffin-lim conditioning, projection": ("hifigan", {"consistency_iters": 1},
+                                             {"gl_condition": 2}),
+    "griffin-lim conditioning and start, sub-bands, network alone": (
+        "tacotron2", {"start_iters": 2, "start_noise": 0.3}, {"gl_condition": 2, "subbands": 2}),
 }
 
 

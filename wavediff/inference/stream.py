@@ -22,6 +22,9 @@ is the sum of the stages' reaches::
 
     start_iters x R_proj + R_prior + steps x (R_net + consistency x R_proj + R_prior)
 
+(``model.gl_condition`` projections instead of ``start_iters`` for a model conditioned on
+Griffin-Lim's waveform, which then travels with the chain as a further row),
+
 with ``R_proj`` = one STFT window (``n_fft``), ``R_net`` = the network's receptive field
 plus the upsampler's margin, ``R_prior`` = ``R_proj`` for SpecGrad (0 otherwise), all in
 whole hops (:attr:`StreamingDecoder.lookahead`). ``lookahead=`` (samples) asks for less:
@@ -78,10 +81,13 @@ class StreamingDecoder:
                  generator: Optional[torch.Generator], lookahead: Optional[int] = None,
                  block: Optional[int] = None, converter=None) -> None:
         cfg = runner.config
-        if cfg.model.gl_condition and chosen.sampler != GRIFFIN_LIM:
-            raise ConfigError(f"a model conditioned on Griffin-Lim's waveform (model.gl_condition: "
-                              f"{cfg.model.gl_condition}) does not stream yet; decode the whole "
-                              f"mel (Vocoder.decode, wavediff vocode without --stream)")
+        self.gl_condition = 0 if chosen.sampler == GRIFFIN_LIM else int(cfg.model.gl_condition)
+        start = int(cfg.diffusion.start_iters)
+        if self.gl_condition and start not in (0, self.gl_condition):
+            raise ConfigError(
+                f"a stream conditions on and starts from one Griffin-Lim waveform: set "
+                f"diffusion.start_iters to 0 or to model.gl_condition ({self.gl_condition}), "
+                f"not {start}, or decode the whole mel")
         self.converter = converter  # a StreamingConverter from the input's convention
         self.received = 0  # frames received (in the input's convention)
         self.runner, self.plan, self.audio = runner, chosen, cfg.audio
@@ -91,7 +97,7 @@ class StreamingDecoder:
         self.start_iters = 0 if chosen.sampler == GRIFFIN_LIM else int(cfg.diffusion.start_iters)
         self.draws = PositionalNoise.from_generator(generator, 1)
         self.diffusion = runner.diffusion
-        self._needs_magnitude = self.consistency > 0 or self.start_iters > 0
+        self._needs_magnitude = self.consistency > 0 or self.start_iters > 0 or self.gl_condition > 0
         self._steps: Optional[_StepCache] = None
         self._cond: Optional[Tensor] = None  # conditioning of frames [_cond_f0, _cond_f1)
         self._cond_f0 = self._cond_f1 = self._cond_off = 0  # _cond_off: f0's buffer frame
@@ -142,11 +148,14 @@ class StreamingDecoder:
                                      lambda x, a, b, seg: project(x, seg)))
             return stages
 
-        for k in range(self.start_iters):  # Griffin-Lim's start
+        # Griffin-Lim's start and/or the network's Griffin-Lim conditioning: one waveform
+        gl_iters = self.gl_condition or self.start_iters
+        what = "griffin-lim" if self.gl_condition else "start projection"
+        for k in range(gl_iters):
             if k == 0:
-                stages.append(Stage("start projection 1", r_proj, gl_source, source=True))
+                stages.append(Stage(f"{what} 1", r_proj, gl_source, source=True))
             else:
-                stages.append(Stage(f"start projection {k + 1}", r_proj,
+                stages.append(Stage(f"{what} {k + 1}", r_proj,
                                      lambda x, a, b, seg: project(x, seg)))
         abar_first = self.plan.alpha_bars[-1]
 
@@ -155,11 +164,25 @@ class StreamingDecoder:
             shaper = self.diffusion.noise_shaper(seg.mel, dtype)
             if shaper is not None:
                 z = shaper.color(z)
-            if x is None:
+            if x is None or self.start_iters == 0:
                 return z
             return self.diffusion.start_around(x.clamp(-1.0, 1.0), z, abar_first)
 
-        stages.append(Stage("x_T", r_prior, x_t, source=self.start_iters == 0))
+        if self.gl_condition:
+            # the Griffin-Lim waveform travels with the chain as its last row, each stage
+            # passing it on; the network stages condition on it (_denoise)
+            def carried(fn):
+                def run(x, a, b, seg):
+                    wave = x[-1:]
+                    seg.data["wave"] = wave.clamp(-1.0, 1.0)
+                    return torch.cat([fn(x[:-1], a, b, seg) if x.shape[0] > 1
+                                      else fn(wave, a, b, seg), wave])
+                return run
+        else:
+            def carried(fn):
+                return fn
+
+        stages.append(Stage("x_T", r_prior, carried(x_t), source=gl_iters == 0))
         r_net = whole_hops(receptive_field(self._network()) + MEL_MARGIN_FRAMES * hop, hop)
         n = len(self.plan.network_steps)
         for i in range(n):
@@ -181,22 +204,23 @@ class StreamingDecoder:
                         eps_of=eps_of):
                     y = step.update(x, eps_of(x, seg))
                     return add_noise(y, a, seg) if noisy else y
-                stages.append(Stage(f"step {i + 1}", r_net + (r_prior if noisy else 0), net,
-                                     network=True))
+                stages.append(Stage(f"step {i + 1}", r_net + (r_prior if noisy else 0),
+                                     carried(net), network=True))
                 continue
 
             def net(x, a, b, seg, step=step, eps_of=eps_of):  # rows: x, its clean estimate
                 return torch.cat([x, step.clean(x, eps_of(x, seg))])
-            stages.append(Stage(f"step {i + 1} network", r_net, net, network=True))
+            stages.append(Stage(f"step {i + 1} network", r_net, carried(net), network=True))
             for k in range(self.consistency):
                 def proj(x, a, b, seg):
                     return torch.cat([x[:1], project(x[1:], seg, keep_uncovered=True)])
-                stages.append(Stage(f"step {i + 1} projection {k + 1}", r_proj, proj))
+                stages.append(Stage(f"step {i + 1} projection {k + 1}", r_proj, carried(proj)))
 
             def update(x, a, b, seg, step=step, noisy=noisy, add_noise=add_noise):
                 y = step.update(x[:1], x[1:], x0=x[1:])
                 return add_noise(y, a, seg) if noisy else y
-            stages.append(Stage(f"step {i + 1} update", r_prior if noisy else 0, update))
+            stages.append(Stage(f"step {i + 1} update", r_prior if noisy else 0,
+                                 carried(update)))
         return stages
 
     def _network(self):
@@ -210,19 +234,24 @@ class StreamingDecoder:
         """The network's noise estimate on the segment: the fused engine with the
         conditioning of the stream's cache and step vectors computed once; the readable
         model (``engine="reference"``) on the segment's mel."""
+        wave = seg.data.get("wave")  # the Griffin-Lim conditioning of [a, b) (model.gl_condition)
         if self.runner.engine_name == "reference":
-            return ConditionedDenoiser(self.runner.model, seg.mel)(x, t, seg.mel)
+            return ConditionedDenoiser(self.runner.model, seg.mel, wave)(x, t, seg.mel)
         engine = self._network()
         if self._steps is None or self._steps.engine is not engine:
             self._steps, self._cond = _StepCache(engine), None
-        return engine.denoise(x, self._steps(t), self._conditioning(engine, seg.a, seg.b),
+        return engine.denoise(x, self._steps(t),
+                              self._conditioning(engine, seg.a, seg.b, wave),
                               keep=(seg.lo - seg.a, seg.hi - seg.a))
 
-    def _conditioning(self, engine, a: int, b: int) -> Conditioning:
-        """The network's conditioning of samples ``[a, b)``. Frames whose upsampled mel no
-        longer depends on frames still to come (``MEL_MARGIN_FRAMES`` before the last one,
-        or all once the stream has ended) are computed once and kept in a buffer that
-        grows by doubling; the rest is computed for this call only."""
+    def _conditioning(self, engine, a: int, b: int,
+                      wave: Optional[Tensor] = None) -> Conditioning:
+        """The network's conditioning of samples ``[a, b)`` (``wave``: the Griffin-Lim
+        waveform of those samples, final, for a model with ``model.gl_condition``). Frames
+        whose upsampled mel no longer depends on frames still to come
+        (``MEL_MARGIN_FRAMES`` before the last one, or all once the stream has ended) are
+        computed once and kept in a buffer that grows by doubling; the rest is computed for
+        this call only."""
         hop, lh, axis = self.hop, engine.layer_hop, 2 if engine.time_major else 3
         fa, fb = a // hop, b // hop
         exact_end = self.frames if self.finished else max(0, self.frames - MEL_MARGIN_FRAMES)
@@ -231,7 +260,11 @@ class StreamingDecoder:
             c0 = max(self.mel_start, f0 - MEL_MARGIN_FRAMES)
             c1 = min(self.frames, f1 + MEL_MARGIN_FRAMES)
             mel = self.mel[..., c0 - self.mel_start:c1 - self.mel_start]
-            up = engine.upsample(mel)[..., (f0 - c0) * lh:(f1 - c0) * lh]
+            # the waveform over the mel's frames [c0, c1): pointwise in the conditioning, so
+            # the mel's margins outside [a, b) may hold zeros (negative widths crop)
+            w = None if wave is None else torch.nn.functional.pad(
+                wave, (a - c0 * hop, c1 * hop - b))
+            up = engine.upsample(mel, w)[..., (f0 - c0) * lh:(f1 - c0) * lh]
             return engine.conditioning(mel_up=up).cond
 
         if self._cond is None or not self._cond_f0 <= fa <= self._cond_f1:
