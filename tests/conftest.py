@@ -67,6 +67,9 @@ EXPORT_CASES = {
     "specgrad": ({"prior": "specgrad", "prior_energy": [1e-4, 0.5], "consistency_iters": 1}, {}),
     "residual prediction": ({"prediction": "residual", "start_iters": 2, "start_noise": 0.3,
                              "consistency_iters": 1}, {}),
+    "griffin-lim conditioning": ({"consistency_iters": 1}, {"gl_condition": 2}),
+    "griffin-lim conditioning and start, sub-bands": (
+        {"start_iters": 2, "start_noise": 0.3}, {"gl_condition": 2, "subbands": 2}),
 }
 
 
@@ -83,7 +86,7 @@ def torch_noise_draws(meta: dict, shape: tuple, seed: int) -> list:
     from wavediff.diffusion.noise import GL_START, X_T, PositionalNoise, step_stream
 
     draws = PositionalNoise.from_generator(torch.Generator().manual_seed(seed), shape[0])
-    streams = ([GL_START] if meta["start_iters"] else []) + [X_T] + [
+    streams = ([GL_START] if meta["start_iters"] or meta.get("gl_condition") else []) + [X_T] + [
         step_stream(i) for i in range(len(meta["plan"]["betas"]) - 1)]
     return [draws.draw(k, 0, shape[-1]).numpy() for k in streams]
 

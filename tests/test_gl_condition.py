@@ -1,8 +1,8 @@
 """``model.gl_condition``: the denoiser conditioned on the mel's Griffin-Lim waveform. The
 network sees the waveform (its sub-bands join the mel's channels), the fast engine and
 chunked decoding equal the readable forward, the decode conditions on exactly the
-Griffin-Lim decode of the same seed, the model trains, saves and loads, and the export,
-which cannot yet compute the waveform, refuses in one line."""
+Griffin-Lim decode of the same seed, and the model trains, saves and loads (streaming and
+export: tests/test_stream.py, tests/test_onnx_export.py, tests/test_torch_export.py)."""
 
 from __future__ import annotations
 
@@ -108,14 +108,15 @@ def _without_wave(model):
     return model
 
 
-def test_export_refuses_it_and_a_stream_needs_one_griffin_lim_waveform(tmp_path):
-    """(tests/test_stream.py: a conditioned model streams exactly as it decodes.)"""
+def test_a_stream_and_an_export_need_one_griffin_lim_waveform(tmp_path):
+    """(tests/test_stream.py and the export tests: a conditioned model streams and exports
+    exactly as it decodes.) A start of another count than the conditioning is refused."""
     voc = tiny_vocoder({"start_iters": 3}, gl_condition=2)
     with pytest.raises(ConfigError, match="start_iters to 0 or to model.gl_condition"):
         list(voc.stream([_mel(4)[0].numpy()], input_preset=None))
     from wavediff.inference.onnx_export import export_torch
 
-    with pytest.raises(ConfigError, match="cannot be exported yet"):
+    with pytest.raises(ConfigError, match="start_iters to 0 or to model.gl_condition"):
         export_torch(voc, tmp_path / "exported")
     assert not (tmp_path / "exported").exists() or not any((tmp_path / "exported").iterdir())
 

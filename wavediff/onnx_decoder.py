@@ -314,7 +314,8 @@ class _TorchProgram:
         return [t.numpy() for t in out] if isinstance(out, (tuple, list)) else [out.numpy()]
 
 
-def _torch_programs(paths: dict, threads: Optional[int], cond_inputs: Sequence[str]) -> tuple:
+def _torch_programs(paths: dict, threads: Optional[int], cond_inputs: Sequence[str],
+                    wave_input: bool = False) -> tuple:
     try:
         import torch
     except ImportError:
@@ -322,7 +323,7 @@ def _torch_programs(paths: dict, threads: Optional[int], cond_inputs: Sequence[s
                                "torch") from None
     if threads:
         torch.set_num_threads(int(threads))
-    return (_TorchProgram(paths["conditioning"], ["mel"]),
+    return (_TorchProgram(paths["conditioning"], ["mel", "wave"][:1 + bool(wave_input)]),
             _TorchProgram(paths["denoiser"], ["x", "steps", *cond_inputs]))
 
 
@@ -366,19 +367,31 @@ class OnnxVocoder:
                                    f"export the model again")
         self.cond_inputs = (["conds"] if layers is None
                             else [f"cond_{i}" for i in range(layers)])
+        # projections of the Griffin-Lim waveform the network is conditioned on (0: none;
+        # folders before it: none)
+        self.gl_condition = int(self.meta.get("gl_condition", 0))
+        start = int(self.meta.get("start_iters", 0))
+        if not 0 <= self.gl_condition <= 100 or (self.gl_condition and start not in (0, self.gl_condition)):
+            raise OnnxDecoderError(f"{meta_path} declares gl_condition {self.gl_condition!r} "
+                                   f"with start_iters {start!r}; export the model again")
         if runtime == "onnxruntime":
             self.conditioning, self.denoiser = _onnx_sessions(paths, threads)
         elif runtime == "torch":
-            self.conditioning, self.denoiser = _torch_programs(paths, threads, self.cond_inputs)
+            self.conditioning, self.denoiser = _torch_programs(
+                paths, threads, self.cond_inputs, wave_input=self.gl_condition > 0)
         else:
             raise OnnxDecoderError(f"{meta_path} names the runtime {runtime!r}, which this "
                                    f"decoder does not know; export the model again")
         self.runtime = runtime
 
-    def _conditioning(self, mel: np.ndarray) -> list:
+    def _conditioning(self, mel: np.ndarray, wave: Optional[np.ndarray] = None) -> list:
         """Every layer's conditioning of ``mel`` (one array per layer; folders exported
-        before that: one stacked array)."""
-        return self.conditioning.run(None, {"mel": mel})
+        before that: one stacked array); ``wave``: the mel's Griffin-Lim waveform, for a
+        model conditioned on it (``gl_condition``)."""
+        feeds = {"mel": mel}
+        if self.gl_condition:
+            feeds["wave"] = np.ascontiguousarray(wave, dtype=np.float32)
+        return self.conditioning.run(None, feeds)
 
     def _eps(self, x: np.ndarray, step: float, conds: list, abar: float) -> np.ndarray:
         """The noise estimate of one network evaluation at the (fractional) training step
@@ -462,12 +475,16 @@ class OnnxVocoder:
         plan = self.meta["plan"]
         betas, abar, steps = plan["betas"], plan["alpha_bars"], plan["network_steps"]
         iters = self.meta["consistency"] if consistency is None else int(consistency)
-        start_iters = self.meta["start_iters"]
-        projector = Projector(self.audio, self.basis, mel) if iters or start_iters else None
-        init = None
-        if start_iters:
-            init = np.clip(projector.griffin_lim(draw(GL_START), start_iters), -1.0, 1.0)
-        conds = self._conditioning(mel)
+        start_iters, gl_iters = self.meta["start_iters"], self.gl_condition
+        projector = (Projector(self.audio, self.basis, mel)
+                     if iters or start_iters or gl_iters else None)
+        init = wave = None
+        if start_iters or gl_iters:  # one Griffin-Lim waveform: the start and/or conditioning
+            gl = np.clip(projector.griffin_lim(draw(GL_START), gl_iters or start_iters),
+                         -1.0, 1.0)
+            init = gl if start_iters else None
+            wave = gl if gl_iters else None
+        conds = self._conditioning(mel, wave)
         colour = self._colour(mel)
         x = draw(X_T)
         if colour is not None:
@@ -578,28 +595,45 @@ class OnnxStreamingDecoder:
             return z if fn is None else fn(z)
 
         stages = []
-        for k in range(start_iters):
+        gl_cond = self.voc.gl_condition
+        gl_iters = gl_cond or start_iters  # one Griffin-Lim waveform: start and/or conditioning
+        for k in range(gl_iters):
             if k == 0:
-                stages.append(Stage("start projection 1", r_proj, lambda x, a, b, seg: project(
+                stages.append(Stage("griffin-lim 1", r_proj, lambda x, a, b, seg: project(
                     self.noise.draw(GL_START, a, b), seg), source=True))
             else:
-                stages.append(Stage(f"start projection {k + 1}", r_proj,
+                stages.append(Stage(f"griffin-lim {k + 1}", r_proj,
                                     lambda x, a, b, seg: project(x, seg)))
 
         def x_t(x, a, b, seg):
             z = colour(self.noise.draw(X_T, a, b), seg)
-            if x is None:
+            if x is None or not start_iters:
                 return z
             init = np.clip(x, -1.0, 1.0)
             return chain_start(init, z, abar[-1], start_noise)
-        stages.append(Stage("x_T", r_prior, x_t, source=start_iters == 0))
+
+        if gl_cond:
+            # the Griffin-Lim waveform travels with the chain as its last row; the network
+            # stages condition on it
+            def carried(fn):
+                def run(x, a, b, seg):
+                    wave = x[-1:]
+                    seg.data["wave"] = np.clip(wave, -1.0, 1.0)
+                    y = fn(x[:-1] if x.shape[0] > 1 else wave, a, b, seg)
+                    return np.concatenate([y, wave])
+                return run
+        else:
+            def carried(fn):
+                return fn
+        stages.append(Stage("x_T", r_prior, carried(x_t), source=gl_iters == 0))
 
         n = len(betas)
         for i in range(n):
             s = n - 1 - i
 
             def eps_of(x, seg, s=s):
-                return self.voc._eps(x, steps[s], self.voc._conditioning(seg.mel), abar[s])
+                conds = self.voc._conditioning(seg.mel, seg.data.get("wave"))
+                return self.voc._eps(x, steps[s], conds, abar[s])
 
             def update(x, eps, a, seg, s=s, i=i):
                 x = (x - betas[s] / math.sqrt(1.0 - abar[s]) * eps) / math.sqrt(1.0 - betas[s])
@@ -612,23 +646,23 @@ class OnnxStreamingDecoder:
             reach_noise = r_prior if s > 0 else 0
             if not iters:
                 stages.append(Stage(f"step {i + 1}", r_net + reach_noise,
-                                    lambda x, a, b, seg, eps_of=eps_of, update=update:
-                                    update(x, eps_of(x, seg), a, seg), network=True))
+                                    carried(lambda x, a, b, seg, eps_of=eps_of, update=update:
+                                            update(x, eps_of(x, seg), a, seg)), network=True))
                 continue
 
             def net(x, a, b, seg, s=s, eps_of=eps_of):  # rows: x, its clean estimate
                 x0 = (x - math.sqrt(1.0 - abar[s]) * eps_of(x, seg)) / math.sqrt(abar[s])
                 return np.concatenate([x, x0])
-            stages.append(Stage(f"step {i + 1} network", r_net, net, network=True))
+            stages.append(Stage(f"step {i + 1} network", r_net, carried(net), network=True))
             for k in range(iters):
                 stages.append(Stage(f"step {i + 1} projection {k + 1}", r_proj,
-                                    lambda x, a, b, seg: np.concatenate(
-                                        [x[:1], project(x[1:], seg, True)])))
+                                    carried(lambda x, a, b, seg: np.concatenate(
+                                        [x[:1], project(x[1:], seg, True)]))))
 
             def after(x, a, b, seg, s=s, update=update):
                 eps = (x[:1] - math.sqrt(abar[s]) * x[1:]) / math.sqrt(1.0 - abar[s])
                 return update(x[:1], eps, a, seg)
-            stages.append(Stage(f"step {i + 1} update", reach_noise, after))
+            stages.append(Stage(f"step {i + 1} update", reach_noise, carried(after)))
         return stages
 
     def push(self, frames) -> np.ndarray:
@@ -648,7 +682,7 @@ class OnnxStreamingDecoder:
             return np.zeros(0, dtype=np.float32)
         mel = mel[None]
         data = {"mel": mel}
-        if self.iters or self.voc.meta["start_iters"]:
+        if self.iters or self.voc.meta["start_iters"] or self.voc.gl_condition:
             data["magnitude"] = mel_to_magnitude(self.audio, self.voc.basis, mel)
         self.frames += mel.shape[-1]
         return self._audio(self.pipeline.add_frames(mel.shape[-1], **data))

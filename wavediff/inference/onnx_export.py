@@ -30,6 +30,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -49,8 +50,10 @@ class _Conditioning(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, mel: Tensor) -> tuple:
-        return tuple(self.model.conditioning(mel))
+    def forward(self, mel: Tensor, wave: Optional[Tensor] = None) -> tuple:
+        # wave: the mel's Griffin-Lim waveform, an input of this graph only for a model
+        # with model.gl_condition (the decoder computes it with numpy)
+        return tuple(self.model.conditioning(mel, wave))
 
 
 class _Denoiser(nn.Module):
@@ -74,10 +77,10 @@ def decoder_metadata(voc, runtime: str = "onnxruntime") -> dict:
     config = voc.config
     d = config.diffusion
     chosen = voc.plan()
-    if config.model.gl_condition:
-        raise ConfigError(f"a model conditioned on Griffin-Lim's waveform (model.gl_condition: "
-                          f"{config.model.gl_condition}) cannot be exported yet; decode it with "
-                          f"wavediff vocode or wavediff.Vocoder")
+    if config.model.gl_condition and d.start_iters not in (0, config.model.gl_condition):
+        raise ConfigError(f"the exported decoder conditions on and starts from one Griffin-Lim "
+                          f"waveform: set diffusion.start_iters to 0 or to model.gl_condition "
+                          f"({config.model.gl_condition}), not {d.start_iters}")
     if chosen.sampler not in EXPORTABLE_SAMPLERS:
         raise ConfigError(f"the ONNX decoder runs the {' and '.join(EXPORTABLE_SAMPLERS)} "
                           f"samplers; this model's default is {chosen.sampler!r}: set "
@@ -105,6 +108,8 @@ def decoder_metadata(voc, runtime: str = "onnxruntime") -> dict:
         "consistency": int(voc.consistency_for(chosen, None)),
         "start_iters": int(d.start_iters),
         "start_noise": float(d.start_noise),
+        # projections of the Griffin-Lim waveform the conditioning graph also takes ("wave")
+        "gl_condition": int(config.model.gl_condition),
         "prediction": d.prediction,
         "model": dataclasses.asdict(config.model),
         # samples each side one network evaluation sees (for streaming)
@@ -121,13 +126,17 @@ def export_onnx(voc, outdir, *, opset: int = OPSET, frames: int = 8) -> Path:
         raise WavediffError("ONNX export needs the onnx package: pip install onnx "
                             "(or pip install 'wavediff[export]')") from None
 
-    def write(model, mel, x, steps, conds, cond_path, den_path):
+    def write(model, cond_args, x, steps, conds, cond_path, den_path):
         names = [f"cond_{i}" for i in range(len(conds))]
         cond_axes = {name: {0: "batch", 2: "samples"} for name in names}
-        torch.onnx.export(_Conditioning(model), (mel,), str(cond_path),
-                          dynamo=False, opset_version=opset, input_names=["mel"],
+        inputs = ["mel", "wave"][:len(cond_args)]
+        torch.onnx.export(_Conditioning(model), cond_args, str(cond_path),
+                          dynamo=False, opset_version=opset, input_names=inputs,
                           output_names=names,
-                          dynamic_axes={"mel": {0: "batch", 2: "frames"}, **cond_axes})
+                          dynamic_axes={"mel": {0: "batch", 2: "frames"},
+                                        "wave": {0: "batch", 1: "length"}, **cond_axes}
+                          if len(cond_args) > 1 else
+                          {"mel": {0: "batch", 2: "frames"}, **cond_axes})
         torch.onnx.export(_Denoiser(model), (x, steps, *conds), str(den_path),
                           dynamo=False, opset_version=opset,
                           input_names=["x", "steps", *names], output_names=["eps"],
@@ -148,11 +157,14 @@ def export_torch(voc, outdir, *, frames: int = 8) -> Path:
     hop = voc.hop_length
     per_band = hop // voc.config.model.subbands
 
-    def write(model, mel, x, steps, conds, cond_path, den_path):
+    def write(model, cond_args, x, steps, conds, cond_path, den_path):
         batch, mel_frames = Dim("batch", min=1, max=4096), Dim("frames", min=1, max=2 ** 24)
         try:
-            cond = torch.export.export(_Conditioning(model), (mel,), strict=False,
-                                       dynamic_shapes={"mel": {0: batch, 2: mel_frames}})
+            shapes = {"mel": {0: batch, 2: mel_frames}}
+            if len(cond_args) > 1:
+                shapes["wave"] = {0: batch, 1: hop * mel_frames}
+            cond = torch.export.export(_Conditioning(model), cond_args, strict=False,
+                                       dynamic_shapes=shapes)
             cond_dims = {0: batch, 2: per_band * mel_frames}
             den = torch.export.export(
                 _Denoiser(model), (x, steps, *conds), strict=False,
@@ -192,10 +204,15 @@ def _export(voc, outdir, runtime: str, write, *, frames: int, batch: int) -> Pat
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on shape checks
-            conds = _Conditioning(model)(mel)
+            cond_args: tuple = (mel,)
+            if voc.config.model.gl_condition:  # an example Griffin-Lim waveform
+                cond_args = (mel, 0.1 * torch.randn(
+                    batch, frames * hop, generator=torch.Generator().manual_seed(1)).to(device))
+            conds = _Conditioning(model)(*cond_args)
             # outputs cond_0 ... of the conditioning graph, inputs of the denoiser's
             meta["conditioning_outputs"] = len(conds)
-            write(model, mel, x, steps, conds, *(target(name) for name in RUNTIMES[runtime]))
+            write(model, cond_args, x, steps, conds,
+                  *(target(name) for name in RUNTIMES[runtime]))
         with open(target("filterbank.npy"), "wb") as f:  # a handle: np.save adds no suffix
             np.save(f, mel_filterbank(voc.config.audio).numpy(), allow_pickle=False)
         target("decoder.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
