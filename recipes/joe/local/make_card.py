@@ -32,6 +32,9 @@ def decoding(config) -> str:
     parts = [f"{steps} {d.sampler}-sampler steps"]
     if d.start_iters:
         parts.append(f"from the {d.start_iters}-projection Griffin-Lim decode")
+    if config.model.gl_condition:
+        parts.append(f"conditioned on the {config.model.gl_condition}-projection Griffin-Lim "
+                     f"waveform")
     if d.consistency_iters:
         parts.append(f"with {d.consistency_iters} spectral-consistency projection(s) per step")
     return " ".join(parts)
