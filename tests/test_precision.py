@@ -79,9 +79,11 @@ def test_calibration_is_measured_once_and_cached(monkeypatch, tmp_path, trained_
     monkeypatch.setattr(calibrate, "_time_step", fake_time)
     voc = Vocoder.from_pretrained(trained_exp["exp"])
     first = calibrate.resolve_decode_precision("auto", voc.model, torch.device("cpu"))
-    assert first[0] == "bf16" and "measured now" in first[1] and calls == ["fp32", "bf16"]
+    # bf16 measured faster, and auto still decodes in float32 (bf16 costs MCD above fmax)
+    assert first[0] == "fp32" and "bf16 is faster" in first[1] and "measured now" in first[1]
+    assert calls == ["fp32", "bf16"]
     again = calibrate.resolve_decode_precision("auto", voc.model, torch.device("cpu"))
-    assert again[0] == "bf16" and "cached" in again[1] and len(calls) == 2
+    assert again[0] == "fp32" and "cached" in again[1] and len(calls) == 2
     cache = json.loads((tmp_path / "calibration.json").read_text())
     (entry,) = cache.values()
     assert entry["choice"] == "bf16" and entry["seconds_per_step"] == {"fp32": 0.30, "bf16": 0.10}
@@ -107,27 +109,3 @@ def test_bf16_decoding_is_close_to_float32(trained_exp):
         return float((mel_fn(x) - mel_fn(y)).abs().mean())
 
     assert dist(a, b) < 0.25 * dist(a, other), (dist(a, b), dist(a, other))
-
-
-def test_auto_decodes_in_float32_where_bf16_measured_faster(monkeypatch, tmp_path, no_override):
-    """A bf16 chosen by auto's calibration decodes in float32 (bf16's rounding stays in
-    the quiet cells and above fmax), exactly the float32 decode; an explicit bf16 is kept."""
-    from conftest import tiny_vocoder
-
-    monkeypatch.setenv("WAVEDIFF_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(calibrate, "cpu_native_bf16", lambda: True)
-    monkeypatch.setattr(calibrate, "_time_step",
-                        lambda model, precision: {"fp32": 0.3, "bf16": 0.1}[precision])
-    base = tiny_vocoder()
-    auto = Vocoder(base.model, base.config, precision="auto")
-    runner = auto.runner
-    assert runner.precision == "bf16"
-    assert runner.precision_for(2) == "fp32" and runner.precision_for(0) == "fp32"
-    assert runner.engine_for("fp32").precision == "fp32"
-    assert runner.engine_for("bf16").precision == "bf16"
-    mel = torch.randn(1, 80, 6, generator=torch.Generator().manual_seed(0)) - 5.0
-    fp32 = Vocoder(base.model, base.config, precision="fp32")
-    assert torch.equal(auto.decode(mel, seed=1, consistency=0, input_preset=None),
-                       fp32.decode(mel, seed=1, consistency=0, input_preset=None))
-    forced = Vocoder(base.model, base.config, precision="bf16")
-    assert forced.runner.precision_for(0) == "bf16" and forced.runner.precision_for(4) == "bf16"

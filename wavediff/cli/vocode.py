@@ -81,9 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="decode longer mels in chunks of this length, memory bounded by the "
                         "chunk, same audio (default: 4; 0: never)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="decoding precision (default: auto: bf16 on GPUs with bf16 and on CPUs "
-                        "with native bf16 where a one-time measurement finds it faster, "
-                        "float32 elsewhere; fp16: CUDA only)")
+                   help="decoding precision (default: auto: bf16 on GPUs with bf16, float32 on "
+                        "CPUs, where bf16 costs MCD above the mel's fmax; bf16 to trade that for "
+                        "speed; fp16: CUDA only)")
     p.add_argument("--autocast", choices=("none", "bf16", "fp16"), default=None,
                    help=argparse.SUPPRESS)  # the older spelling of --precision (deprecated)
     p.add_argument("--cuda-graphs", action="store_true",

@@ -16,7 +16,6 @@ from wavediff.config import Config
 from wavediff.diffusion import GaussianDiffusion
 from wavediff.diffusion.schedule import GRIFFIN_LIM, SamplingPlan
 from wavediff.errors import ConfigError, WavediffError
-from wavediff.hardware import auto_override
 from wavediff.inference.calibrate import resolve_decode_precision
 from wavediff.inference.decode import chain_inputs, run_sampler, select_denoiser
 from wavediff.inference.engine import InferenceEngine
@@ -59,8 +58,8 @@ class DecodeRunner:
         self._precision = "fp32"
         self.cuda_graphs = cuda_graphs
         self.chunk_seconds = chunk_seconds
-        self._engines: dict[str, tuple[tuple, InferenceEngine]] = {}
-        self._unprojected_noted = False
+        self._engine: Optional[InferenceEngine] = None
+        self._engine_key: Optional[tuple] = None
 
     @property
     def precision(self) -> str:
@@ -72,52 +71,25 @@ class DecodeRunner:
             log.info("decoding precision: %s", self.precision_reason)
         return self._precision
 
-    def precision_for(self, consistency: int) -> str:
-        """The precision of a decode with ``consistency`` projections per step: the
-        runner's, except that a bf16 chosen by ``precision="auto"`` (faster, by the
-        calibration) decodes in float32. bf16's rounding stays in the output where no
-        projection sets the magnitudes: in the quiet cells of a decode without projections
-        and in the band above the mel's ``fmax`` of every decode (the shipped ``joe`` on
-        four dev clips, AMD EPYC Zen 5: its default decode MCD 6.27 dB in bf16 against 5.38
-        in float32, DNSMOS level; its network alone log-mel L1 0.648 against 0.484).
-        ``--precision bf16`` keeps bf16 for its speed."""
-        precision = self.precision
-        if precision == "bf16" and self.requested_precision == "auto" and auto_override() is None:
-            if not self._unprojected_noted:
-                log.info("decoding precision: float32, although bf16 measured faster: bf16's "
-                         "rounding costs MCD and quiet-cell detail (precision auto; "
-                         "--precision bf16 forces it)")
-                self._unprojected_noted = True
-            return "fp32"
-        return precision
-
-    def engine_for(self, precision: str) -> InferenceEngine:
-        """The inference engine of the current weights at ``precision`` (rebuilt when the
-        weights change)."""
-        key = tuple((id(p), p._version) for p in self.model.parameters())
-        held = self._engines.get(precision)
-        if held is None or held[0] != key:
-            held = (key, InferenceEngine(self.model, precision=precision))
-            self._engines[precision] = held
-        return held[1]
-
     @property
     def engine(self) -> InferenceEngine:
-        """The inference engine of the current weights at the runner's precision."""
-        return self.engine_for(self.precision)
+        """The inference engine of the current weights (rebuilt when they change)."""
+        key = tuple((id(p), p._version) for p in self.model.parameters())
+        if self._engine is None or key != self._engine_key:
+            self._engine = InferenceEngine(self.model, precision=self.precision)
+            self._engine_key = key
+        return self._engine
 
     def denoiser_for(self, mel: Tensor, chosen: SamplingPlan,
                      chunk_seconds: Union[float, None, str] = "default",
-                     wave: Optional[Tensor] = None, precision: Optional[str] = None):
+                     wave: Optional[Tensor] = None):
         """The denoiser for ``mel`` ``(B, n_mels, F)`` under ``chosen``: whole or chunked
         (``chunk_seconds``; ``"default"``: the runner's), step biases precomputed; ``wave``:
-        the Griffin-Lim conditioning of a model with ``model.gl_condition``; ``precision``:
-        the engine's (default: the runner's)."""
+        the Griffin-Lim conditioning of a model with ``model.gl_condition``."""
         if chunk_seconds == "default":
             chunk_seconds = self.chunk_seconds
         chunk = int(round(chunk_seconds * self.config.audio.sample_rate)) if chunk_seconds else None
-        engine = (None if self.engine_name == "reference"
-                  else self.engine_for(precision or self.precision))
+        engine = None if self.engine_name == "reference" else self.engine
         return select_denoiser(self.model, engine, mel, chosen, chunk_samples=chunk,
                                cuda_graphs=self.cuda_graphs, wave=wave)
 
@@ -136,9 +108,7 @@ class DecodeRunner:
                               consistency=consistency,
                               start_iters=self.config.diffusion.start_iters,
                               condition_iters=self.config.model.gl_condition)
-        precision = self.precision_for(consistency)
-        denoiser = self.denoiser_for(mel, chosen, chunk_seconds, wave=inputs.wave,
-                                     precision=precision)
+        denoiser = self.denoiser_for(mel, chosen, chunk_seconds, wave=inputs.wave)
         if progress is not None:
             callback = with_progress(denoiser, chosen, progress, callback)
         wav = run_sampler(denoiser, self.diffusion, mel, chosen, generator=generator,
@@ -147,7 +117,7 @@ class DecodeRunner:
         if not bool(torch.isfinite(wav).all()):
             raise WavediffError(
                 f"the model produced {int((~torch.isfinite(wav)).sum())} NaN or infinite "
-                f"samples from a finite mel (precision {precision}): its weights "
+                f"samples from a finite mel (precision {self.precision}): its weights "
                 f"overflow on this input; decode with precision='fp32' (--precision fp32), or "
                 f"use an earlier checkpoint")
         return wav

@@ -225,9 +225,7 @@ class StreamingDecoder:
 
     def _network(self):
         """What runs the network: the readable model or the fused engine."""
-        if self.runner.engine_name == "reference":
-            return self.runner.model
-        return self.runner.engine_for(self.runner.precision_for(self.consistency))
+        return self.runner.model if self.runner.engine_name == "reference" else self.runner.engine
 
     # ------------------------------------------------------------------ the network
     def _denoise(self, x: Tensor, t: Tensor, seg: Segment) -> Tensor:
