@@ -96,6 +96,18 @@ class ChainInputs:
     wave: Optional[Tensor]
 
 
+def require_one_griffin_lim(start_iters: int, gl_condition: int, what: str,
+                            instead: str = "") -> None:
+    """Refuse a plan whose Griffin-Lim start and conditioning are two different waveforms
+    (``diffusion.start_iters`` neither 0 nor ``model.gl_condition``) where ``what`` (a
+    stream, the exported decoder) computes only one; ``instead`` ends the message."""
+    if gl_condition and start_iters not in (0, gl_condition):
+        raise ConfigError(
+            f"{what} conditions on and starts from one Griffin-Lim waveform: set "
+            f"diffusion.start_iters to 0 or to model.gl_condition ({gl_condition}), not "
+            f"{start_iters}{instead}")
+
+
 def chain_inputs(mel: Tensor, *, generator: torch.Generator, audio: MelConfig,
                  consistency: int = 0, start_iters: int = 0,
                  condition_iters: int = 0) -> ChainInputs:

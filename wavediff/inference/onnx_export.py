@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from wavediff.diffusion.prior import SHAPE_FLOOR, SHAPE_LIFTER
 from wavediff.errors import ConfigError, WavediffError
+from wavediff.inference.decode import require_one_griffin_lim
 from wavediff.inference.denoisers import receptive_field
 from wavediff.version import __version__
 
@@ -77,10 +78,7 @@ def decoder_metadata(voc, runtime: str = "onnxruntime") -> dict:
     config = voc.config
     d = config.diffusion
     chosen = voc.plan()
-    if config.model.gl_condition and d.start_iters not in (0, config.model.gl_condition):
-        raise ConfigError(f"the exported decoder conditions on and starts from one Griffin-Lim "
-                          f"waveform: set diffusion.start_iters to 0 or to model.gl_condition "
-                          f"({config.model.gl_condition}), not {d.start_iters}")
+    require_one_griffin_lim(d.start_iters, config.model.gl_condition, "the exported decoder")
     if chosen.sampler not in EXPORTABLE_SAMPLERS:
         raise ConfigError(f"the ONNX decoder runs the {' and '.join(EXPORTABLE_SAMPLERS)} "
                           f"samplers; this model's default is {chosen.sampler!r}: set "

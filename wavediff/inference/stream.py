@@ -49,7 +49,7 @@ from wavediff.diffusion.process import step_dtype
 from wavediff.diffusion.samplers import ChainStep
 from wavediff.diffusion.schedule import GRIFFIN_LIM, SamplingPlan
 from wavediff.errors import ConfigError, MelError
-from wavediff.inference.decode import ConditionedDenoiser
+from wavediff.inference.decode import ConditionedDenoiser, require_one_griffin_lim
 from wavediff.inference.denoisers import MEL_MARGIN_FRAMES, _StepCache, receptive_field
 from wavediff.inference.engine import Conditioning
 from wavediff.streaming_core import Segment, Stage, StagePipeline, whole_hops
@@ -83,11 +83,8 @@ class StreamingDecoder:
         cfg = runner.config
         self.gl_condition = 0 if chosen.sampler == GRIFFIN_LIM else int(cfg.model.gl_condition)
         start = int(cfg.diffusion.start_iters)
-        if self.gl_condition and start not in (0, self.gl_condition):
-            raise ConfigError(
-                f"a stream conditions on and starts from one Griffin-Lim waveform: set "
-                f"diffusion.start_iters to 0 or to model.gl_condition ({self.gl_condition}), "
-                f"not {start}, or decode the whole mel")
+        require_one_griffin_lim(start, self.gl_condition, "a stream",
+                                ", or decode the whole mel")
         self.converter = converter  # a StreamingConverter from the input's convention
         self.received = 0  # frames received (in the input's convention)
         self.runner, self.plan, self.audio = runner, chosen, cfg.audio
