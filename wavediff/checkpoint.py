@@ -181,7 +181,7 @@ def prune_checkpoints(expdir: PathLike, keep: int) -> list[Path]:
 # The diffusion section's inference settings (sampler, schedules, consistency) may differ
 # between a checkpoint and the run that loads it.
 _INFERENCE_FIELDS = ("sampler", "fast_schedule", "ddim_steps", "ddim_eta", "consistency_iters",
-                     "start_iters", "start_noise")
+                     "start_iters", "start_noise", "gl_init")
 
 
 def incompatible_section(stored: Config, current: Config) -> Optional[str]:

@@ -32,6 +32,8 @@ SAMPLER_NAMES = ("fast", "ddim", "ddpm")
 LOSS_TYPES = ("l1", "l2")
 OBJECTIVES = ("diffusion", "few_step")
 PREDICTIONS = ("eps", "residual")
+# where a Griffin-Lim decode takes its first phase (wavediff.audio.phase.SpectralProjector.start)
+GL_INITS = ("noise", "phase-vocoder")
 # the denoisers of wavediff.model.registry.ARCHITECTURES
 ARCHITECTURE_NAMES = ("diffwave",)
 
@@ -89,6 +91,11 @@ class DiffusionConfig:
     # its steps reach as far as the level while what they remove is mostly Griffin-Lim's
     # error (0: a deterministic start, as SDEdit's or DDIM's from an estimate).
     start_noise: float = 1.0
+    # Where every Griffin-Lim decode of the mel (the start, the conditioning, Griffin-Lim
+    # alone) takes its first phase: "noise" (the positional noise of the seed) or
+    # "phase-vocoder" (a phase-locked vocoder's phase of the mel's magnitudes, coherent from
+    # frame to frame; deterministic; whole decodes only, not streamed or exported).
+    gl_init: str = "noise"
     # What the network's output means: "eps" (the added noise, DiffWave) or "residual"
     # (what the scaled input lacks of the clean waveform: x0_hat = x_t / sqrt(abar) + out,
     # i.e. eps = -sqrt(abar / (1 - abar)) out). With "residual" a network's reach does not
@@ -276,6 +283,9 @@ class Config:
         if not (math.isfinite(d.start_noise) and 0.0 <= d.start_noise <= 1.0):
             raise ConfigError(f"diffusion.start_noise must be in [0, 1] (1 = the forward "
                               f"process's noise on the Griffin-Lim start), got {d.start_noise}")
+        if d.gl_init not in GL_INITS:
+            raise ConfigError(f"diffusion.gl_init must be one of {', '.join(GL_INITS)}, "
+                              f"got {d.gl_init!r}")
         if d.prediction not in PREDICTIONS:
             raise ConfigError(f"diffusion.prediction must be one of {', '.join(PREDICTIONS)}, "
                               f"got {d.prediction!r}")

@@ -178,7 +178,8 @@ class Vocoder:
                chunk_seconds: Union[float, None, str] = "default",
                schedule: Union[None, str, Sequence[float]] = None,
                consistency: Optional[int] = None,
-               progress: Optional[Callable[[int, int], None]] = None) -> Tensor:
+               progress: Optional[Callable[[int, int], None]] = None,
+               gl_init: Optional[str] = None) -> Tensor:
         """Mel ``(B, n_mels, F)`` or ``(n_mels, F)`` -> waveform ``(B, F * hop)`` (or
         ``(F * hop,)``), float32 in [-1, 1] on the vocoder's device.
 
@@ -196,7 +197,11 @@ class Vocoder:
         ``steps``. ``consistency``: Griffin-Lim projections of each step's clean estimate
         onto the mel's magnitudes (GLA-Grad; default: ``diffusion.consistency_iters``).
         ``steps=0`` runs no network: Griffin-Lim alone, ``consistency`` projections (default
-        32) of noise drawn from the seed, the no-network baseline.
+        32) of noise drawn from the seed, the no-network baseline. ``gl_init``: where every
+        Griffin-Lim decode of the mel (the chain's start or conditioning, Griffin-Lim alone)
+        takes its first phase: ``"noise"`` (from the seed) or ``"phase-vocoder"`` (a
+        phase-locked vocoder's phase, frame-to-frame coherent; not streamed or exported);
+        default the model's ``diffusion.gl_init``.
         ``callback(i, n, x)`` after each step; ``progress(done, total)`` after each
         network evaluation of each chunk, for progress within one long utterance.
         """
@@ -207,7 +212,7 @@ class Vocoder:
         generator = self._generator(seed, generator)
         wav = self.runner.run(mel, chosen, generator=generator, chunk_seconds=chunk_seconds,
                               consistency=self.consistency_for(chosen, consistency),
-                              callback=callback, progress=progress)
+                              callback=callback, progress=progress, gl_init=gl_init)
         for i, n in enumerate(lengths or ()):
             wav[i, int(n) * self.hop_length:] = 0.0
         return wav[0] if single else wav
@@ -218,7 +223,7 @@ class Vocoder:
                schedule: Union[None, str, Sequence[float]] = None,
                consistency: Optional[int] = None, input_preset: InputPreset = None,
                stats: Optional[object] = None, lookahead: Optional[int] = None,
-               block: Optional[int] = None) -> Iterator[Tensor]:
+               block: Optional[int] = None, gl_init: Optional[str] = None) -> Iterator[Tensor]:
         """Decode a mel that arrives in pieces: ``chunks`` yields ``(n_mels, k)`` frames
         (any ``k``, 0 included) as a TTS model makes them; yields 1-D float32 audio pieces
         as soon as they are final. Their concatenation equals :meth:`decode` of the whole
@@ -236,7 +241,8 @@ class Vocoder:
         decoder = self.streaming_decoder(steps=steps, sampler=sampler, seed=seed,
                                          generator=generator, schedule=schedule,
                                          consistency=consistency, input_preset=input_preset,
-                                         stats=stats, lookahead=lookahead, block=block)
+                                         stats=stats, lookahead=lookahead, block=block,
+                                         gl_init=gl_init)
         return stream_chunks(decoder, chunks)
 
     def streaming_decoder(self, *, steps: Optional[int] = None, sampler: Optional[str] = None,
@@ -246,7 +252,8 @@ class Vocoder:
                           consistency: Optional[int] = None,
                           input_preset: InputPreset = None, stats: Optional[object] = None,
                           lookahead: Optional[int] = None,
-                          block: Optional[int] = None) -> StreamingDecoder:
+                          block: Optional[int] = None,
+                          gl_init: Optional[str] = None) -> StreamingDecoder:
         """The :class:`~wavediff.inference.stream.StreamingDecoder` :meth:`stream` feeds
         (``push(frames) -> audio``, ``finish() -> audio``, ``lookahead`` in samples)."""
         converter = None
@@ -264,6 +271,12 @@ class Vocoder:
                 converter = conv.streaming()
         chosen = self.plan(sampler, steps, schedule)
         generator = self._generator(seed, generator)
+        if self.runner.gl_init(gl_init) != "noise" and (
+                chosen.sampler == GRIFFIN_LIM or self.config.diffusion.start_iters
+                or self.config.model.gl_condition):
+            raise ConfigError("a stream starts Griffin-Lim from noise only (the phase-vocoder "
+                              "phase runs over the whole mel): pass gl_init='noise' "
+                              "(--gl-init noise), or decode the whole mel")
         return StreamingDecoder(self.runner, chosen,
                                 consistency=self.consistency_for(chosen, consistency),
                                 generator=generator, lookahead=lookahead, block=block,

@@ -41,7 +41,7 @@ from typing import Any, Optional
 
 from wavediff.audio.formats import MEL_SUFFIXES
 from wavediff.audio.io import AUDIO_SUFFIXES
-from wavediff.config import SAMPLER_NAMES
+from wavediff.config import GL_INITS, SAMPLER_NAMES
 from wavediff.precision import PRECISIONS, canonical
 
 log = logging.getLogger("wavediff.vocode")
@@ -70,6 +70,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Griffin-Lim projections of each step's clean estimate onto the mel's "
                         "magnitudes (GLA-Grad); default: the model's "
                         "diffusion.consistency_iters, 0 = off")
+    p.add_argument("--gl-init", choices=GL_INITS, default=None,
+                   help="where Griffin-Lim (alone with --steps 0, or the chain's start or "
+                        "conditioning) takes its first phase: noise from the seed, or "
+                        "phase-vocoder (a phase-locked vocoder's phase of the mel's "
+                        "magnitudes: voiced speech stays periodic); default: the model's "
+                        "diffusion.gl_init")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
                    help="default: the model's (fast)")
     p.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
@@ -229,8 +235,10 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     consistency = voc.consistency_for(chosen, args.consistency)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    gl_init = voc.runner.gl_init(args.gl_init)
     if chosen.sampler == GRIFFIN_LIM:
-        decoding = f"no network: Griffin-Lim alone, {consistency} projections of noise"
+        decoding = (f"no network: Griffin-Lim alone, {consistency} projections of "
+                    + ("noise" if gl_init == "noise" else "the phase-vocoder phase"))
     else:
         decoding = f"sampler {sampler}, {n_steps} steps" + (
             f", {consistency} consistency projection(s) per step" if consistency else "")
@@ -260,7 +268,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
                 wavs = voc.decode_batch([m for _, m, _ in batch], input_preset=None,
                                         steps=args.steps, sampler=args.sampler,
                                         schedule=args.schedule, consistency=consistency,
-                                        progress=within, **noise)
+                                        progress=within, gl_init=gl_init, **noise)
             except WavediffError as e:
                 failures += [(name, f"{name}: {e}") for name, _, _ in batch]
                 bar.update(len(batch))
@@ -291,7 +299,7 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
                             {"device": str(voc.device), "checkpoint_step": voc.step,
                              "sampler": args.sampler or voc.config.diffusion.sampler,
                              "steps": n_steps, "schedule": args.schedule,
-                             "consistency": consistency,
+                             "consistency": consistency, "gl_init": gl_init,
                              "batch_size": args.batch_size})
     if dist.enabled:
         gathered = distrib.gather_objects(dist, (failures, written, audio_seconds))

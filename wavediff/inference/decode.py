@@ -110,11 +110,12 @@ def require_one_griffin_lim(start_iters: int, gl_condition: int, what: str,
 
 def chain_inputs(mel: Tensor, *, generator: torch.Generator, audio: MelConfig,
                  consistency: int = 0, start_iters: int = 0,
-                 condition_iters: int = 0) -> ChainInputs:
+                 condition_iters: int = 0, gl_init: str = "noise") -> ChainInputs:
     """The noise, projector, Griffin-Lim start (``start_iters`` projections) and Griffin-Lim
     conditioning waveform (``condition_iters``) of a decode of ``mel``. Both Griffin-Lim
-    waveforms begin at the same positional noise (the ``GL_START`` stream), so with equal
-    counts they are one computation."""
+    waveforms begin at the same place (``gl_init``: the positional noise of the
+    ``GL_START`` stream, or the phase-vocoder phase), so with equal counts they are one
+    computation."""
     draws = PositionalNoise.from_generator(generator, mel.shape[0])
     needs = consistency > 0 or start_iters > 0 or condition_iters > 0
     # one magnitude estimate (the NNLS solve) for the start, the conditioning and the chain
@@ -126,7 +127,7 @@ def chain_inputs(mel: Tensor, *, generator: torch.Generator, audio: MelConfig,
             return None
         if iters not in made:
             made[iters] = griffin_lim(audio, mel, iters, generator=generator,
-                                      projector=projector, draws=draws)
+                                      projector=projector, draws=draws, init=gl_init)
         return made[iters]
 
     return ChainInputs(draws, projector, gl(start_iters), gl(condition_iters))
@@ -135,7 +136,8 @@ def chain_inputs(mel: Tensor, *, generator: torch.Generator, audio: MelConfig,
 def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: SamplingPlan, *,
                 generator: torch.Generator, audio: MelConfig, consistency: int = 0,
                 callback: Optional[Callable[[int, int, Tensor], None]] = None,
-                start_iters: int = 0, inputs: Optional[ChainInputs] = None) -> Tensor:
+                start_iters: int = 0, inputs: Optional[ChainInputs] = None,
+                gl_init: str = "noise") -> Tensor:
     """The waveform ``(B, F * hop)`` of ``mel`` under ``plan``; ``consistency`` Griffin-Lim
     projections of each step's clean estimate onto the mel's magnitudes (0 = off). The
     :data:`~wavediff.diffusion.schedule.GRIFFIN_LIM` plan runs no network: ``consistency``
@@ -145,13 +147,15 @@ def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: Sampl
     (:class:`~wavediff.diffusion.noise.PositionalNoise`, one key per item drawn from
     ``generator``), so a streamed decode (:mod:`wavediff.inference.stream`) adds the same.
     ``inputs``: made by :func:`chain_inputs` before the denoiser (needed when the network is
-    conditioned on Griffin-Lim's waveform); then ``start_iters`` is theirs."""
+    conditioned on Griffin-Lim's waveform); then ``start_iters`` and ``gl_init`` (where
+    every Griffin-Lim decode starts, :func:`griffin_lim`'s ``init``) are theirs."""
     if plan.sampler == GRIFFIN_LIM:
         draws = PositionalNoise.from_generator(generator, mel.shape[0])
-        return griffin_lim(audio, mel, consistency, generator=generator, draws=draws)
+        return griffin_lim(audio, mel, consistency, generator=generator, draws=draws,
+                           init=gl_init)
     if inputs is None:
         inputs = chain_inputs(mel, generator=generator, audio=audio, consistency=consistency,
-                              start_iters=start_iters)
+                              start_iters=start_iters, gl_init=gl_init)
     project = consistency_projector(audio, mel, consistency, inputs.projector)
     return get_sampler(plan.sampler)(denoiser, diffusion, mel, schedule=plan,
                                      generator=generator, callback=callback, project=project,
@@ -161,36 +165,42 @@ def run_sampler(denoiser, diffusion: GaussianDiffusion, mel: Tensor, plan: Sampl
 def griffin_lim(audio: MelConfig, mel: Tensor, iters: int, *,
                 generator: Optional[torch.Generator],
                 projector: Optional[SpectralProjector] = None,
-                draws: Optional[PositionalNoise] = None) -> Tensor:
+                draws: Optional[PositionalNoise] = None, init: str = "noise") -> Tensor:
     """The waveform ``(B, F * hop)`` of ``mel`` by ``iters`` Griffin-Lim projections
     (:class:`~wavediff.audio.phase.SpectralProjector`, ``projector`` when given: it must
-    be ``mel``'s) from standard normal noise (``draws``' ``GL_START`` stream when given,
-    else from ``generator``), no network: the baseline every trained model must beat.
+    be ``mel``'s), no network: the baseline every trained model must beat. ``init``: where
+    the projections start (:data:`~wavediff.audio.phase.GL_INITS`): standard normal noise
+    (``draws``' ``GL_START`` stream when given, else from ``generator``), or the phase a
+    phase-locked vocoder gives the mel's magnitudes (no noise).
     Clamped to [-1, 1]."""
     if iters < 1:
         raise ConfigError("Griffin-Lim decoding (steps=0, no network) needs at least one "
                           "projection: set consistency to e.g. 32 (--consistency 32)")
-    shape = (mel.shape[0], mel.shape[-1] * audio.hop_length)
-    if draws is not None:
-        noise = draws.draw(GL_START, 0, shape[1], device=mel.device, dtype=mel.dtype)
-    else:
-        noise = randn(shape, generator, mel.device, mel.dtype)
     projector = projector or SpectralProjector(audio, mel)
-    return projector.griffin_lim(noise, iters).clamp(-1.0, 1.0)
+    noise = None
+    if init == "noise":
+        shape = (mel.shape[0], mel.shape[-1] * audio.hop_length)
+        if draws is not None:
+            noise = draws.draw(GL_START, 0, shape[1], device=mel.device, dtype=mel.dtype)
+        else:
+            noise = randn(shape, generator, mel.device, mel.dtype)
+    start = projector.start(init, noise).to(mel.dtype)
+    return projector.griffin_lim(start, iters).clamp(-1.0, 1.0)
 
 
 def decode_mel(model: DiffWave, diffusion: GaussianDiffusion, mel: Tensor, plan: SamplingPlan,
                *, generator: torch.Generator, audio: MelConfig,
                chunk_samples: Optional[int] = None, consistency: int = 0,
-               start_iters: int = 0) -> Tensor:
+               start_iters: int = 0, gl_init: str = "noise") -> Tensor:
     """Decode ``mel`` with ``model`` in one call (the trainer's dev decodes), through the
     engine built from the model."""
     engine = InferenceEngine(model)
     if plan.sampler == GRIFFIN_LIM:
         return run_sampler(None, diffusion, mel, plan, generator=generator, audio=audio,
-                           consistency=consistency)
+                           consistency=consistency, gl_init=gl_init)
     inputs = chain_inputs(mel, generator=generator, audio=audio, consistency=consistency,
-                          start_iters=start_iters, condition_iters=model.config.gl_condition)
+                          start_iters=start_iters, condition_iters=model.config.gl_condition,
+                          gl_init=gl_init)
     denoiser = select_denoiser(model, engine, mel, plan, chunk_samples=chunk_samples,
                                wave=inputs.wave)
     return run_sampler(denoiser, diffusion, mel, plan, generator=generator, audio=audio,

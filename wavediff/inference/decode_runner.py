@@ -12,7 +12,7 @@ from typing import Callable, Optional, Union
 import torch
 from torch import Tensor
 
-from wavediff.config import Config
+from wavediff.config import GL_INITS, Config
 from wavediff.diffusion import GaussianDiffusion
 from wavediff.diffusion.schedule import GRIFFIN_LIM, SamplingPlan
 from wavediff.errors import ConfigError, WavediffError
@@ -93,21 +93,33 @@ class DecodeRunner:
         return select_denoiser(self.model, engine, mel, chosen, chunk_samples=chunk,
                                cuda_graphs=self.cuda_graphs, wave=wave)
 
+    def gl_init(self, gl_init: Optional[str] = None) -> str:
+        """``gl_init`` checked (:data:`~wavediff.config.GL_INITS`), or the model's
+        ``diffusion.gl_init`` when None."""
+        gl_init = self.config.diffusion.gl_init if gl_init is None else gl_init
+        if gl_init not in GL_INITS:
+            raise ConfigError(f"gl_init must be one of {', '.join(GL_INITS)}, got {gl_init!r}")
+        return gl_init
+
     def run(self, mel: Tensor, chosen: SamplingPlan, *, generator: torch.Generator,
             consistency: int, chunk_seconds: Union[float, None, str] = "default",
             callback: Optional[StepCallback] = None,
-            progress: Optional[Progress] = None) -> Tensor:
-        """The waveform ``(B, F * hop)`` of a checked mel ``(B, n_mels, F)`` on the device."""
+            progress: Optional[Progress] = None, gl_init: Optional[str] = None) -> Tensor:
+        """The waveform ``(B, F * hop)`` of a checked mel ``(B, n_mels, F)`` on the device;
+        ``gl_init``: where its Griffin-Lim decodes start (default the model's
+        ``diffusion.gl_init``)."""
         if isinstance(consistency, bool) or not isinstance(consistency, int) or consistency < 0:
             raise ConfigError(f"consistency must be a non-negative number of projections, "
                               f"got {consistency!r}")
+        gl_init = self.gl_init(gl_init)
         if chosen.sampler == GRIFFIN_LIM:  # no network: nothing to build
             return run_sampler(None, self.diffusion, mel, chosen, generator=generator,
-                               audio=self.config.audio, consistency=consistency)
+                               audio=self.config.audio, consistency=consistency,
+                               gl_init=gl_init)
         inputs = chain_inputs(mel, generator=generator, audio=self.config.audio,
                               consistency=consistency,
                               start_iters=self.config.diffusion.start_iters,
-                              condition_iters=self.config.model.gl_condition)
+                              condition_iters=self.config.model.gl_condition, gl_init=gl_init)
         denoiser = self.denoiser_for(mel, chosen, chunk_seconds, wave=inputs.wave)
         if progress is not None:
             callback = with_progress(denoiser, chosen, progress, callback)

@@ -79,6 +79,10 @@ def decoder_metadata(voc, runtime: str = "onnxruntime") -> dict:
     d = config.diffusion
     chosen = voc.plan()
     require_one_griffin_lim(d.start_iters, config.model.gl_condition, "the exported decoder")
+    if d.gl_init != "noise" and (d.start_iters or config.model.gl_condition):
+        raise ConfigError(f"the exported decoder starts Griffin-Lim from noise only; this "
+                          f"model's diffusion.gl_init is {d.gl_init!r}: set it to 'noise' "
+                          f"in its config to export")
     if chosen.sampler not in EXPORTABLE_SAMPLERS:
         raise ConfigError(f"the ONNX decoder runs the {' and '.join(EXPORTABLE_SAMPLERS)} "
                           f"samplers; this model's default is {chosen.sampler!r}: set "

@@ -64,6 +64,7 @@ class FewStepObjective:
         # the decode's plan, made once: the configured fast_schedule over the training betas
         self.sampling_plan = plan("fast", config.diffusion)
         self.audio, self.start_iters = config.audio, config.diffusion.start_iters
+        self.gl_init = config.diffusion.gl_init
         # the model's mel convention over the whole band: the top of the spectrum (above
         # the conditioning mel's fmax) is judged too
         full = dataclasses.replace(config.audio, fmax=None)
@@ -92,7 +93,7 @@ class FewStepObjective:
         if self.start_iters > 0:  # the chain starts around Griffin-Lim's decode
             with torch.no_grad():
                 init = griffin_lim(self.audio, mel.float(), self.start_iters,
-                                   generator=generator)
+                                   generator=generator, init=self.gl_init)
         fake = unrolled_fast(denoiser, diffusion, mel, schedule=self.sampling_plan,
                              generator=generator, noise=noise, init=init)
         real = wave.to(fake.dtype)

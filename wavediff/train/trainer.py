@@ -430,12 +430,14 @@ class Trainer:
     def _conditioned(self, model: Any, mel: torch.Tensor,
                      generator: Optional[torch.Generator]) -> Any:
         """``model`` as the losses' denoiser for ``mel``: with ``model.gl_condition`` it is
-        also given the mel's Griffin-Lim waveform (from noise drawn from ``generator``)."""
+        also given the mel's Griffin-Lim waveform (from ``diffusion.gl_init``: noise drawn
+        from ``generator``, or the phase-vocoder phase)."""
         iters = self.config.model.gl_condition
         if iters <= 0:
             return model
         with torch.no_grad():
-            gl = griffin_lim(self.config.audio, mel.float(), iters, generator=generator)
+            gl = griffin_lim(self.config.audio, mel.float(), iters, generator=generator,
+                             init=self.config.diffusion.gl_init)
         return WaveConditioned(model, gl)
 
     @torch.no_grad()
@@ -635,7 +637,8 @@ class Trainer:
             m = torch.from_numpy(mel).to(self.device)[None]
             gen_wave = decode_mel(model, self.diffusion, m, fast, audio=audio_cfg,
                                   generator=torch.Generator(self.device).manual_seed(tc.seed + i),
-                                  start_iters=self.config.diffusion.start_iters)
+                                  start_iters=self.config.diffusion.start_iters,
+                                  gl_init=self.config.diffusion.gl_init)
             gen = gen_wave[0].float().cpu()
             n = min(gen.shape[-1], wave.shape[-1])
             ref = torch.from_numpy(wave[:n])
