@@ -1,7 +1,8 @@
 """Where Griffin-Lim starts (``diffusion.gl_init``, ``gl_init=``, ``--gl-init``): from the
 seed's noise, or from the phase a phase-locked vocoder gives the mel's magnitudes, which
-keeps a periodic signal periodic; the chain's start and conditioning follow it; streams and
-exports, which start from noise only, refuse it in one line."""
+keeps a periodic signal periodic; the chain's start and conditioning follow it; streams
+decode it (tests/test_stream.py); the exported decoder, which starts from noise only,
+refuses it in one line."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import torch
 
 from conftest import tiny_config_dict, tiny_vocoder, wavediff_cli
 from wavediff.audio.mel import MelSpectrogram
-from wavediff.audio.phase import SpectralProjector, phase_vocoder_phase
+from wavediff.audio.phase import (
+    PhaseVocoder, SpectralProjector, phase_vocoder_phase, phase_vocoder_start,
+)
 from wavediff.audio.presets import get_preset
 from wavediff.cli.main import main
 from wavediff.config import Config
@@ -82,11 +85,20 @@ def test_griffin_lim_from_the_phase_vocoder_keeps_a_tone_periodic():
     assert 1.0 - scores["phase-vocoder"] < 0.25 * (1.0 - scores["noise"]), scores
     # the start itself: the magnitudes with that phase, no noise, deterministic
     projector = SpectralProjector(cfg, mel)
-    start = projector.start("phase-vocoder")
-    torch.testing.assert_close(start, projector.start("phase-vocoder"), rtol=0, atol=0)
+    start = phase_vocoder_start(cfg, mel, projector)
+    torch.testing.assert_close(start, phase_vocoder_start(cfg, mel, projector), rtol=0, atol=0)
     assert _periodicity(start) > 0.9
+    # in pieces, a vocoder carried from piece to piece: the same start (samples away from
+    # the cut, which overlap-add joins from frames of both pieces)
+    vocoder = PhaseVocoder(HOP, N_FFT)
+    parts = [phase_vocoder_start(cfg, m, SpectralProjector(cfg, m), vocoder)
+             for m in (mel[..., :30], mel[..., 30:])]
+    cut = 30 * HOP
+    torch.testing.assert_close(parts[0][:, :cut - N_FFT], start[:, :cut - N_FFT], rtol=0,
+                               atol=1e-5)
+    torch.testing.assert_close(parts[1][:, N_FFT:], start[:, cut + N_FFT:], rtol=0, atol=1e-5)
     with pytest.raises(ConfigError, match="must be one of noise, phase-vocoder"):
-        projector.start("zeros")
+        griffin_lim(cfg, mel, 2, generator=None, init="zeros")
 
 
 def test_decode_takes_gl_init_from_the_call_or_the_config():
@@ -125,17 +137,11 @@ def test_the_chain_starts_and_is_conditioned_on_the_chosen_griffin_lim():
     assert float((a - b).abs().max()) > 1e-3
 
 
-def test_streams_and_exports_refuse_the_phase_vocoder_start():
+def test_exports_refuse_the_phase_vocoder_start():
+    """(Streams decode it: tests/test_stream.py's phase-vocoder cases.)"""
     from wavediff.inference.onnx_export import decoder_metadata
 
     voc = tiny_vocoder(diffusion={"start_iters": 2})
-    with pytest.raises(ConfigError, match="a stream starts Griffin-Lim from noise only"):
-        voc.streaming_decoder(gl_init="phase-vocoder")
-    with pytest.raises(ConfigError, match="a stream starts Griffin-Lim from noise only"):
-        voc.streaming_decoder(steps=0, gl_init="phase-vocoder")
-    voc.streaming_decoder(gl_init="noise")  # the default start streams
-    # a model without any Griffin-Lim decode has nothing to start: nothing to refuse
-    tiny_vocoder().streaming_decoder(gl_init="phase-vocoder")
     pv = tiny_vocoder(diffusion={"start_iters": 2, "gl_init": "phase-vocoder"})
     with pytest.raises(ConfigError, match="exported decoder starts Griffin-Lim from noise"):
         decoder_metadata(pv)

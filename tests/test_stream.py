@@ -70,6 +70,10 @@ CASES = {
                                              {"gl_condition": 2}),
     "griffin-lim conditioning and start, sub-bands, network alone": (
         "tacotron2", {"start_iters": 2, "start_noise": 0.3}, {"gl_condition": 2, "subbands": 2}),
+    "phase-vocoder griffin-lim start, projection": (
+        "hifigan", {"start_iters": 2, "gl_init": "phase-vocoder", "consistency_iters": 1}, {}),
+    "phase-vocoder griffin-lim conditioning, tacotron2 framing": (
+        "tacotron2", {"gl_init": "phase-vocoder", "consistency_iters": 1}, {"gl_condition": 2}),
 }
 
 
@@ -95,11 +99,13 @@ def test_one_frame_chunks_empty_chunks_and_one_big_chunk():
                                    rtol=0)
 
 
-@pytest.mark.parametrize("sampler, steps", [("ddim", 3), ("fast", 0)])
-def test_ddim_and_griffin_lim_alone_stream_too(sampler, steps):
+@pytest.mark.parametrize("sampler, steps, gl_init", [("ddim", 3, "noise"), ("fast", 0, "noise"),
+                                                     ("fast", 0, "phase-vocoder")])
+def test_ddim_and_griffin_lim_alone_stream_too(sampler, steps, gl_init):
     voc = _vocoder("hifigan", {"ddim_eta": 0.5})
     mel = _mel(50, seed=2)
-    opts = {"sampler": sampler, "steps": steps, "consistency": 4 if steps == 0 else 1}
+    opts = {"sampler": sampler, "steps": steps, "consistency": 4 if steps == 0 else 1,
+            "gl_init": gl_init}
     whole = voc.decode(mel, seed=7, input_preset=None, **opts)
     got = _streamed(voc, _chunks(mel, _random_sizes(50, 4)), **opts)
     torch.testing.assert_close(got, whole, atol=ATOL, rtol=0)

@@ -271,16 +271,10 @@ class Vocoder:
                 converter = conv.streaming()
         chosen = self.plan(sampler, steps, schedule)
         generator = self._generator(seed, generator)
-        if self.runner.gl_init(gl_init) != "noise" and (
-                chosen.sampler == GRIFFIN_LIM or self.config.diffusion.start_iters
-                or self.config.model.gl_condition):
-            raise ConfigError("a stream starts Griffin-Lim from noise only (the phase-vocoder "
-                              "phase runs over the whole mel): pass gl_init='noise' "
-                              "(--gl-init noise), or decode the whole mel")
         return StreamingDecoder(self.runner, chosen,
                                 consistency=self.consistency_for(chosen, consistency),
                                 generator=generator, lookahead=lookahead, block=block,
-                                converter=converter)
+                                converter=converter, gl_init=gl_init)
 
     def _generator(self, seed: Optional[int],
                    generator: Optional[torch.Generator]) -> torch.Generator:

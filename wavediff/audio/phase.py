@@ -28,8 +28,7 @@ from torch import Tensor
 
 from wavediff.audio.mel import decompress_mel, mel_filterbank
 from wavediff.audio.presets import MelConfig
-from wavediff.config import GL_INITS
-from wavediff.errors import ConfigError, MelError
+from wavediff.errors import MelError
 
 # iterations of the accelerated projected-gradient NNLS that turns a linear mel into linear
 # magnitudes (relative residual about 1e-7 on speech mels after 50)
@@ -37,14 +36,17 @@ NNLS_ITERS = 50
 BLOCK_FRAMES = 2048  # frames solved or projected at once: memory bounded for long inputs
 
 
-def mel_to_magnitude(config: MelConfig, mel: Tensor, iters: int = NNLS_ITERS) -> Tensor:
+def mel_to_magnitude(config: MelConfig, mel: Tensor, iters: int = NNLS_ITERS,
+                     dtype: torch.dtype = torch.float32) -> Tensor:
     """Non-negative linear STFT magnitudes ``(B, n_fft // 2 + 1, F)`` whose mel is closest
     (least squares) to ``mel`` ``(B, n_mels, F)`` in ``config``'s convention.
 
     Accelerated projected gradient (FISTA, Beck & Teboulle 2009) from the clipped
     pseudo-inverse, step ``1 / ||M||^2``, in float32 (and returned so: half the memory of
-    float64 for long inputs). Where the filterbank has no band (above ``fmax``) the
-    magnitude is 0.
+    float64 for long inputs) or in ``dtype`` float64 (2.5 times the time; then a frame's
+    magnitudes hardly depend on which frames share its matrix products, ~1e-16 relative
+    against ~1e-7, as :class:`PhaseVocoder` needs). Where the filterbank has no band (above
+    ``fmax``) the magnitude is 0.
     """
     if mel.dim() != 3 or mel.shape[1] != config.n_mels:
         raise MelError(f"expected a mel of shape (B, {config.n_mels}, frames), "
@@ -55,14 +57,14 @@ def mel_to_magnitude(config: MelConfig, mel: Tensor, iters: int = NNLS_ITERS) ->
         linear = linear * window.square().sum().sqrt().to(mel.device)
     basis, pinv, step = _nnls_operators(config, mel.device)
     frames = mel.shape[-1]
-    out = torch.empty(mel.shape[0], basis.shape[1], frames, dtype=torch.float32,
-                      device=mel.device)
+    out = torch.empty(mel.shape[0], basis.shape[1], frames, dtype=dtype, device=mel.device)
+    basis = basis.to(dtype)
     # frames are independent: solved BLOCK_FRAMES at a time, the temporaries stay small
     for f0 in range(0, frames, BLOCK_FRAMES):
         f1 = min(f0 + BLOCK_FRAMES, frames)
         y = linear[..., f0:f1]
-        a = (pinv @ y).clamp(min=0.0).float()
-        y = y.float()
+        a = (pinv @ y).clamp(min=0.0).to(dtype)
+        y = y.to(dtype)
         z, t = a, 1.0
         for _ in range(iters):
             # the gradient of 0.5 ||M z - y||^2, through the (n_mels x K) basis
@@ -241,58 +243,83 @@ class SpectralProjector:
         out = F.pad(out, (0, max(0, self.pad + self.frames * hop - length)))
         return out[:, self.pad:self.pad + self.frames * hop]
 
-    def start(self, how: str, noise: Optional[Tensor] = None) -> Tensor:
-        """The waveform a Griffin-Lim decode starts from: ``noise`` itself (``"noise"``) or
-        the magnitudes with :func:`phase_vocoder_phase` (``"phase-vocoder"``, no noise)."""
-        if how == "noise":
-            if noise is None:
-                raise TypeError("a Griffin-Lim start from noise needs the noise")
-            return noise
-        if how != "phase-vocoder":
-            raise ConfigError(f"the Griffin-Lim start must be one of {', '.join(GL_INITS)}, "
-                              f"got {how!r}")
-        phase = phase_vocoder_phase(self.magnitude, self.config.hop_length, self.config.n_fft)
-        return self.synthesize(phase)
-
 
 PEAK_FLOOR = 1e-3  # spectral peaks below this fraction of the frame's largest are not tracked
 
 
-def phase_vocoder_phase(magnitude: Tensor, hop_length: int, n_fft: int) -> Tensor:
-    """A phase ``(B, K, F)`` (float64) for the magnitudes ``(B, K, F)`` that is coherent
-    from frame to frame, as a phase-locked vocoder makes it (Laroche & Dolson 1999).
+class PhaseVocoder:
+    """A phase for magnitude frames that is coherent from frame to frame, as a phase-locked
+    vocoder makes it (Laroche & Dolson 1999), frame after frame: :meth:`advance` takes the
+    next frames' magnitudes and returns their phase, continuing the previous call's (a
+    stream's frames give what the whole mel gives, to the bit).
 
     In each frame the magnitude's peaks are found, each peak's frequency refined by a
     parabola through its log-magnitude and its neighbours'; the peak's phase advances by
     that frequency times the hop from the phase the previous frame had at its bin, and every
     bin of the peak's region (the bins nearer to it than to another peak) takes the peak's
-    phase, less ``pi`` per bin (the window centred in the frame: the phase a sinusoid
-    has across its main lobe). Griffin-Lim from this phase instead of noise keeps voiced
-    speech periodic: noise gives each frame's harmonics unrelated phases that overlap-add
-    partly cancels and the projections do not fully undo. Sequential over frames (frame
-    ``t`` depends on frames ``0..t``), deterministic, a few milliseconds a second of audio.
+    phase, less ``pi`` per bin (the window centred in the frame: the phase a sinusoid has
+    across its main lobe). Griffin-Lim from this phase instead of noise keeps voiced speech
+    periodic: noise gives each frame's harmonics unrelated phases that overlap-add partly
+    cancels and the projections do not fully undo. Deterministic; a few milliseconds a
+    second of audio.
     """
-    mags = magnitude.detach().to("cpu", torch.float64).numpy()
-    out = np.empty_like(mags)
-    bins = np.arange(mags.shape[1])
-    lobe = np.pi * bins
-    for b, mag in enumerate(mags):
-        log_mag = np.log(mag + 1e-12)
-        acc = np.zeros(mag.shape[0])  # each bin's accumulated phase (before the lobe term)
-        for t in range(mag.shape[1]):
-            m, a = log_mag[:, t], mag[:, t]
-            inner = (m[1:-1] > m[:-2]) & (m[1:-1] >= m[2:]) & (a[1:-1] > a.max() * PEAK_FLOOR)
-            peaks = np.flatnonzero(inner) + 1
-            if peaks.size:
-                left, mid, right = m[peaks - 1], m[peaks], m[peaks + 1]
-                curve = left - 2.0 * mid + right
-                safe = np.where(curve < 0.0, curve, -1.0)
-                offset = np.where(curve < 0.0, 0.5 * (left - right) / safe, 0.0).clip(-0.5, 0.5)
-                omega = 2.0 * np.pi * (peaks + offset) / n_fft  # radians per sample
-                region = np.searchsorted((peaks[:-1] + peaks[1:]) / 2.0, bins)
-                acc = (acc[peaks] + hop_length * omega)[region]
-            out[b, :, t] = acc - lobe
-    return torch.from_numpy(out).to(magnitude.device)
+
+    def __init__(self, hop_length: int, n_fft: int) -> None:
+        self.hop_length, self.n_fft = hop_length, n_fft
+        self._acc: Optional[np.ndarray] = None  # (B, K): each bin's phase before the lobe term
+
+    def advance(self, magnitude: Tensor) -> Tensor:
+        """The phase ``(B, K, n)`` (float64 in ``[-pi, pi)``, on ``magnitude``'s device)
+        of the next ``n`` frames' magnitudes ``(B, K, n)``."""
+        mags = magnitude.detach().to("cpu", torch.float64).numpy()
+        batch, k_bins, frames = mags.shape
+        if self._acc is None:
+            self._acc = np.zeros((batch, k_bins))
+        elif self._acc.shape != (batch, k_bins):
+            raise MelError(f"expected magnitudes of {batch} item(s) and {self._acc.shape[1]} "
+                           f"bins, got {tuple(mags.shape)}")
+        out = np.empty_like(mags)
+        bins = np.arange(k_bins)
+        lobe = np.pi * bins
+        log_mags = np.log(mags + 1e-12)
+        for b in range(batch):
+            acc = self._acc[b]
+            for t in range(frames):
+                m, a = log_mags[b, :, t], mags[b, :, t]
+                inner = ((m[1:-1] > m[:-2]) & (m[1:-1] >= m[2:])
+                         & (a[1:-1] > a.max() * PEAK_FLOOR))
+                peaks = np.flatnonzero(inner) + 1
+                if peaks.size:
+                    left, mid, right = m[peaks - 1], m[peaks], m[peaks + 1]
+                    curve = left - 2.0 * mid + right
+                    safe = np.where(curve < 0.0, curve, -1.0)
+                    offset = np.where(curve < 0.0, 0.5 * (left - right) / safe, 0.0)
+                    omega = 2.0 * np.pi * (peaks + offset.clip(-0.5, 0.5)) / self.n_fft
+                    region = np.searchsorted((peaks[:-1] + peaks[1:]) / 2.0, bins)
+                    # kept within [0, 2 pi): the float32 phase of a long utterance keeps
+                    # its resolution, and rounding differences do not grow with time
+                    acc = np.mod(acc[peaks] + self.hop_length * omega, 2.0 * np.pi)[region]
+                out[b, :, t] = np.mod(acc - lobe + np.pi, 2.0 * np.pi) - np.pi
+            self._acc[b] = acc
+        return torch.from_numpy(out).to(magnitude.device)
+
+
+def phase_vocoder_phase(magnitude: Tensor, hop_length: int, n_fft: int) -> Tensor:
+    """:class:`PhaseVocoder`'s phase ``(B, K, F)`` (float64) of the magnitudes ``(B, K, F)``
+    of a whole mel."""
+    return PhaseVocoder(hop_length, n_fft).advance(magnitude)
+
+
+def phase_vocoder_start(config: MelConfig, mel: Tensor, projector: "SpectralProjector",
+                        vocoder: Optional[PhaseVocoder] = None) -> Tensor:
+    """The Griffin-Lim start ``(B, F * hop)`` of ``mel``'s frames (``projector``'s) with the
+    phase vocoder's phase (``vocoder``: one that has seen the frames before these, for a
+    mel that arrives in pieces). The phase is found on float64 magnitudes: an accumulated
+    phase would carry float32's last-bit differences (which frames share a matrix product)
+    on, and Griffin-Lim magnifies them where a bin's STFT nearly cancels."""
+    vocoder = vocoder or PhaseVocoder(config.hop_length, config.n_fft)
+    magnitude = mel_to_magnitude(config, mel, dtype=torch.float64)
+    return projector.synthesize(vocoder.advance(magnitude))
 
 
 def consistency_projector(config: MelConfig, mel: Tensor, iters: int,

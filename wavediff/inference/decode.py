@@ -11,12 +11,13 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from wavediff.audio.phase import SpectralProjector, consistency_projector
+from wavediff.audio.phase import SpectralProjector, consistency_projector, phase_vocoder_start
 from wavediff.audio.presets import MelConfig
 from wavediff.diffusion import GaussianDiffusion, get_sampler
 from wavediff.diffusion.noise import GL_START, PositionalNoise
 from wavediff.diffusion.process import randn
 from wavediff.diffusion.schedule import GRIFFIN_LIM, SamplingPlan
+from wavediff.config import GL_INITS
 from wavediff.errors import ConfigError
 from wavediff.inference.denoisers import ChunkedDenoiser, EngineDenoiser
 from wavediff.inference.engine import InferenceEngine
@@ -176,15 +177,17 @@ def griffin_lim(audio: MelConfig, mel: Tensor, iters: int, *,
     if iters < 1:
         raise ConfigError("Griffin-Lim decoding (steps=0, no network) needs at least one "
                           "projection: set consistency to e.g. 32 (--consistency 32)")
+    if init not in GL_INITS:
+        raise ConfigError(f"gl_init must be one of {', '.join(GL_INITS)}, got {init!r}")
     projector = projector or SpectralProjector(audio, mel)
-    noise = None
-    if init == "noise":
+    if init == "phase-vocoder":
+        start = phase_vocoder_start(audio, mel, projector).to(mel.dtype)
+    else:
         shape = (mel.shape[0], mel.shape[-1] * audio.hop_length)
         if draws is not None:
-            noise = draws.draw(GL_START, 0, shape[1], device=mel.device, dtype=mel.dtype)
+            start = draws.draw(GL_START, 0, shape[1], device=mel.device, dtype=mel.dtype)
         else:
-            noise = randn(shape, generator, mel.device, mel.dtype)
-    start = projector.start(init, noise).to(mel.dtype)
+            start = randn(shape, generator, mel.device, mel.dtype)
     return projector.griffin_lim(start, iters).clamp(-1.0, 1.0)
 
 

@@ -42,7 +42,7 @@ from typing import Iterable, Iterator, Optional
 import torch
 from torch import Tensor
 
-from wavediff.audio.phase import SpectralProjector, mel_to_magnitude
+from wavediff.audio.phase import PhaseVocoder, SpectralProjector, mel_to_magnitude
 from wavediff.diffusion.noise import GL_START, X_T, PositionalNoise, step_stream
 from wavediff.diffusion.prior import SpectralPrior
 from wavediff.diffusion.process import step_dtype
@@ -79,7 +79,8 @@ class StreamingDecoder:
 
     def __init__(self, runner, chosen: SamplingPlan, *, consistency: int,
                  generator: Optional[torch.Generator], lookahead: Optional[int] = None,
-                 block: Optional[int] = None, converter=None) -> None:
+                 block: Optional[int] = None, converter=None,
+                 gl_init: Optional[str] = None) -> None:
         cfg = runner.config
         self.gl_condition = 0 if chosen.sampler == GRIFFIN_LIM else int(cfg.model.gl_condition)
         start = int(cfg.diffusion.start_iters)
@@ -95,6 +96,12 @@ class StreamingDecoder:
         self.draws = PositionalNoise.from_generator(generator, 1)
         self.diffusion = runner.diffusion
         self._needs_magnitude = self.consistency > 0 or self.start_iters > 0 or self.gl_condition > 0
+        # Griffin-Lim from the phase vocoder's phase: computed frame by frame as frames
+        # arrive (each frame's phase continues the previous frame's), kept with the mel
+        uses_gl = chosen.sampler == GRIFFIN_LIM or self.start_iters > 0 or self.gl_condition > 0
+        self._phase_vocoder = (PhaseVocoder(hop, cfg.audio.n_fft)
+                               if uses_gl and runner.gl_init(gl_init) == "phase-vocoder"
+                               else None)
         self._steps: Optional[_StepCache] = None
         self._cond: Optional[Tensor] = None  # conditioning of frames [_cond_f0, _cond_f1)
         self._cond_f0 = self._cond_f1 = self._cond_off = 0  # _cond_off: f0's buffer frame
@@ -131,15 +138,22 @@ class StreamingDecoder:
         def project(x: Tensor, seg: Segment, keep_uncovered: bool = False) -> Tensor:
             return SpectralProjector.from_magnitude(cfg, seg.magnitude)(x, keep_uncovered)
 
-        def gl_source(x, a, b, seg):  # the start's noise, projected once
-            z = self.draws.draw(GL_START, a, b, device=self.runner.device, dtype=dtype)
+        def gl_source(x, a, b, seg):  # the start (noise, or the phase vocoder's), projected
+            if self._phase_vocoder is not None:  # the frames' phase, found as they came
+                z = SpectralProjector.from_magnitude(cfg, seg.magnitude).synthesize(seg.phase)
+            else:
+                z = self.draws.draw(GL_START, a, b, device=self.runner.device, dtype=dtype)
             return project(z, seg)
+
+        # the phase vocoder's start is an overlap-add of the frames around a sample: a
+        # projection's reach more
+        r_source = 2 * r_proj if self._phase_vocoder is not None else r_proj
 
         if self.plan.sampler == GRIFFIN_LIM:  # no network: Griffin-Lim alone
             if self.consistency < 1:
                 raise ConfigError("Griffin-Lim decoding (steps=0, no network) needs at least "
                                   "one projection: set consistency to e.g. 32")
-            stages.append(Stage("griffin-lim 1", r_proj, gl_source, source=True))
+            stages.append(Stage("griffin-lim 1", r_source, gl_source, source=True))
             for k in range(1, self.consistency):
                 stages.append(Stage(f"griffin-lim {k + 1}", r_proj,
                                      lambda x, a, b, seg: project(x, seg)))
@@ -150,7 +164,7 @@ class StreamingDecoder:
         what = "griffin-lim" if self.gl_condition else "start projection"
         for k in range(gl_iters):
             if k == 0:
-                stages.append(Stage(f"{what} 1", r_proj, gl_source, source=True))
+                stages.append(Stage(f"{what} 1", r_source, gl_source, source=True))
             else:
                 stages.append(Stage(f"{what} {k + 1}", r_proj,
                                      lambda x, a, b, seg: project(x, seg)))
@@ -336,6 +350,9 @@ class StreamingDecoder:
         data = {"mel": mel}
         if self._needs_magnitude:  # frames are solved independently: once, as they come
             data["magnitude"] = mel_to_magnitude(self.audio, mel)
+        if self._phase_vocoder is not None:  # on float64 magnitudes: phase_vocoder_start
+            data["phase"] = self._phase_vocoder.advance(
+                mel_to_magnitude(self.audio, mel, dtype=torch.float64))
         with torch.inference_mode():
             return self._audio(self.pipeline.add_frames(mel.shape[-1], **data))
 
