@@ -70,6 +70,10 @@ EXPORT_CASES = {
     "griffin-lim conditioning": ({"consistency_iters": 1}, {"gl_condition": 2}),
     "griffin-lim conditioning and start, sub-bands": (
         {"start_iters": 2, "start_noise": 0.3}, {"gl_condition": 2, "subbands": 2}),
+    "phase-vocoder griffin-lim start": (
+        {"start_iters": 2, "gl_init": "phase-vocoder", "consistency_iters": 1}, {}),
+    "phase-vocoder griffin-lim conditioning": (
+        {"gl_init": "phase-vocoder", "consistency_iters": 1}, {"gl_condition": 2}),
 }
 
 
@@ -86,7 +90,9 @@ def torch_noise_draws(meta: dict, shape: tuple, seed: int) -> list:
     from wavediff.diffusion.noise import GL_START, X_T, PositionalNoise, step_stream
 
     draws = PositionalNoise.from_generator(torch.Generator().manual_seed(seed), shape[0])
-    streams = ([GL_START] if meta["start_iters"] or meta.get("gl_condition") else []) + [X_T] + [
+    noise_start = meta.get("gl_init", "noise") == "noise"
+    streams = ([GL_START] if (meta["start_iters"] or meta.get("gl_condition")) and noise_start
+               else []) + [X_T] + [
         step_stream(i) for i in range(len(meta["plan"]["betas"]) - 1)]
     return [draws.draw(k, 0, shape[-1]).numpy() for k in streams]
 

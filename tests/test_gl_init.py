@@ -1,8 +1,8 @@
 """Where Griffin-Lim starts (``diffusion.gl_init``, ``gl_init=``, ``--gl-init``): from the
 seed's noise, or from the phase a phase-locked vocoder gives the mel's magnitudes, which
 keeps a periodic signal periodic; the chain's start and conditioning follow it; streams
-decode it (tests/test_stream.py); the exported decoder, which starts from noise only,
-refuses it in one line."""
+and the exported decoders decode it (tests/test_stream.py, EXPORT_CASES in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -135,17 +135,6 @@ def test_the_chain_starts_and_is_conditioned_on_the_chosen_griffin_lim():
     a = voc.decode(mel, seed=0, input_preset=None)
     b = voc.decode(mel, seed=0, input_preset=None, gl_init="phase-vocoder")
     assert float((a - b).abs().max()) > 1e-3
-
-
-def test_exports_refuse_the_phase_vocoder_start():
-    """(Streams decode it: tests/test_stream.py's phase-vocoder cases.)"""
-    from wavediff.inference.onnx_export import decoder_metadata
-
-    voc = tiny_vocoder(diffusion={"start_iters": 2})
-    pv = tiny_vocoder(diffusion={"start_iters": 2, "gl_init": "phase-vocoder"})
-    with pytest.raises(ConfigError, match="exported decoder starts Griffin-Lim from noise"):
-        decoder_metadata(pv)
-    assert decoder_metadata(voc)["start_iters"] == 2
 
 
 def test_the_config_names_the_start():

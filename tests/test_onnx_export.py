@@ -40,7 +40,7 @@ def test_the_exported_folder_decodes_as_torch_does(case, tmp_path):
     folder = export_onnx(voc, tmp_path / "onnx")
     assert sorted(p.name for p in folder.iterdir()) == [
         "conditioning.onnx", "decode_onnx.py", "decoder.json", "denoiser.onnx", "filterbank.npy",
-        "streaming_core.py"]
+        "phase_vocoder.py", "streaming_core.py"]
     dec = OnnxVocoder(folder, threads=1)
     for batch, frames in ((1, 13), (2, 7)):  # other lengths and batches than traced (8)
         mel = _mel(batch, frames)

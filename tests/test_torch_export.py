@@ -26,7 +26,7 @@ def test_the_torch_export_folder_decodes_as_wavediff_does(case, tmp_path):
     folder = export_torch(voc, tmp_path / "pt2")
     assert sorted(p.name for p in folder.iterdir()) == [
         "conditioning.pt2", "decode_onnx.py", "decoder.json", "denoiser.pt2", "filterbank.npy",
-        "streaming_core.py"]
+        "phase_vocoder.py", "streaming_core.py"]
     meta = json.loads((folder / "decoder.json").read_text())
     assert meta["runtime"] == "torch"
     dec = OnnxVocoder(folder)

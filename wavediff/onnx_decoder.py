@@ -40,9 +40,12 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 if __package__:  # wavediff.onnx_decoder
+    from .phase_vocoder import PhaseVocoder
     from .streaming_core import Stage, StagePipeline, whole_hops
-else:  # decode_onnx.py in an exported folder: the copy of the scheduler beside it
+else:  # decode_onnx.py in an exported folder: the copies of the scheduler and the phase
+    # vocoder beside it
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from phase_vocoder import PhaseVocoder
     from streaming_core import Stage, StagePipeline, whole_hops
 
 FORMAT = "wavediff-onnx-1"
@@ -110,7 +113,7 @@ def columns_as_frames(y: np.ndarray, batch: int) -> np.ndarray:
 
 
 def mel_to_magnitude(audio: dict, basis: np.ndarray, mel: np.ndarray,
-                     iters: int = NNLS_ITERS) -> np.ndarray:
+                     iters: int = NNLS_ITERS, float64: bool = False) -> np.ndarray:
     """``(B, n_mels, F)`` -> ``(B, n_fft // 2 + 1, F)`` non-negative linear magnitudes whose
     mel is closest to ``mel``: FISTA from the clipped pseudo-inverse.
 
@@ -134,7 +137,7 @@ def mel_to_magnitude(audio: dict, basis: np.ndarray, mel: np.ndarray,
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         z = nxt + ((t - 1.0) / t_next) * (nxt - a)
         a, t = nxt, t_next
-    return columns_as_frames(a.astype(np.float32), mel.shape[0])
+    return columns_as_frames(a if float64 else a.astype(np.float32), mel.shape[0])
 
 
 class Projector:
@@ -186,6 +189,23 @@ class Projector:
         for _ in range(iters):
             wav = self(wav, keep_uncovered)
         return wav
+
+    def synthesize(self, phase: np.ndarray) -> np.ndarray:
+        """The waveform ``(B, F * hop)`` of the magnitudes with ``phase`` ``(B, K, F)``:
+        windowed overlap-add, normalised by the overlap-added squared window (0 where no
+        frame reaches), framed as the projection frames."""
+        n_fft, hop, pad = self.n_fft, self.hop, self.pad
+        spec = self.magnitude.astype(np.float32) * np.exp(1j * phase.astype(np.float32))
+        chunks = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32) * self.window[:, None]
+        length = (self.frames - 1) * hop + n_fft
+        out = np.zeros((spec.shape[0], length), dtype=np.float32)
+        norm = np.zeros(length, dtype=np.float32)
+        w2 = np.square(self.window)
+        for k in range(self.frames):
+            out[:, k * hop:k * hop + n_fft] += chunks[:, :, k]
+            norm[k * hop:k * hop + n_fft] += w2
+        out = np.where(norm > 1e-8, out / np.maximum(norm, 1e-8), 0.0).astype(np.float32)
+        return out[:, pad:pad + self.frames * hop]
 
 
 class SpectralFilter:
@@ -374,6 +394,12 @@ class OnnxVocoder:
         if not 0 <= self.gl_condition <= 100 or (self.gl_condition and start not in (0, self.gl_condition)):
             raise OnnxDecoderError(f"{meta_path} declares gl_condition {self.gl_condition!r} "
                                    f"with start_iters {start!r}; export the model again")
+        # where Griffin-Lim starts: the seed's noise, or the phase vocoder's phase (folders
+        # before it: noise)
+        self.gl_init = self.meta.get("gl_init", "noise")
+        if self.gl_init not in ("noise", "phase-vocoder"):
+            raise OnnxDecoderError(f"{meta_path} declares gl_init {self.gl_init!r}; export "
+                                   f"the model again")
         if runtime == "onnxruntime":
             self.conditioning, self.denoiser = _onnx_sessions(paths, threads)
         elif runtime == "torch":
@@ -480,8 +506,13 @@ class OnnxVocoder:
                      if iters or start_iters or gl_iters else None)
         init = wave = None
         if start_iters or gl_iters:  # one Griffin-Lim waveform: the start and/or conditioning
-            gl = np.clip(projector.griffin_lim(draw(GL_START), gl_iters or start_iters),
-                         -1.0, 1.0)
+            if self.gl_init == "phase-vocoder":
+                phase = PhaseVocoder(self.audio["hop_length"], self.audio["n_fft"]).advance(
+                    mel_to_magnitude(self.audio, self.basis, mel, float64=True))
+                source = projector.synthesize(phase)
+            else:
+                source = draw(GL_START)
+            gl = np.clip(projector.griffin_lim(source, gl_iters or start_iters), -1.0, 1.0)
             init = gl if start_iters else None
             wave = gl if gl_iters else None
         conds = self._conditioning(mel, wave)
@@ -567,6 +598,7 @@ class OnnxStreamingDecoder:
         if key is not None:  # a batch item's noise key (OnnxVocoder.decode in pieces)
             self.noise.keys = [int(key)]
         self.frames = 0
+        self._phase_vocoder = PhaseVocoder(self.hop, self.audio["n_fft"])
         self.pipeline = StagePipeline(self._build(), self.hop,
                                       lambda xs: np.concatenate(xs, axis=-1),
                                       lookahead=lookahead,
@@ -597,10 +629,20 @@ class OnnxStreamingDecoder:
         stages = []
         gl_cond = self.voc.gl_condition
         gl_iters = gl_cond or start_iters  # one Griffin-Lim waveform: start and/or conditioning
+        pv = self.voc.gl_init == "phase-vocoder"
+
+        def gl_source(x, a, b, seg):  # the noise, or the frames' phase-vocoder phase
+            if pv:
+                start = Projector(audio, basis, None, magnitude=seg.magnitude).synthesize(
+                    seg.phase)
+            else:
+                start = self.noise.draw(GL_START, a, b)
+            return project(start, seg)
+
         for k in range(gl_iters):
-            if k == 0:
-                stages.append(Stage("griffin-lim 1", r_proj, lambda x, a, b, seg: project(
-                    self.noise.draw(GL_START, a, b), seg), source=True))
+            if k == 0:  # the phase vocoder's start: an overlap-add more of reach
+                stages.append(Stage("griffin-lim 1", 2 * r_proj if pv else r_proj, gl_source,
+                                    source=True))
             else:
                 stages.append(Stage(f"griffin-lim {k + 1}", r_proj,
                                     lambda x, a, b, seg: project(x, seg)))
@@ -682,8 +724,12 @@ class OnnxStreamingDecoder:
             return np.zeros(0, dtype=np.float32)
         mel = mel[None]
         data = {"mel": mel}
-        if self.iters or self.voc.meta["start_iters"] or self.voc.gl_condition:
+        gl = self.voc.meta["start_iters"] or self.voc.gl_condition
+        if self.iters or gl:
             data["magnitude"] = mel_to_magnitude(self.audio, self.voc.basis, mel)
+        if gl and self.voc.gl_init == "phase-vocoder":  # frame by frame, as frames arrive
+            data["phase"] = self._phase_vocoder.advance(
+                mel_to_magnitude(self.audio, self.voc.basis, mel, float64=True))
         self.frames += mel.shape[-1]
         return self._audio(self.pipeline.add_frames(mel.shape[-1], **data))
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,6 +28,7 @@ from torch import Tensor
 from wavediff.audio.mel import decompress_mel, mel_filterbank
 from wavediff.audio.presets import MelConfig
 from wavediff.errors import MelError
+from wavediff.phase_vocoder import PhaseVocoder as NumpyPhaseVocoder
 
 # iterations of the accelerated projected-gradient NNLS that turns a linear mel into linear
 # magnitudes (relative residual about 1e-7 on speech mels after 50)
@@ -244,64 +244,14 @@ class SpectralProjector:
         return out[:, self.pad:self.pad + self.frames * hop]
 
 
-PEAK_FLOOR = 1e-3  # spectral peaks below this fraction of the frame's largest are not tracked
+class PhaseVocoder(NumpyPhaseVocoder):
+    """:class:`wavediff.phase_vocoder.PhaseVocoder` on torch tensors: :meth:`advance` takes
+    the next frames' magnitudes ``(B, K, n)`` and returns their phase ``(B, K, n)``
+    (float64 in ``[-pi, pi)``, on the magnitudes' device), continuing the previous call's."""
 
-
-class PhaseVocoder:
-    """A phase for magnitude frames that is coherent from frame to frame, as a phase-locked
-    vocoder makes it (Laroche & Dolson 1999), frame after frame: :meth:`advance` takes the
-    next frames' magnitudes and returns their phase, continuing the previous call's (a
-    stream's frames give what the whole mel gives, to the bit).
-
-    In each frame the magnitude's peaks are found, each peak's frequency refined by a
-    parabola through its log-magnitude and its neighbours'; the peak's phase advances by
-    that frequency times the hop from the phase the previous frame had at its bin, and every
-    bin of the peak's region (the bins nearer to it than to another peak) takes the peak's
-    phase, less ``pi`` per bin (the window centred in the frame: the phase a sinusoid has
-    across its main lobe). Griffin-Lim from this phase instead of noise keeps voiced speech
-    periodic: noise gives each frame's harmonics unrelated phases that overlap-add partly
-    cancels and the projections do not fully undo. Deterministic; a few milliseconds a
-    second of audio.
-    """
-
-    def __init__(self, hop_length: int, n_fft: int) -> None:
-        self.hop_length, self.n_fft = hop_length, n_fft
-        self._acc: Optional[np.ndarray] = None  # (B, K): each bin's phase before the lobe term
-
-    def advance(self, magnitude: Tensor) -> Tensor:
-        """The phase ``(B, K, n)`` (float64 in ``[-pi, pi)``, on ``magnitude``'s device)
-        of the next ``n`` frames' magnitudes ``(B, K, n)``."""
+    def advance(self, magnitude: Tensor) -> Tensor:  # type: ignore[override]
         mags = magnitude.detach().to("cpu", torch.float64).numpy()
-        batch, k_bins, frames = mags.shape
-        if self._acc is None:
-            self._acc = np.zeros((batch, k_bins))
-        elif self._acc.shape != (batch, k_bins):
-            raise MelError(f"expected magnitudes of {batch} item(s) and {self._acc.shape[1]} "
-                           f"bins, got {tuple(mags.shape)}")
-        out = np.empty_like(mags)
-        bins = np.arange(k_bins)
-        lobe = np.pi * bins
-        log_mags = np.log(mags + 1e-12)
-        for b in range(batch):
-            acc = self._acc[b]
-            for t in range(frames):
-                m, a = log_mags[b, :, t], mags[b, :, t]
-                inner = ((m[1:-1] > m[:-2]) & (m[1:-1] >= m[2:])
-                         & (a[1:-1] > a.max() * PEAK_FLOOR))
-                peaks = np.flatnonzero(inner) + 1
-                if peaks.size:
-                    left, mid, right = m[peaks - 1], m[peaks], m[peaks + 1]
-                    curve = left - 2.0 * mid + right
-                    safe = np.where(curve < 0.0, curve, -1.0)
-                    offset = np.where(curve < 0.0, 0.5 * (left - right) / safe, 0.0)
-                    omega = 2.0 * np.pi * (peaks + offset.clip(-0.5, 0.5)) / self.n_fft
-                    region = np.searchsorted((peaks[:-1] + peaks[1:]) / 2.0, bins)
-                    # kept within [0, 2 pi): the float32 phase of a long utterance keeps
-                    # its resolution, and rounding differences do not grow with time
-                    acc = np.mod(acc[peaks] + self.hop_length * omega, 2.0 * np.pi)[region]
-                out[b, :, t] = np.mod(acc - lobe + np.pi, 2.0 * np.pi) - np.pi
-            self._acc[b] = acc
-        return torch.from_numpy(out).to(magnitude.device)
+        return torch.from_numpy(super().advance(mags)).to(magnitude.device)
 
 
 def phase_vocoder_phase(magnitude: Tensor, hop_length: int, n_fft: int) -> Tensor:

@@ -79,10 +79,6 @@ def decoder_metadata(voc, runtime: str = "onnxruntime") -> dict:
     d = config.diffusion
     chosen = voc.plan()
     require_one_griffin_lim(d.start_iters, config.model.gl_condition, "the exported decoder")
-    if d.gl_init != "noise" and (d.start_iters or config.model.gl_condition):
-        raise ConfigError(f"the exported decoder starts Griffin-Lim from noise only; this "
-                          f"model's diffusion.gl_init is {d.gl_init!r}: set it to 'noise' "
-                          f"in its config to export")
     if chosen.sampler not in EXPORTABLE_SAMPLERS:
         raise ConfigError(f"the ONNX decoder runs the {' and '.join(EXPORTABLE_SAMPLERS)} "
                           f"samplers; this model's default is {chosen.sampler!r}: set "
@@ -112,6 +108,7 @@ def decoder_metadata(voc, runtime: str = "onnxruntime") -> dict:
         "start_noise": float(d.start_noise),
         # projections of the Griffin-Lim waveform the conditioning graph also takes ("wave")
         "gl_condition": int(config.model.gl_condition),
+        "gl_init": d.gl_init,
         "prediction": d.prediction,
         "model": dataclasses.asdict(config.model),
         # samples each side one network evaluation sees (for streaming)
@@ -221,6 +218,7 @@ def _export(voc, outdir, runtime: str, write, *, frames: int, batch: int) -> Pat
         package = Path(__file__).resolve().parents[1]
         shutil.copyfile(package / "onnx_decoder.py", target("decode_onnx.py"))
         shutil.copyfile(package / "streaming_core.py", target("streaming_core.py"))
+        shutil.copyfile(package / "phase_vocoder.py", target("phase_vocoder.py"))
         for part, final in written:
             os.replace(part, final)
     finally:
