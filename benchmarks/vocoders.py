@@ -4,9 +4,9 @@ Each system is a label, a model (a shipped name, a pretrained folder or a checkp
 the `wavediff vocode` options it decodes with. The dev set is decoded by copy-synthesis
 (seed 0) and scored with `wavediff evaluate`; the markdown table and the JSON name the CPU
 and its thread count. Griffin-Lim with wavediff's projector and no network
-(`--steps 0`, 32 projections of noise) and the shipped model's default decode are the
-baselines every other row is read against, so they are always measured unless
---no-baselines is given.
+(`--steps 0`, 32 projections, from noise and from the phase-vocoder phase) and the shipped
+model's default decode are the baselines every other row is read against, so they are
+always measured unless --no-baselines is given.
 
 example:
   python benchmarks/vocoders.py --dev-scp recipes/joe/data/dev/wav.scp \\
@@ -29,7 +29,10 @@ from pathlib import Path
 METRICS = "pesq,stoi,mcd,log_mel_l1,mr_stft,vuv_f1,dnsmos_p808"
 COLUMNS = ("dnsmos_p808", "pesq", "stoi", "mcd", "log_mel_l1", "mr_stft", "vuv_f1", "rtf")
 HEADERS = ("DNSMOS", "PESQ-wb", "STOI", "MCD dB", "log-mel L1", "MR-STFT", "V/UV F1", "RTF")
-BASELINES = [("Griffin-Lim, 32 projections, no network", "joe", "--steps 0 --consistency 32"),
+BASELINES = [("Griffin-Lim, 32 projections of noise, no network", "joe",
+              "--steps 0 --consistency 32 --gl-init noise"),
+             ("Griffin-Lim, 32 projections from the phase-vocoder phase, no network", "joe",
+              "--steps 0 --consistency 32 --gl-init phase-vocoder"),
              ("joe (shipped), default decode", "joe", ""),
              ("joe (shipped), network alone", "joe", "--consistency 0")]
 

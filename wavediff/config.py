@@ -94,7 +94,7 @@ class DiffusionConfig:
     # Where every Griffin-Lim decode of the mel (the start, the conditioning, Griffin-Lim
     # alone) takes its first phase: "noise" (the positional noise of the seed) or
     # "phase-vocoder" (a phase-locked vocoder's phase of the mel's magnitudes, coherent from
-    # frame to frame; deterministic; whole decodes only, not streamed or exported).
+    # frame to frame, so voiced speech stays periodic; deterministic).
     gl_init: str = "noise"
     # What the network's output means: "eps" (the added noise, DiffWave) or "residual"
     # (what the scaled input lacks of the clean waveform: x0_hat = x_t / sqrt(abar) + out,

@@ -200,8 +200,8 @@ class Vocoder:
         32) of noise drawn from the seed, the no-network baseline. ``gl_init``: where every
         Griffin-Lim decode of the mel (the chain's start or conditioning, Griffin-Lim alone)
         takes its first phase: ``"noise"`` (from the seed) or ``"phase-vocoder"`` (a
-        phase-locked vocoder's phase, frame-to-frame coherent; not streamed or exported);
-        default the model's ``diffusion.gl_init``.
+        phase-locked vocoder's phase, frame-to-frame coherent, deterministic); default the
+        model's ``diffusion.gl_init``.
         ``callback(i, n, x)`` after each step; ``progress(done, total)`` after each
         network evaluation of each chunk, for progress within one long utterance.
         """

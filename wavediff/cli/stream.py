@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
 
 from wavediff.audio.presets import PRESET_NAMES
+from wavediff.config import GL_INITS
 
 log = logging.getLogger("wavediff.stream")
 
@@ -60,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", default=None, help="a stored fast schedule by name")
     p.add_argument("--consistency", type=int, default=None, metavar="N",
                    help="projections per step (default: the model's)")
+    p.add_argument("--gl-init", choices=GL_INITS, default=None,
+                   help="where Griffin-Lim starts: noise or phase-vocoder (default: the "
+                        "model's diffusion.gl_init; as wavediff vocode --gl-init)")
     p.add_argument("--sampler", choices=["fast", "ddim", "ddpm"], default=None)
     p.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
     p.add_argument("--lookahead-ms", type=float, default=None, metavar="MS",
@@ -143,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     dec = voc.streaming_decoder(steps=args.steps, sampler=args.sampler, seed=args.seed,
                                 schedule=args.schedule, consistency=args.consistency,
                                 input_preset=args.input_preset, stats=args.stats,
-                                lookahead=lookahead,
+                                lookahead=lookahead, gl_init=args.gl_init,
                                 block=None if args.block_frames is None
                                 else args.block_frames * hop)
     log.info("streaming with %s (%d Hz, %d mel bins, hop %d): lookahead %d samples (%.0f ms "
