@@ -242,6 +242,11 @@ def _decode(args: argparse.Namespace, all_items: list[tuple[str, Path]], dist: A
     else:
         decoding = f"sampler {sampler}, {n_steps} steps" + (
             f", {consistency} consistency projection(s) per step" if consistency else "")
+        d, gl_cond = voc.config.diffusion, voc.config.model.gl_condition
+        if d.start_iters or gl_cond:
+            decoding += (f", the {d.start_iters or gl_cond}-projection Griffin-Lim "
+                         f"{'start' if d.start_iters else 'conditioning'} from "
+                         + ("noise" if gl_init == "noise" else "the phase-vocoder phase"))
     log.info("model: step %s, %s mel (%d bins, hop %d, %d Hz), %s", voc.step,
              voc.preset.preset, voc.n_mels, voc.hop_length, voc.sample_rate, decoding)
 

@@ -30,11 +30,13 @@ def decoding(config) -> str:
     d = config.diffusion
     steps = len(d.fast_schedule) if d.sampler == "fast" else d.ddim_steps
     parts = [f"{steps} {d.sampler}-sampler steps"]
+    start = (" (started from the phase-vocoder phase)" if d.gl_init == "phase-vocoder"
+             else "")
     if d.start_iters:
-        parts.append(f"from the {d.start_iters}-projection Griffin-Lim decode")
+        parts.append(f"from the {d.start_iters}-projection Griffin-Lim decode{start}")
     if config.model.gl_condition:
         parts.append(f"conditioned on the {config.model.gl_condition}-projection Griffin-Lim "
-                     f"waveform")
+                     f"waveform" + ("" if d.start_iters else start))
     if d.consistency_iters:
         parts.append(f"with {d.consistency_iters} spectral-consistency projection(s) per step")
     return " ".join(parts)
