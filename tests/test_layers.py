@@ -6,7 +6,7 @@ function) may name its own layer or a lower one, never a higher one:
     cli  >  vocoder, compat  >  train, inference, importers
          >  model, diffusion, evaluation  >  audio, config, checkpoint, pretrained
          >  helpers (errors, version, _fields, _files, precision, hardware, distributed,
-            onnx_decoder, streaming_core)
+            onnx_decoder, streaming_core, phase_vocoder)
 
 Run as a script to print every offending import.
 """
@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "distributed": 0,
     "onnx_decoder": 0,  # standalone (copied into exported folders): imports nothing of wavediff
     "streaming_core": 0,  # the streaming scheduler, copied beside onnx_decoder: pure Python
+    "phase_vocoder": 0,  # numpy only, copied beside onnx_decoder
     "audio": 1, "config": 1, "checkpoint": 1, "pretrained": 1,
     "model": 2, "diffusion": 2, "evaluation": 2,
     "train": 3, "inference": 3, "importers": 3,

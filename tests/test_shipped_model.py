@@ -120,7 +120,9 @@ def test_the_shipped_model_is_chosen_by_the_inputs_rate(tmp_path):
 
 def test_shipped_model_resynthesises_a_held_out_clip():
     # JOE001-0007 is in the model's dev set (never trained on): copy-synthesis with the
-    # model's defaults keeps the spectrum; the network alone (no projection) does not yet
+    # model's defaults keeps the spectrum, and so does the network alone (no projection in
+    # the chain; conditioned on the mel's Griffin-Lim waveform): measured 0.157 and 0.179,
+    # where the model before it (a Griffin-Lim start, no conditioning) gave 0.16 and 0.46
     import soundfile as sf
 
     from wavediff.audio.mel import MelSpectrogram
@@ -137,7 +139,7 @@ def test_shipped_model_resynthesises_a_held_out_clip():
 
     speech = log_mel_l1(voc.copy_synthesis(wav, seed=0))
     alone = log_mel_l1(voc.copy_synthesis(wav, seed=0, consistency=0))
-    assert speech < 0.4 and speech < 0.6 * alone, (speech, alone)
+    assert speech < 0.25 and alone < 0.3 and speech < alone, (speech, alone)
 
 
 if __name__ == "__main__":
