@@ -61,20 +61,25 @@ def test_steps_zero_is_griffin_lim_without_the_network(monkeypatch):
         voc.decode(mel, steps=0, consistency=0, input_preset=None)
 
 
-def test_vocode_steps_zero_writes_griffin_lim_audio(tmp_path, capsys):
+@pytest.mark.parametrize("gl_init, start", [("noise", "noise"),
+                                             ("phase-vocoder", "the phase-vocoder phase")])
+def test_vocode_steps_zero_writes_griffin_lim_audio(tmp_path, capsys, gl_init, start):
     voc = _vocoder()
     voc.save_pretrained(tmp_path / "model")
     mel = voc.mel(_buzz())[0].numpy()
     np.save(tmp_path / "a.npy", mel)
     assert main(["vocode", "--checkpoint", str(tmp_path / "model"), "--outdir",
-                 str(tmp_path / "out"), "--steps", "0", "--seed", "1",
+                 str(tmp_path / "out"), "--steps", "0", "--seed", "1", "--gl-init", gl_init,
                  "--input-preset", "hifigan", str(tmp_path / "a.npy")]) == 0
-    assert "no network: Griffin-Lim alone, 32 projections of noise" in capsys.readouterr().err
+    assert f"no network: Griffin-Lim alone, 32 projections of {start}" in capsys.readouterr().err
     audio, sr = sf.read(tmp_path / "out" / "a.wav", dtype="float32")
     assert sr == 22050 and len(audio) == mel.shape[-1] * 256
     fn = MelSpectrogram(voc.config.audio)
     # Griffin-Lim's audio has the mel's spectrum (noise would be far: ~3 in these units)
     assert float((fn(torch.from_numpy(audio)[None])[0] - torch.from_numpy(mel)).abs().mean()) < 1.0
+    if gl_init == "phase-vocoder":  # no noise: what the API decodes with any seed (16-bit PCM)
+        expected = voc.decode(mel, steps=0, seed=9, input_preset=None, gl_init=gl_init).numpy()
+        np.testing.assert_allclose(audio, expected, atol=2.0 / 32768)
     assert main(["vocode", "--checkpoint", str(tmp_path / "model"), "--outdir",
                  str(tmp_path / "out2"), "--steps", "0", "--consistency", "0",
                  str(tmp_path / "a.npy")]) != 0
