@@ -239,8 +239,8 @@ class SpectralProjector:
                      stride=(1, hop)).reshape(phase.shape[0], length)
         norm = self._norm(self.frames, torch.float32)
         out = torch.where(norm > 1e-8, out / norm.clamp(min=1e-8), torch.zeros_like(out))
-        # the padded signal's sample pad is the waveform's first
-        out = F.pad(out, (0, max(0, self.pad + self.frames * hop - length)))
+        # the padded signal's sample pad is the waveform's first; the frames reach past its
+        # last (pad <= (n_fft - hop) for both paddings)
         return out[:, self.pad:self.pad + self.frames * hop]
 
 
