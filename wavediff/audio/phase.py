@@ -239,8 +239,9 @@ class SpectralProjector:
                      stride=(1, hop)).reshape(phase.shape[0], length)
         norm = self._norm(self.frames, torch.float32)
         out = torch.where(norm > 1e-8, out / norm.clamp(min=1e-8), torch.zeros_like(out))
-        # the padded signal's sample pad is the waveform's first; the frames reach past its
-        # last (pad <= (n_fft - hop) for both paddings)
+        # the padded signal's sample pad is the waveform's first; a centred framing with a
+        # hop over half the FFT ends before the last sample: zeros there
+        out = F.pad(out, (0, max(0, self.pad + self.frames * hop - length)))
         return out[:, self.pad:self.pad + self.frames * hop]
 
 
