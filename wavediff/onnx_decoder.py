@@ -502,13 +502,16 @@ class OnnxVocoder:
         betas, abar, steps = plan["betas"], plan["alpha_bars"], plan["network_steps"]
         iters = self.meta["consistency"] if consistency is None else int(consistency)
         start_iters, gl_iters = self.meta["start_iters"], self.gl_condition
-        projector = (Projector(self.audio, self.basis, mel)
+        pv = self.gl_init == "phase-vocoder" and bool(start_iters or gl_iters)
+        # the phase vocoder's float64 magnitudes, rounded, are the projector's: one solve
+        mag64 = mel_to_magnitude(self.audio, self.basis, mel, float64=True) if pv else None
+        projector = (Projector(self.audio, self.basis, mel,
+                               None if mag64 is None else mag64.astype(np.float32))
                      if iters or start_iters or gl_iters else None)
         init = wave = None
         if start_iters or gl_iters:  # one Griffin-Lim waveform: the start and/or conditioning
-            if self.gl_init == "phase-vocoder":
-                phase = PhaseVocoder(self.audio["hop_length"], self.audio["n_fft"]).advance(
-                    mel_to_magnitude(self.audio, self.basis, mel, float64=True))
+            if pv:
+                phase = PhaseVocoder(self.audio["hop_length"], self.audio["n_fft"]).advance(mag64)
                 source = projector.synthesize(phase)
             else:
                 source = draw(GL_START)
@@ -725,11 +728,12 @@ class OnnxStreamingDecoder:
         mel = mel[None]
         data = {"mel": mel}
         gl = self.voc.meta["start_iters"] or self.voc.gl_condition
-        if self.iters or gl:
-            data["magnitude"] = mel_to_magnitude(self.audio, self.voc.basis, mel)
         if gl and self.voc.gl_init == "phase-vocoder":  # frame by frame, as frames arrive
-            data["phase"] = self._phase_vocoder.advance(
-                mel_to_magnitude(self.audio, self.voc.basis, mel, float64=True))
+            mag64 = mel_to_magnitude(self.audio, self.voc.basis, mel, float64=True)
+            data["phase"] = self._phase_vocoder.advance(mag64)
+            data["magnitude"] = mag64.astype(np.float32)  # what the float32 solve returns
+        elif self.iters or gl:
+            data["magnitude"] = mel_to_magnitude(self.audio, self.voc.basis, mel)
         self.frames += mel.shape[-1]
         return self._audio(self.pipeline.add_frames(mel.shape[-1], **data))
 
