@@ -100,6 +100,41 @@ def test_griffin_lim_from_the_phase_vocoder_keeps_a_tone_periodic():
         griffin_lim(cfg, mel, 2, generator=None, init="zeros")
 
 
+def test_the_phase_vocoder_and_the_projector_share_one_float64_solve(monkeypatch):
+    import wavediff.audio.phase as phase
+
+    cfg = get_preset("hifigan")
+    mel = MelSpectrogram(cfg)(_buzz(0.3))
+    precise = SpectralProjector(cfg, mel, precise=True)
+    assert precise.precise_magnitude.dtype == torch.float64
+    assert precise.magnitude.dtype == torch.float32
+    # the projector's magnitudes are the float64 solution rounded (bit-equal: one rounding)
+    torch.testing.assert_close(precise.magnitude, precise.precise_magnitude.float(),
+                               rtol=0, atol=0)
+    # and near the float32 solve (its iterates round differently: measured 2.8e-6 of the
+    # largest magnitude apart; 1e-4 of it allowed for other CPUs' kernels)
+    plain = SpectralProjector(cfg, mel)
+    assert plain.precise_magnitude is None
+    scale = float(plain.magnitude.max())
+    torch.testing.assert_close(plain.magnitude, precise.magnitude, rtol=0, atol=1e-4 * scale)
+    start = phase_vocoder_start(cfg, mel, plain)  # solves again, in float64
+    calls = []
+    real = phase.mel_to_magnitude
+    monkeypatch.setattr(phase, "mel_to_magnitude",
+                        lambda *a, **k: calls.append(k.get("dtype")) or real(*a, **k))
+    shared = phase_vocoder_start(cfg, mel, precise)
+    assert calls == []  # no second solve: the projector's float64 magnitudes are the start's
+    # the same phase; the magnitudes differ as above (measured 2e-7 apart, peak 0.71)
+    torch.testing.assert_close(shared, start, rtol=0, atol=1e-5)
+    # a decode from the phase-vocoder start builds its projector so: one solve in all
+    griffin_lim(cfg, mel, 2, generator=None, init="phase-vocoder")
+    assert calls == [torch.float64], calls
+    calls.clear()
+    chain_inputs(mel, generator=torch.Generator().manual_seed(0), audio=cfg, consistency=2,
+                 condition_iters=2, gl_init="phase-vocoder")
+    assert calls == [torch.float64], calls
+
+
 def test_decode_takes_gl_init_from_the_call_or_the_config():
     voc = tiny_vocoder()
     mel = voc.mel(_buzz(0.4))

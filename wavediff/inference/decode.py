@@ -119,8 +119,10 @@ def chain_inputs(mel: Tensor, *, generator: torch.Generator, audio: MelConfig,
     computation."""
     draws = PositionalNoise.from_generator(generator, mel.shape[0])
     needs = consistency > 0 or start_iters > 0 or condition_iters > 0
-    # one magnitude estimate (the NNLS solve) for the start, the conditioning and the chain
-    projector = SpectralProjector(audio, mel) if needs else None
+    # one magnitude estimate (the NNLS solve) for the start, the conditioning and the chain:
+    # in float64 where the phase vocoder needs it (the projector's are those rounded)
+    precise = gl_init == "phase-vocoder" and (start_iters > 0 or condition_iters > 0)
+    projector = SpectralProjector(audio, mel, precise=precise) if needs else None
     made: dict[int, Tensor] = {}
 
     def gl(iters: int) -> Optional[Tensor]:
@@ -179,7 +181,7 @@ def griffin_lim(audio: MelConfig, mel: Tensor, iters: int, *,
                           "projection: set consistency to e.g. 32 (--consistency 32)")
     if init not in GL_INITS:
         raise ConfigError(f"gl_init must be one of {', '.join(GL_INITS)}, got {init!r}")
-    projector = projector or SpectralProjector(audio, mel)
+    projector = projector or SpectralProjector(audio, mel, precise=init == "phase-vocoder")
     if init == "phase-vocoder":
         start = phase_vocoder_start(audio, mel, projector).to(mel.dtype)
     else:

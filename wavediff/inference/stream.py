@@ -348,11 +348,15 @@ class StreamingDecoder:
             return torch.zeros(0)
         mel = mel.to(self.runner.device)[None]
         data = {"mel": mel}
-        if self._needs_magnitude:  # frames are solved independently: once, as they come
+        # frames are solved independently: once, as they come; in float64 where the phase
+        # vocoder needs them (phase_vocoder_start), the projector's magnitudes those rounded
+        if self._phase_vocoder is not None:
+            magnitude = mel_to_magnitude(self.audio, mel, dtype=torch.float64)
+            data["phase"] = self._phase_vocoder.advance(magnitude)
+            if self._needs_magnitude:
+                data["magnitude"] = magnitude.to(torch.float32)
+        elif self._needs_magnitude:
             data["magnitude"] = mel_to_magnitude(self.audio, mel)
-        if self._phase_vocoder is not None:  # on float64 magnitudes: phase_vocoder_start
-            data["phase"] = self._phase_vocoder.advance(
-                mel_to_magnitude(self.audio, mel, dtype=torch.float64))
         with torch.inference_mode():
             return self._audio(self.pipeline.add_frames(mel.shape[-1], **data))
 
