@@ -128,16 +128,27 @@ def mel_to_magnitude(audio: dict, basis: np.ndarray, mel: np.ndarray,
     linear = decompress(audio, mel)
     if audio["stft_normalized"]:
         linear = linear * np.sqrt(np.square(hann(audio["win_length"], audio["win_length"])).sum())
-    y = frames_as_columns(linear)
-    a = np.clip(pinv @ y, 0.0, None)
-    b64 = basis.astype(np.float64)
+    a = nnls(basis.astype(np.float64), frames_as_columns(linear), pinv, step, iters)
+    return columns_as_frames(a if float64 else a.astype(np.float32), mel.shape[0])
+
+
+def nnls(basis: np.ndarray, y: np.ndarray, pinv: Optional[np.ndarray] = None,
+         step: Optional[float] = None, iters: int = NNLS_ITERS) -> np.ndarray:
+    """Non-negative ``a`` ``(K, T)`` with ``basis @ a`` closest to ``y`` ``(M, T)`` (least
+    squares): accelerated projected gradient (FISTA, Beck & Teboulle 2009) from the clipped
+    pseudo-inverse (``pinv``, computed when not given), step ``1 / ||basis||^2``
+    (``step``, likewise); columns (frames) are independent. Also wavediff's mel
+    conversion's solver (:mod:`wavediff.audio.convert`)."""
+    pinv = np.linalg.pinv(basis) if pinv is None else pinv
+    step = 1.0 / float(np.linalg.norm(basis, 2)) ** 2 if step is None else step
+    a = np.maximum(pinv @ y, 0.0)
     z, t = a, 1.0
     for _ in range(iters):
-        nxt = np.clip(z - step * (b64.T @ (b64 @ z - y)), 0.0, None)
+        nxt = np.maximum(z - step * (basis.T @ (basis @ z - y)), 0.0)
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         z = nxt + ((t - 1.0) / t_next) * (nxt - a)
         a, t = nxt, t_next
-    return columns_as_frames(a if float64 else a.astype(np.float32), mel.shape[0])
+    return a
 
 
 class Projector:

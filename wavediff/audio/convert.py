@@ -23,29 +23,13 @@ from wavediff.audio.detect import (
 )
 from wavediff.audio.presets import MelConfig
 from wavediff.errors import MelError
+# the NNLS solver (FISTA), shared with the exported decoder (a module of numpy alone)
+from wavediff.onnx_decoder import nnls
 
 # iterations of the projected-gradient NNLS from source mel to linear spectrum: on ESPnet
 # mels of the joe voice converted to hifigan, 0.174 log-mel L1 to the native mel with the
 # clipped pseudo-inverse, 0.152 with the NNLS (vocoded: PESQ 2.97 -> 3.02)
 NNLS_ITERS = 50
-
-
-def nnls(basis: np.ndarray, y: np.ndarray, pinv: Optional[np.ndarray] = None,
-         step: Optional[float] = None, iters: int = NNLS_ITERS) -> np.ndarray:
-    """Non-negative ``a`` ``(K, T)`` with ``basis @ a`` closest to ``y`` ``(M, T)`` (least
-    squares): accelerated projected gradient (FISTA) from the clipped pseudo-inverse
-    (``pinv``, computed when not given), step ``1 / ||basis||^2`` (``step``, likewise);
-    frames are independent."""
-    pinv = np.linalg.pinv(basis) if pinv is None else pinv
-    step = 1.0 / float(np.linalg.norm(basis, 2)) ** 2 if step is None else step
-    a = np.maximum(pinv @ y, 0.0)
-    z, t = a, 1.0
-    for _ in range(iters):
-        nxt = np.maximum(z - step * (basis.T @ (basis @ z - y)), 0.0)
-        t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
-        z = nxt + ((t - 1.0) / t_next) * (nxt - a)
-        a, t = nxt, t_next
-    return a
 
 
 # ---------------------------------------------------------------------- conversion
@@ -206,7 +190,7 @@ class MelConverter:
         lin[at_floor] *= 10 ** (-FLOOR_GAP_DB / 20)  # a floor value means "this or lower"
         if s.stft_normalized:
             lin = lin * window_sums(s)[1]
-        spec = nnls(self._basis_s, lin, self._pinv, self._step)  # (n_fft_s // 2 + 1, T)
+        spec = nnls(self._basis_s, lin, self._pinv, self._step, iters=NNLS_ITERS)  # (K_s, T)
         lo, hi = self._edges
         spec[:lo] = spec[lo]
         spec[hi + 1:] = spec[hi]
