@@ -32,15 +32,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
 from wavediff.audio.io import load_audio
-from wavediff.audio.mel import decompress_mel
-from wavediff.audio.phase import (
-    PhaseVocoder, SpectralProjector, _nnls_operators, mel_to_magnitude,
-)
+from wavediff.audio.mel import decompress_mel, mel_filterbank
+from wavediff.audio.phase import PhaseVocoder, SpectralProjector, mel_to_magnitude
 from wavediff.hardware import cpu_name
 from wavediff.vocoder import Vocoder
 
@@ -51,7 +50,7 @@ COMB_FLOOR = 0.02  # the comb between harmonics
 REFIT_ITERS = 30
 
 
-def world(x: np.ndarray, sample_rate: int, f0: np.ndarray = None):
+def world(x: np.ndarray, sample_rate: int, f0: Optional[np.ndarray] = None):
     """(F0, CheapTrick envelope) of ``x`` (float64); F0 from DIO + StoneMask unless given."""
     import pyworld
 
@@ -84,7 +83,7 @@ def harmonic_refit(config, mel: torch.Tensor, magnitude: torch.Tensor,
                    f0_frames: np.ndarray) -> torch.Tensor:
     """``magnitude`` ``(K, F)`` times a comb at the harmonics of ``f0_frames`` (voiced
     frames), refitted by multiplicative updates until its mel is ``mel``'s again."""
-    basis = _nnls_operators(config, torch.device("cpu"))[0].double()  # (M, K)
+    basis = mel_filterbank(config).double()  # (M, K)
     k_bins = magnitude.shape[0]
     hz = torch.arange(k_bins, dtype=torch.float64) * config.sample_rate / config.n_fft
     width = COMB_WIDTH_BINS * config.sample_rate / config.n_fft
